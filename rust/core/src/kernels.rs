@@ -1,0 +1,1 @@
+//! Infinite-width kernels of fully connected networks. Placeholder.

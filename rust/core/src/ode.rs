@@ -1,0 +1,1 @@
+//! ODE integration (Dormand–Prince 5(4)). Placeholder.

@@ -1,0 +1,259 @@
+//! `A = sym(K) + λI` and its symmetric eigendecomposition (faer's divide and conquer).
+//!
+//! Inputs are read through `MatRef` views of any stride; a C-contiguous NumPy array is
+//! the transpose of a column-major matrix, which for these symmetric measures changes
+//! nothing. The input is never written: the only copy is the lower triangle of `A`, in the
+//! compute precision `T` (the conversion from the input type `S` happens in that copy).
+
+use crate::{Error, Real, Result};
+use faer::dyn_stack::{MemBuffer, MemStack};
+use faer::linalg::evd::{self, ComputeEigenvectors};
+use faer::{Mat, MatMut, MatRef, Par};
+use rayon::prelude::*;
+
+/// Column block used to tile O(N²) passes (64 doubles = one 512-byte row of a tile).
+const TILE: usize = 64;
+
+/// Summary of a square kernel, computed in one tiled, parallel pass.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct KernelStats {
+    /// `max |K_ij|`.
+    pub max_abs: f64,
+    /// `max |K_ij − K_ji|`.
+    pub max_asym: f64,
+    /// `trace(K)`.
+    pub trace: f64,
+    /// Whether every entry is finite.
+    pub finite: bool,
+}
+
+impl KernelStats {
+    /// Whether `max|K − Kᵀ| ≤ rtol · max|K|` (the API accepts `rtol = 1e-5`).
+    #[must_use]
+    pub fn is_symmetric(&self, rtol: f64) -> bool {
+        self.max_asym <= rtol * self.max_abs
+    }
+}
+
+/// Finiteness, largest entry, largest asymmetry and trace of a square matrix.
+pub fn kernel_stats<S: Real>(k: MatRef<'_, S>, par: Par) -> Result<KernelStats> {
+    let n = check_square(k, "k_train_train")?;
+    let blocks: Vec<usize> = (0..n).step_by(TILE).collect();
+    let fold = |j0: usize| {
+        let mut st = KernelStats { max_abs: 0.0, max_asym: 0.0, trace: 0.0, finite: true };
+        let j1 = (j0 + TILE).min(n);
+        for i0 in (j0..n).step_by(TILE) {
+            let i1 = (i0 + TILE).min(n);
+            for j in j0..j1 {
+                for i in i0.max(j)..i1 {
+                    let a = k[(i, j)].to_f64();
+                    let b = k[(j, i)].to_f64();
+                    if !(a.is_finite() && b.is_finite()) {
+                        st.finite = false;
+                        continue;
+                    }
+                    st.max_abs = st.max_abs.max(a.abs()).max(b.abs());
+                    st.max_asym = st.max_asym.max((a - b).abs());
+                    if i == j {
+                        st.trace += a;
+                    }
+                }
+            }
+        }
+        st
+    };
+    let merge = |a: KernelStats, b: KernelStats| KernelStats {
+        max_abs: a.max_abs.max(b.max_abs),
+        max_asym: a.max_asym.max(b.max_asym),
+        trace: a.trace + b.trace,
+        finite: a.finite && b.finite,
+    };
+    let zero = KernelStats { max_abs: 0.0, max_asym: 0.0, trace: 0.0, finite: true };
+    Ok(match par {
+        Par::Seq => blocks.into_iter().map(fold).fold(zero, merge),
+        Par::Rayon(_) => blocks.into_par_iter().map(fold).reduce(|| zero, merge),
+    })
+}
+
+pub(crate) fn check_square<S>(k: MatRef<'_, S>, what: &'static str) -> Result<usize> {
+    if k.nrows() == k.ncols() {
+        Ok(k.nrows())
+    } else {
+        Err(Error::NotSquare { what, nrows: k.nrows(), ncols: k.ncols() })
+    }
+}
+
+/// Writes the lower triangle of `sym(K) + shift·I` into `out` (converted to `T`) and
+/// returns `max_i Σ_j |A_ij|`, the ∞-norm of `A` (an upper bound of its spectral radius).
+/// The strict upper triangle of `out` is left untouched.
+pub fn symmetrize_lower<S: Real, T: Real>(
+    k: MatRef<'_, S>,
+    shift: f64,
+    out: MatMut<'_, T>,
+    par: Par,
+) -> Result<f64> {
+    let n = check_square(k, "k_train_train")?;
+    if out.nrows() != n || out.ncols() != n {
+        return Err(Error::DimensionMismatch { what: "output of symmetrize", expected: n, got: out.nrows() });
+    }
+    // Row sums of |A| accumulate per column block, then add up.
+    let fill = |(b, mut cols): (usize, MatMut<'_, T>)| -> Vec<f64> {
+        let j0 = b * TILE;
+        let mut rowsum = vec![0.0f64; n];
+        for i0 in (j0..n).step_by(TILE) {
+            let i1 = (i0 + TILE).min(n);
+            for jj in 0..cols.ncols() {
+                let j = j0 + jj;
+                for i in i0.max(j)..i1 {
+                    let mut a = 0.5 * (k[(i, j)].to_f64() + k[(j, i)].to_f64());
+                    if i == j {
+                        a += shift;
+                    }
+                    cols[(i, jj)] = T::from_f64(a);
+                    rowsum[i] += a.abs();
+                    if i != j {
+                        rowsum[j] += a.abs();
+                    }
+                }
+            }
+        }
+        rowsum
+    };
+    let add = |mut a: Vec<f64>, b: Vec<f64>| {
+        a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
+        a
+    };
+    let sums = match par {
+        Par::Seq => out.col_chunks_mut_compat(TILE).enumerate().map(fill).fold(vec![0.0; n], add),
+        Par::Rayon(_) => out
+            .par_col_chunks_mut(TILE)
+            .enumerate()
+            .map(fill)
+            .reduce(|| vec![0.0; n], add),
+    };
+    Ok(sums.into_iter().fold(0.0, f64::max))
+}
+
+/// Sequential column chunks (faer has only the parallel iterator for chunks).
+trait ColChunks<'a, T> {
+    fn col_chunks_mut_compat(self, size: usize) -> std::vec::IntoIter<MatMut<'a, T>>;
+}
+
+impl<'a, T> ColChunks<'a, T> for MatMut<'a, T> {
+    fn col_chunks_mut_compat(self, size: usize) -> std::vec::IntoIter<MatMut<'a, T>> {
+        let mut rest = self;
+        let mut chunks = Vec::new();
+        while rest.ncols() > 0 {
+            let take = size.min(rest.ncols());
+            let (head, tail) = rest.split_at_col_mut(take);
+            chunks.push(head);
+            rest = tail;
+        }
+        chunks.into_iter()
+    }
+}
+
+/// Eigendecomposition of the symmetric matrix whose lower triangle is stored in `a`:
+/// eigenvalues ascending into `w`, orthonormal eigenvectors into the columns of `v`.
+pub fn eigh_lower<T: Real>(a: MatRef<'_, T>, w: &mut [T], v: MatMut<'_, T>, par: Par) -> Result<()> {
+    let n = check_square(a, "matrix")?;
+    if w.len() != n {
+        return Err(Error::DimensionMismatch { what: "eigenvalue output", expected: n, got: w.len() });
+    }
+    if v.nrows() != n || v.ncols() != n {
+        return Err(Error::DimensionMismatch { what: "eigenvector output", expected: n, got: v.nrows() });
+    }
+    if n == 0 {
+        return Ok(());
+    }
+    let req = evd::self_adjoint_evd_scratch::<T>(n, ComputeEigenvectors::Yes, par, Default::default());
+    let mut buf = MemBuffer::new(req);
+    let stack = MemStack::new(&mut buf);
+    let s = faer::diag::DiagMut::from_slice_mut(w);
+    evd::self_adjoint_evd(a, s, Some(v), par, stack, Default::default()).map_err(|_| Error::NoConvergence)
+}
+
+/// `sym(K) + shift·I = V diag(w) Vᵀ` for a kernel `K` of element type `S`, computed in `T`.
+/// `K` is read only; one `N×N` buffer of `T` holds the symmetrized copy.
+pub fn sym_eigh<S: Real, T: Real>(
+    k: MatRef<'_, S>,
+    shift: f64,
+    w: &mut [T],
+    v: MatMut<'_, T>,
+    par: Par,
+) -> Result<()> {
+    let n = check_square(k, "k_train_train")?;
+    let mut a = Mat::<T>::zeros(n, n);
+    symmetrize_lower(k, shift, a.as_mut(), par)?;
+    eigh_lower(a.as_ref(), w, v, par)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// `U diag(λ) Uᵀ` with a deterministic orthogonal `U` (Householder reflections).
+    pub fn with_spectrum(lams: &[f64]) -> Mat<f64> {
+        let n = lams.len();
+        let mut u = Mat::<f64>::identity(n, n);
+        for r in 0..3 {
+            let h: Vec<f64> = (0..n).map(|i| ((i * 7 + r * 13 + 1) as f64).sin()).collect();
+            let nn: f64 = h.iter().map(|x| x * x).sum();
+            let refl = Mat::<f64>::from_fn(n, n, |i, j| f64::from(u8::from(i == j)) - 2.0 * h[i] * h[j] / nn);
+            u = &refl * &u;
+        }
+        let d = Mat::<f64>::from_fn(n, n, |i, j| if i == j { lams[i] } else { 0.0 });
+        &u * &d * u.transpose()
+    }
+
+    #[test]
+    fn stats_detect_asymmetry_and_nan() {
+        let mut k = with_spectrum(&[1.0, 2.0, 3.0, 4.0, 5.0]);
+        let st = kernel_stats(k.as_ref(), Par::Seq).unwrap();
+        assert!(st.finite && st.max_asym < 1e-14 && (st.trace - 15.0).abs() < 1e-12);
+        k[(0, 3)] += 1e-3;
+        let st = kernel_stats(k.as_ref(), Par::rayon(2)).unwrap();
+        assert!((st.max_asym - 1e-3).abs() < 1e-12);
+        assert!(!st.is_symmetric(1e-5));
+        k[(2, 1)] = f64::NAN;
+        assert!(!kernel_stats(k.as_ref(), Par::Seq).unwrap().finite);
+    }
+
+    #[test]
+    fn eigh_recovers_constructed_spectrum() {
+        let lams: Vec<f64> = (0..150).map(|i| if i < 3 { 0.0 } else { (i as f64).powi(2) * 1e-3 }).collect();
+        let k = with_spectrum(&lams);
+        let n = lams.len();
+        for par in [Par::Seq, Par::rayon(2)] {
+            let mut w = vec![0.0; n];
+            let mut v = Mat::<f64>::zeros(n, n);
+            sym_eigh(k.as_ref(), 0.5, &mut w, v.as_mut(), par).unwrap();
+            for (a, b) in w.iter().zip(&lams) {
+                assert!((a - (b + 0.5)).abs() < 1e-11, "{a} vs {b}");
+            }
+            let vtv = v.transpose() * &v;
+            for i in 0..n {
+                for j in 0..n {
+                    let want = if i == j { 1.0 } else { 0.0 };
+                    assert!((vtv[(i, j)] - want).abs() < 1e-12);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn symmetrize_converts_and_bounds_norm() {
+        let k = Mat::<f32>::from_fn(3, 3, |i, j| (i + 2 * j) as f32);
+        let mut a = Mat::<f64>::zeros(3, 3);
+        let norm = symmetrize_lower(k.as_ref(), 1.0, a.as_mut(), Par::Seq).unwrap();
+        assert_eq!(a[(2, 0)], 0.5 * (2.0 + 4.0));
+        assert_eq!(a[(1, 1)], 3.0 + 1.0);
+        assert_eq!(a[(0, 2)], 0.0, "upper triangle untouched");
+        // row sums of |sym(K) + I|: row 2 = 3 + 4.5 + 7
+        assert_eq!(norm, 14.5);
+        assert!(matches!(
+            symmetrize_lower(Mat::<f64>::zeros(2, 3).as_ref(), 0.0, a.as_mut(), Par::Seq),
+            Err(Error::NotSquare { .. })
+        ));
+    }
+}
