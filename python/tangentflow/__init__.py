@@ -1,0 +1,41 @@
+"""tangentflow: how a model trained by gradient descent evolves in the kernel regime.
+
+Give it a kernel matrix over the training inputs (NTK or NNGP, from any source) and
+targets; it returns outputs at any training time, at convergence, ensemble means and
+covariances, GP posteriors and the largest stable learning rate. The CPU hot loop is a
+Rust core (faer); CuPy arrays run on the GPU through the same classes.
+"""
+
+from . import _core
+from ._errors import LinAlgError, NumericalWarning, TangentflowError
+from ._lr import max_learning_rate
+from ._predictor import Diagnostics, Prediction, Predictor, TestSet
+
+__version__ = _core.__version__
+
+__all__ = [
+    "Predictor",
+    "Prediction",
+    "TestSet",
+    "Diagnostics",
+    "max_learning_rate",
+    "set_num_threads",
+    "get_num_threads",
+    "NumericalWarning",
+    "TangentflowError",
+    "LinAlgError",
+    "__version__",
+]
+
+
+def set_num_threads(n: int) -> None:
+    """Sets the number of threads of the Rust core (0: the default, which is
+    ``TANGENTFLOW_NUM_THREADS`` or the number of cores)."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ValueError(f"n must be a non-negative int, got {n!r}")
+    _core.set_num_threads(n)
+
+
+def get_num_threads() -> int:
+    """The number of threads the Rust core uses."""
+    return _core.get_num_threads()

@@ -1,0 +1,35 @@
+"""Array backends: the Rust core for NumPy-compatible input, an array-namespace backend
+(CuPy on the GPU; NumPy for testing the same code on the CPU)."""
+
+from __future__ import annotations
+
+from ._base import Backend
+from .cpu import CpuBackend
+from .xp import XpBackend, cupy_or_none, is_gpu_array
+
+__all__ = ["Backend", "CpuBackend", "XpBackend", "select", "is_gpu_array", "cupy_or_none"]
+
+_CPU = CpuBackend()
+
+
+def select(kernel, override: str | None = None) -> Backend:
+    """Backend for a kernel: GPU arrays → CuPy, everything else → the Rust core.
+
+    ``override`` is for tests: ``"cpu"``, ``"numpy"`` (the array-namespace code run with
+    NumPy) or ``"cupy"``.
+    """
+    if override == "numpy":
+        import numpy
+
+        return XpBackend(numpy)
+    if override == "cupy" or (override is None and is_gpu_array(kernel)):
+        cp = cupy_or_none()
+        if cp is None:
+            raise TypeError(
+                "k_train_train is a GPU array but CuPy is not installed: "
+                'pip install "tangentflow[cuda12]" (or [cuda13])'
+            )
+        return XpBackend(cp)
+    if override not in (None, "cpu"):
+        raise ValueError(f"unknown backend {override!r}")
+    return _CPU

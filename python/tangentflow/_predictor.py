@@ -1,0 +1,615 @@
+"""``Predictor``: outputs of a model trained by gradient descent in the kernel regime."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from . import _backends, _validate
+from ._errors import TangentflowError
+from ._shapes import Layout, flatten_kernel, kernel_dims
+from ._spectrum import Factorization, Spectrum, default_rcond
+
+__all__ = ["Predictor", "Prediction", "Diagnostics", "TestSet"]
+
+#: Condition-number gate of the Cholesky fast path for t = ∞ (semantics §5).
+CHOLESKY_MAX_COND = 1e6
+_LOSSES = ("mse", "cross_entropy")
+
+
+class Prediction(NamedTuple):
+    """Outputs at the requested times: ``t.shape + output shape``, or None if not asked."""
+
+    train: Any
+    test: Any
+
+
+@dataclass(frozen=True)
+class Diagnostics:
+    """Spectral facts of ``A = sym(K) + λI`` (see ``Predictor.diagnostics``)."""
+
+    min_eigenvalue: float
+    max_eigenvalue: float
+    n_cut: int
+    max_cut_magnitude: float
+    psd_correction: float
+    condition_number: float
+    max_learning_rate: float
+    time_to_1pct: float
+    rcond: float
+    cut_threshold: float
+
+
+def _prepare_kernel(k_train_train, backend):
+    k = _validate.as_float_array(k_train_train, "k_train_train", backend)
+    dims = kernel_dims(tuple(k.shape), "k_train_train")
+    k2 = flatten_kernel(k, backend.xp)
+    if backend.name == "cpu" and not (k2.flags.c_contiguous or k2.flags.f_contiguous):
+        k2 = np.ascontiguousarray(k2)
+    max_abs, max_asym, trace, finite = backend.kernel_stats(k2)
+    if not finite:
+        raise ValueError("k_train_train contains NaN or infinity")
+    if max_asym > 1e-5 * max_abs:
+        raise ValueError(
+            f"k_train_train is not symmetric: max|K - K^T| = {max_asym:.3e} exceeds "
+            f"1e-5 * max|K| = {1e-5 * max_abs:.3e}"
+        )
+    return k, k2, dims, trace
+
+
+class _Config:
+    """Validated constructor options (shared logic of Predictor and with_params)."""
+
+    __slots__ = (
+        "learning_rate",
+        "diag_reg",
+        "diag_reg_absolute_scale",
+        "momentum",
+        "loss",
+        "dynamics",
+        "trace_axes",
+        "precision",
+        "rcond",
+        "rtol",
+        "atol",
+        "converge_tol",
+    )
+
+    def __init__(self, **kw):
+        lr = _validate.positive_float(kw["learning_rate"], "learning_rate")
+        reg = _validate.positive_float(kw["diag_reg"], "diag_reg", allow_zero=True)
+        if not isinstance(kw["diag_reg_absolute_scale"], (bool, np.bool_)):
+            raise TypeError("diag_reg_absolute_scale must be a bool")
+        m = kw["momentum"]
+        if m is not None:
+            if isinstance(m, bool) or not isinstance(m, (int, float, np.floating, np.integer)):
+                raise TypeError(f"momentum must be None or a float in [0, 1), got {m!r}")
+            m = float(m)
+            if not 0.0 <= m < 1.0:
+                raise ValueError(f"momentum must be in [0, 1), got {m!r}")
+        loss = kw["loss"]
+        if isinstance(loss, str):
+            if loss not in _LOSSES:
+                raise ValueError(f'loss must be "mse", "cross_entropy" or a callable, got {loss!r}')
+        elif not callable(loss):
+            raise TypeError(f"loss must be a string or a callable, got {type(loss).__name__}")
+        dyn = kw["dynamics"]
+        if dyn not in ("flow", "gd"):
+            raise ValueError(f'dynamics must be "flow" or "gd", got {dyn!r}')
+        if dyn == "gd" and loss != "mse":
+            raise ValueError('dynamics="gd" is available for loss="mse" only')
+        if dyn == "gd" and m is not None:
+            raise ValueError('dynamics="gd" does not take momentum (use dynamics="flow")')
+        if loss != "mse" and reg != 0.0:
+            raise ValueError("diag_reg must be 0 with an ODE loss (it applies to the MSE closed forms)")
+        prec = kw["precision"]
+        if prec not in ("float64", "float32"):
+            raise ValueError(f'precision must be "float64" or "float32", got {prec!r}')
+        rc = kw["rcond"]
+        if rc is not None:
+            rc = _validate.positive_float(rc, "rcond")
+        rtol = _validate.positive_float(kw["rtol"], "rtol")
+        atol = _validate.positive_float(kw["atol"], "atol")
+        ct = kw["converge_tol"]
+        if ct is not None:
+            ct = _validate.positive_float(ct, "converge_tol")
+        self.learning_rate, self.diag_reg = lr, reg
+        self.diag_reg_absolute_scale = bool(kw["diag_reg_absolute_scale"])
+        self.momentum, self.loss, self.dynamics = m, loss, dyn
+        self.trace_axes = kw["trace_axes"]
+        self.precision, self.rcond, self.rtol, self.atol, self.converge_tol = prec, rc, rtol, atol, ct
+
+    def as_dict(self):
+        return {s: getattr(self, s) for s in self.__slots__}
+
+
+class Predictor:
+    """Outputs of a model trained by gradient descent in the kernel regime.
+
+    Linearized around initialization, a network trained with the mean-squared loss
+    evolves in function space as ``f(t) = Y + exp(-η t A / n)(f₀ − Y)`` on the training
+    set, with ``A = sym(K) + λI``; test outputs follow through ``k_test_train``
+    (semantics §3–§6). The kernel is factorized once (lazily, on first use) and the
+    factorization serves every time, target set, learning rate and ``diag_reg``.
+
+    Parameters
+    ----------
+    k_train_train : array, (N, N) or pair-interleaved (N, N, K, K, ...)
+        NTK (or NNGP) over the training inputs. NumPy/array-like → Rust core; CuPy (or a
+        DLPack GPU array) → GPU backend. Must be symmetric to ``1e-5·max|K|``.
+    y_train : array, optional
+        Targets ``(N,)`` or ``(N, ...)``; may instead be given per call.
+    learning_rate : float
+        η. With gradient flow only ``η·t`` matters; with momentum time is ``√η·t``.
+    diag_reg, diag_reg_absolute_scale
+        λ added to the diagonal; relative to the mean diagonal entry unless absolute.
+    momentum : float in [0, 1), optional
+        Heavy-ball momentum (closed form per eigenmode for MSE).
+    loss : "mse", "cross_entropy" or callable
+        Anything other than "mse" is integrated with Dormand–Prince 5(4).
+    dynamics : "flow" or "gd"
+        Continuous gradient flow, or discrete gradient-descent steps (MSE only).
+    trace_axes : tuple of int, optional
+        Output axes the kernel is traced over (semantics §2). ``None`` with a 2-D kernel:
+        every target axis after the first.
+    precision : "float64" or "float32"
+        Precision of the factorization. "float32" is faster and uses half the memory but
+        loses about 8 digits: only for well-conditioned kernels.
+    rcond : float, optional
+        Eigenvalues ``<= rcond·max|μ|`` are exact null directions (default ``D·ε``).
+    rtol, atol, converge_tol
+        ODE tolerances; ``converge_tol`` lets ``t=None`` stop at ``max|df/dτ| <= tol``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tangentflow import Predictor
+    >>> x = np.linspace(-1, 1, 5)[:, None]
+    >>> k = np.exp(-(x - x.T) ** 2)
+    >>> Predictor(k).at(None, y_train=np.sin(3 * x)).train.round(6).ravel().tolist()
+    [-0.14112, -0.981688, 0.0, 0.981688, 0.14112]
+    """
+
+    def __init__(
+        self,
+        k_train_train,
+        y_train=None,
+        *,
+        learning_rate=1.0,
+        diag_reg=0.0,
+        diag_reg_absolute_scale=False,
+        momentum=None,
+        loss="mse",
+        dynamics="flow",
+        trace_axes=None,
+        precision="float64",
+        rcond=None,
+        rtol=1.4e-8,
+        atol=1.4e-8,
+        converge_tol=None,
+        _backend=None,
+    ):
+        cfg = _Config(
+            learning_rate=learning_rate,
+            diag_reg=diag_reg,
+            diag_reg_absolute_scale=diag_reg_absolute_scale,
+            momentum=momentum,
+            loss=loss,
+            dynamics=dynamics,
+            trace_axes=trace_axes,
+            precision=precision,
+            rcond=rcond,
+            rtol=rtol,
+            atol=atol,
+            converge_tol=converge_tol,
+        )
+        backend = _backends.select(k_train_train, _backend)
+        k, k2, dims, trace = _prepare_kernel(k_train_train, backend)
+        if trace_axes is None and len(dims) != 1:
+            raise ValueError(
+                f"trace_axes must be given for a {2 * len(dims)}-D k_train_train "
+                "(trace_axes=None is for 2-D kernels)"
+            )
+        self._backend = backend
+        self._k = k2
+        self._kdims = dims
+        self._out_dtype = np.dtype(k.dtype)
+        self._trace = trace
+        self._cfg = cfg
+        self._fact = Factorization(k2, backend, np.dtype(cfg.precision))
+        self._spec = None
+        self._y = None
+        if y_train is not None:
+            self._y = self._targets(y_train)
+
+    # -- construction helpers ---------------------------------------------------------------
+    def _derive(self, **changes) -> Predictor:
+        new = object.__new__(Predictor)
+        new.__dict__.update(self.__dict__)
+        kw = self._cfg.as_dict()
+        kw.update(changes)
+        new._cfg = _Config(**kw)
+        new._spec = None
+        return new
+
+    def with_params(self, *, learning_rate=None, diag_reg=None, diag_reg_absolute_scale=None):
+        """A Predictor with other ``learning_rate``/``diag_reg`` sharing this factorization."""
+        changes = {}
+        if learning_rate is not None:
+            changes["learning_rate"] = learning_rate
+        if diag_reg is not None:
+            changes["diag_reg"] = diag_reg
+        if diag_reg_absolute_scale is not None:
+            changes["diag_reg_absolute_scale"] = diag_reg_absolute_scale
+        return self._derive(**changes)
+
+    def factorize(self) -> Predictor:
+        """Computes the eigendecomposition now (it is otherwise done on first use)."""
+        self._fact.ensure()
+        return self
+
+    # -- public properties ----------------------------------------------------------------
+    @property
+    def factorizations(self) -> int:
+        """O(N³) factorizations run by this Predictor and its ``with_params`` family."""
+        return self._fact.count
+
+    @property
+    def learning_rate(self) -> float:
+        return self._cfg.learning_rate
+
+    @property
+    def diag_reg(self) -> float:
+        return self._cfg.diag_reg
+
+    @property
+    def diag_reg_absolute_scale(self) -> bool:
+        return self._cfg.diag_reg_absolute_scale
+
+    @property
+    def momentum(self):
+        return self._cfg.momentum
+
+    @property
+    def precision(self) -> str:
+        return self._cfg.precision
+
+    @property
+    def shift(self) -> float:
+        """λ actually added to the diagonal (after the relative scaling)."""
+        c = self._cfg
+        if c.diag_reg_absolute_scale:
+            return c.diag_reg
+        d = self._k.shape[0]
+        return c.diag_reg * self._trace / d if d else 0.0
+
+    @property
+    def rcond(self) -> float:
+        rc = self._cfg.rcond
+        return rc if rc is not None else default_rcond(self._k.shape[0], self._cfg.precision)
+
+    @property
+    def eigenvalues(self):
+        """Eigenvalues of ``sym(K) + λI``, ascending (factorizes if needed)."""
+        return self._spectrum().mu
+
+    def _spectrum(self) -> Spectrum:
+        if self._spec is None:
+            w, _ = self._fact.ensure()
+            spec = Spectrum.of(w, self.shift, self.rcond, self._backend.xp)
+            spec.warn_if_not_psd(stacklevel=5)
+            self._spec = spec
+        return self._spec
+
+    # -- inputs -----------------------------------------------------------------------------
+    def _targets(self, y, name="y_train"):
+        be = self._backend
+        y = _validate.as_float_array(y, name, be)
+        _validate.check_finite(y, name, be.xp)
+        Layout.resolve(y.shape, self._cfg.trace_axes, self._kdims)  # shape check now
+        return y
+
+    def _compute_dtype(self):
+        return np.dtype(self._cfg.precision)
+
+    def _broadcast(self, value, shape, name):
+        be = self._backend
+        a = _validate.as_float_array(value, name, be)
+        _validate.check_finite(a, name, be.xp)
+        try:
+            return be.xp.broadcast_to(a, shape)
+        except ValueError:
+            raise ValueError(f"{name} of shape {tuple(a.shape)} does not broadcast to {shape}") from None
+
+    def _flat(self, a, layout, dtype):
+        xp = self._backend.xp
+        f = layout.flatten(a, xp)
+        return xp.ascontiguousarray(f, dtype=dtype) if hasattr(xp, "ascontiguousarray") else f
+
+    def _resolve(self, y_train, fx_train_0):
+        y = self._targets(y_train) if y_train is not None else self._y
+        if y is None:
+            raise ValueError("y_train is required: pass it to the constructor or to this call")
+        layout = Layout.resolve(y.shape, self._cfg.trace_axes, self._kdims)
+        dt = self._compute_dtype()
+        yf = self._flat(y, layout, dt)
+        want_train = fx_train_0 is not None
+        if want_train:
+            f0 = self._flat(self._broadcast(fx_train_0, y.shape, "fx_train_0"), layout, dt)
+        else:
+            f0 = self._backend.xp.zeros_like(yf)
+        return layout, yf, f0, want_train
+
+    # -- predictions ------------------------------------------------------------------------
+    def at(self, t=None, *, y_train=None, fx_train_0=0.0, fx_test_0=None, k_test_train=None):
+        """Outputs at time(s) ``t`` (None or inf: converged).
+
+        Returns ``Prediction(train, test)``: ``t.shape + y_train.shape`` on the training
+        set (None when ``fx_train_0=None``) and ``t.shape + test shape`` on the test set
+        (when ``k_test_train`` is given; ``fx_test_0`` defaults to 0).
+        """
+        if fx_test_0 is not None and k_test_train is None:
+            raise ValueError("fx_test_0 was given without k_test_train")
+        test = None
+        if k_test_train is not None:
+            test = _TestInputs(self, k_test_train, fx_test_0 if fx_test_0 is not None else 0.0)
+        return self._predict(t, y_train, fx_train_0, test)
+
+    def test_set(self, k_test_train, fx_test_0=0.0) -> TestSet:
+        """A handle whose ``.at`` reuses the test-dependent work ``K_te·V`` across calls."""
+        return TestSet(self, k_test_train, fx_test_0)
+
+    def _predict(self, t, y_train, fx_train_0, test):
+        cfg = self._cfg
+        ts, tshape = _validate.times(t, steps=cfg.dynamics == "gd")
+        layout, yf, f0, want_train = self._resolve(y_train, fx_train_0)
+        if test is not None:
+            test.bind(layout)
+        if cfg.loss != "mse":
+            from ._ode import predict_ode
+
+            train, tst = predict_ode(self, ts, layout, yf, f0, test)
+        else:
+            train, tst = self._closed_form(ts, layout, yf, f0, test)
+        return self._finish(train if want_train else None, tst, tshape, layout, test)
+
+    def _finish(self, train, tst, tshape, layout, test):
+        xp = self._backend.xp
+        out_dt = self._out_dtype
+        if train is not None:
+            train = layout.unflatten(train, layout.y_shape, xp)
+            train = xp.reshape(train, tshape + layout.y_shape).astype(out_dt, copy=False)
+        if tst is not None:
+            tst = layout.unflatten(tst, test.shape, xp)
+            tst = xp.reshape(tst, tshape + test.shape).astype(out_dt, copy=False)
+        for name, a in (("train", train), ("test", tst)):
+            if a is not None and a.size and not bool(xp.all(xp.isfinite(a))):
+                raise TangentflowError(
+                    f"{name} outputs overflowed: with dynamics='gd' this means learning_rate "
+                    f"exceeds the largest stable rate ({self._max_lr_for(layout.size):.6g})"
+                )
+        return Prediction(train, tst)
+
+    def _dynamics(self, n):
+        cfg = self._cfg
+        if cfg.momentum is not None:
+            return "momentum", [cfg.learning_rate, cfg.momentum, float(n)]
+        if cfg.dynamics == "gd":
+            return "gd", [cfg.learning_rate / n]
+        return "flow", [cfg.learning_rate / n]
+
+    def _closed_form(self, ts, layout, yf, f0, test):
+        be = self._backend
+        xp = be.xp
+        n = layout.size
+        if bool(np.all(np.isinf(ts))) and not self._fact.ready and self._cfg.dynamics == "flow":
+            fast = self._cholesky_limit(yf, f0, test)
+            if fast is not None:
+                return fast
+        spec = self._spectrum()
+        if self._cfg.dynamics == "gd" and np.any(np.isinf(ts)):
+            if spec.retained.shape[0] and self._cfg.learning_rate * spec.mu_max / n >= 2.0:
+                raise ValueError(
+                    f"t=inf with dynamics='gd' diverges: learning_rate {self._cfg.learning_rate}"
+                    f" >= the largest stable rate {self._max_lr_for(n):.6g}"
+                )
+        _, v = self._fact.ensure()
+        vr = v[:, spec.first :]
+        kind, params = self._dynamics(n)
+        em1, phi = be.mode_factors(kind, params, spec.retained, ts)
+        z = be.project(vr, f0 - yf)
+        train = be.train_outputs(vr, z, em1, f0)
+        tst = None
+        if test is not None:
+            if test.cached:
+                kv = test.basis()[:, spec.first :]
+                tst = be.test_outputs_cached(xp.ascontiguousarray(kv), z, phi, test.g0)
+            else:
+                tst = be.test_outputs(test.k, vr, z, phi, test.g0)
+        return train, tst
+
+    def _cholesky_limit(self, yf, f0, test):
+        """t = ∞ by Cholesky when well conditioned (semantics §5); None → spectral path."""
+        be = self._backend
+        xp = be.xp
+        res = be.cholesky_solve(self._k, self.shift, xp.ascontiguousarray(yf - f0))
+        if res is None:
+            return None
+        x, norm_inf, mu_min_est, cond_est = res
+        if not (cond_est <= CHOLESKY_MAX_COND and mu_min_est > 2.0 * self.rcond * norm_inf):
+            return None
+        train = yf[None].copy()
+        tst = None
+        if test is not None:
+            tst = (test.g0 + test.k @ x)[None]
+        return train, tst
+
+    def train_loss(self, t=None, *, y_train=None, fx_train_0=0.0):
+        """MSE training loss ``‖f(t) − y‖²/(2n)`` at times ``t``, from the eigenbasis
+        (O(N·R·T), no outputs formed)."""
+        if self._cfg.loss != "mse":
+            raise ValueError('train_loss is available for loss="mse" only')
+        if fx_train_0 is None:
+            raise ValueError("fx_train_0 must be an array or a scalar for train_loss")
+        ts, tshape = _validate.times(t, steps=self._cfg.dynamics == "gd")
+        layout, yf, f0, _ = self._resolve(y_train, fx_train_0)
+        be = self._backend
+        xp = be.xp
+        spec = self._spectrum()
+        _, v = self._fact.ensure()
+        r0 = (f0 - yf).astype(xp.float64)
+        z = be.project(v[:, spec.first :], f0 - yf).astype(xp.float64)
+        zz = xp.sum(z * z, axis=1)
+        rest = max(float(xp.sum(r0 * r0)) - float(xp.sum(zz)), 0.0) if spec.first else 0.0
+        kind, params = self._dynamics(layout.size)
+        em1, _ = be.mode_factors(kind, params, spec.retained, ts)
+        loss = (xp.sum((1.0 + em1) ** 2 * zz[:, None], axis=0) + rest) / (2.0 * layout.size)
+        return xp.reshape(loss, tshape).astype(self._out_dtype)
+
+    # -- diagnostics -------------------------------------------------------------------------
+    def _max_lr_for(self, n):
+        spec = self._spectrum()
+        m = self._cfg.momentum or 0.0
+        return 2.0 * (1.0 + m) * n / (spec.mu_max + 1e-12)
+
+    def diagnostics(self) -> Diagnostics:
+        """Spectral diagnostics (factorizes if needed)."""
+        spec = self._spectrum()
+        xp = self._backend.xp
+        mu = spec.mu
+        cut = mu[: spec.first]
+        ret = spec.retained
+        neg = xp.minimum(mu, 0.0)
+        norm = float(xp.sqrt(xp.sum(mu * mu))) if mu.shape[0] else 0.0
+        psd = float(xp.sqrt(xp.sum(neg * neg))) / norm if norm > 0 else 0.0
+        n = self._y.size if self._y is not None else self._k.shape[0]
+        mu_min_r = float(ret[0]) if ret.shape[0] else math.nan
+        cond = spec.mu_max / mu_min_r if ret.shape[0] else math.inf
+        t1 = n * math.log(100.0) / (self._cfg.learning_rate * mu_min_r) if ret.shape[0] else math.inf
+        return Diagnostics(
+            min_eigenvalue=spec.mu_min,
+            max_eigenvalue=spec.mu_max,
+            n_cut=spec.n_cut,
+            max_cut_magnitude=float(xp.max(xp.abs(cut))) if spec.first else 0.0,
+            psd_correction=psd,
+            condition_number=cond,
+            max_learning_rate=self._max_lr_for(n),
+            time_to_1pct=t1,
+            rcond=self.rcond,
+            cut_threshold=spec.tol,
+        )
+
+    # -- pickling ----------------------------------------------------------------------------
+    def __getstate__(self):
+        be = self._backend
+        state = {
+            "backend": be.name,
+            "k": self._k,
+            "kdims": self._kdims,
+            "out_dtype": self._out_dtype.str,
+            "trace": self._trace,
+            "cfg": self._cfg.as_dict(),
+            "y": self._y,
+            "w": self._fact.w,
+            "v": self._fact.v,
+            "count": self._fact.count,
+        }
+        return state
+
+    def __setstate__(self, state):
+        name = state["backend"]
+        self._backend = _backends.select(state["k"], None if name == "cpu" else name)
+        self._k = state["k"]
+        self._kdims = tuple(state["kdims"])
+        self._out_dtype = np.dtype(state["out_dtype"])
+        self._trace = state["trace"]
+        self._cfg = _Config(**state["cfg"])
+        self._fact = Factorization(self._k, self._backend, np.dtype(self._cfg.precision))
+        self._fact.w, self._fact.v, self._fact.count = state["w"], state["v"], state["count"]
+        self._spec = None
+        self._y = state["y"]
+
+    def __repr__(self):
+        c = self._cfg
+        return (
+            f"Predictor(N={self._k.shape[0]}, learning_rate={c.learning_rate}, "
+            f"diag_reg={c.diag_reg}, loss={c.loss!r}, dynamics={c.dynamics!r}, "
+            f"momentum={c.momentum}, backend={self._backend.name!r}, "
+            f"factorized={self._fact.ready})"
+        )
+
+
+class _TestInputs:
+    """A validated test kernel and initial test outputs, flattened for the backend."""
+
+    def __init__(self, predictor, k_test_train, fx_test_0, cached=False):
+        self.p = predictor
+        self.raw_k = k_test_train
+        self.raw_g0 = fx_test_0
+        self.cached = cached
+        self._kv = None
+        self._layout = None
+        self.k = None
+        self.shape = None
+        self.g0 = None
+        self._prepared = None
+
+    def _prepare(self):
+        # kernel conversion and checks happen once per handle
+        if self._prepared is None:
+            p = self.p
+            be = p._backend
+            k = _validate.as_float_array(self.raw_k, "k_test_train", be)
+            _validate.check_finite(k, "k_test_train", be.xp)
+            nd = 2 * len(p._kdims)
+            if k.ndim != nd:
+                raise ValueError(
+                    f"k_test_train must have {nd} dimensions (interleaved test/train axes), "
+                    f"got shape {tuple(k.shape)}"
+                )
+            if tuple(k.shape[1::2]) != p._kdims:
+                raise ValueError(
+                    f"k_test_train of shape {tuple(k.shape)} does not match k_train_train: "
+                    f"its train axes (1, 3, ...) must have sizes {p._kdims}"
+                )
+            k2 = flatten_kernel(k, be.xp)
+            dt = p._compute_dtype()
+            if hasattr(be.xp, "ascontiguousarray"):
+                k2 = be.xp.ascontiguousarray(k2, dtype=dt)
+            self._prepared = (k2, tuple(k.shape[0::2]))
+        return self._prepared
+
+    def bind(self, layout):
+        k2, test_dims = self._prepare()
+        shape = layout.test_shape(test_dims)
+        for a in layout.traced:
+            if a == 0 and layout.y_shape[0] != shape[0]:
+                raise ValueError("a traced example axis requires as many test as train examples")
+        self.k = k2
+        self.shape = shape
+        g0 = self.p._broadcast(self.raw_g0, shape, "fx_test_0")
+        self.g0 = self.p._flat(g0, layout, self.p._compute_dtype())
+
+    def basis(self):
+        if self._kv is None:
+            _, v = self.p._fact.ensure()
+            self._kv = self.p._backend.test_basis(self.k, v)
+        return self._kv
+
+
+class TestSet:
+    """A Predictor bound to one test set; ``at`` reuses ``K_te·V`` across calls."""
+
+    __test__ = False  # not a pytest class
+
+    def __init__(self, predictor: Predictor, k_test_train, fx_test_0=0.0):
+        self.predictor = predictor
+        self._inputs = _TestInputs(predictor, k_test_train, fx_test_0, cached=True)
+        self._inputs._prepare()
+
+    def at(self, t=None, *, y_train=None, fx_train_0=0.0):
+        """Like ``Predictor.at`` with this test set; returns ``Prediction(train, test)``."""
+        return self.predictor._predict(t, y_train, fx_train_0, self._inputs)

@@ -1,0 +1,134 @@
+"""Trace axes and the flattened view (semantics §2).
+
+A kernel over outputs of shape ``S`` stores the non-traced axes pair-interleaved:
+``(S[a0], S[a0], S[a1], S[a1], ...)`` (first argument, second argument). All numerics run
+on the flattened view: targets ``Y`` of shape ``(D, R)`` (non-traced axes flattened into
+rows, traced axes into columns) and kernels ``(D, D)`` / ``(D_test, D)``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["Layout", "kernel_dims", "flatten_kernel", "normalize_trace_axes"]
+
+
+def kernel_dims(shape: tuple[int, ...], name: str) -> tuple[int, ...]:
+    """Dims of the non-traced output axes of a train-train kernel, checking the pairs."""
+    if len(shape) == 0 or len(shape) % 2:
+        raise ValueError(
+            f"{name} must have an even, non-zero number of dimensions (pairs of output axes), "
+            f"got shape {shape}"
+        )
+    first, second = shape[0::2], shape[1::2]
+    if first != second:
+        raise ValueError(
+            f"{name} must be square over each pair of axes (interleaved layout "
+            f"(N, N, K, K, ...)), got shape {shape}"
+        )
+    return tuple(first)
+
+
+def flatten_kernel(k, xp=np):
+    """Unzips a pair-interleaved kernel and flattens it to 2-D (a view for 2-D input)."""
+    if k.ndim == 2:
+        return k
+    nd = k.ndim // 2
+    perm = tuple(range(0, k.ndim, 2)) + tuple(range(1, k.ndim, 2))
+    rows = math.prod(k.shape[0::2])
+    cols = math.prod(k.shape[1::2])
+    return xp.reshape(xp.transpose(k, perm), (rows, cols)) if nd else k
+
+
+def normalize_trace_axes(trace_axes, ndim: int, name: str = "trace_axes") -> tuple[int, ...]:
+    """Sorted, de-duplicated non-negative axes; errors name the argument."""
+    if isinstance(trace_axes, (int, np.integer)):
+        trace_axes = (int(trace_axes),)
+    try:
+        axes = [int(a) for a in trace_axes]
+    except TypeError:
+        raise TypeError(f"{name} must be a tuple of ints, got {trace_axes!r}") from None
+    out = set()
+    for a in axes:
+        if not -ndim <= a < ndim:
+            raise ValueError(f"{name} entry {a} is out of range for targets with {ndim} axes")
+        out.add(a % ndim)
+    return tuple(sorted(out))
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How targets of shape ``y_shape`` map to the flattened ``(D, R)`` view."""
+
+    y_shape: tuple[int, ...]
+    traced: tuple[int, ...]
+    kept: tuple[int, ...]
+
+    @classmethod
+    def resolve(cls, y_shape, trace_axes, k_dims, kernel_name="k_train_train"):
+        """Layout for targets ``y_shape`` and a kernel with non-traced dims ``k_dims``."""
+        y_shape = tuple(int(s) for s in y_shape)
+        ndim = len(y_shape)
+        if ndim == 0:
+            raise ValueError("y_train must have at least one axis (examples first), got a scalar")
+        if trace_axes is None:
+            if len(k_dims) != 1:
+                raise ValueError(
+                    f"trace_axes must be given for a {2 * len(k_dims)}-D {kernel_name}; "
+                    "trace_axes=None is for 2-D kernels"
+                )
+            traced = tuple(range(1, ndim))
+        else:
+            traced = normalize_trace_axes(trace_axes, ndim)
+        kept = tuple(a for a in range(ndim) if a not in traced)
+        want = tuple(y_shape[a] for a in kept)
+        if want != tuple(k_dims):
+            raise ValueError(
+                f"{kernel_name} of shape {_zip(k_dims)} does not match y_train of shape "
+                f"{y_shape} with trace_axes={trace_axes}: expected a kernel of shape "
+                f"{_zip(want)}"
+            )
+        return cls(y_shape, traced, kept)
+
+    @property
+    def rows(self) -> int:
+        return math.prod(self.y_shape[a] for a in self.kept)
+
+    @property
+    def cols(self) -> int:
+        return math.prod(self.y_shape[a] for a in self.traced)
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.y_shape)
+
+    def test_shape(self, test_dims: tuple[int, ...]) -> tuple[int, ...]:
+        """Output shape on a test set whose non-traced dims are ``test_dims``."""
+        shape = list(self.y_shape)
+        for a, d in zip(self.kept, test_dims):
+            shape[a] = d
+        return tuple(shape)
+
+    def flatten(self, a, xp=np):
+        """``(..., *shape)`` → ``(..., D, R)`` for an array shaped like the targets."""
+        lead = a.ndim - len(self.y_shape)
+        perm = tuple(range(lead)) + tuple(lead + i for i in self.kept + self.traced)
+        kept = math.prod(a.shape[lead + i] for i in self.kept)
+        return xp.reshape(xp.transpose(a, perm), a.shape[:lead] + (kept, self.cols))
+
+    def unflatten(self, a, shape, xp=np):
+        """``(..., D, R)`` → ``(..., *shape)`` with traced axes back in place."""
+        lead = a.shape[:-2]
+        order = self.kept + self.traced
+        inter = lead + tuple(shape[i] for i in order)
+        b = xp.reshape(a, inter)
+        inv = np.argsort(order)
+        perm = tuple(range(len(lead))) + tuple(len(lead) + int(i) for i in inv)
+        return xp.transpose(b, perm)
+
+
+def _zip(dims):
+    return tuple(d for d in dims for _ in (0, 1))

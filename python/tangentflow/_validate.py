@@ -1,0 +1,79 @@
+"""Input checks shared by the public classes: every error names the argument."""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+
+_FLOATS = (np.float32, np.float64)
+
+
+def as_float_array(a, name: str, backend, *, allow_gpu: bool = True):
+    """A float32/float64 array on the backend's device; ints/bools become float64."""
+    from ._backends import is_gpu_array
+
+    if a is None:
+        raise TypeError(f"{name} must be an array, got None")
+    if is_gpu_array(a) and backend.name != "cupy":
+        raise TypeError(
+            f"{name} is a GPU array but the kernel is on the CPU: pass a GPU (CuPy) "
+            "k_train_train to run on the GPU, or move the array to the host"
+        )
+    try:
+        arr = backend.asarray(a)
+    except Exception as e:  # noqa: BLE001
+        raise TypeError(f"{name} must be array-like, got {type(a).__name__}: {e}") from None
+    kind = np.dtype(arr.dtype).kind
+    if kind == "c":
+        raise TypeError(f"{name} must be real, got dtype {arr.dtype}")
+    if kind not in "biuf":
+        raise TypeError(f"{name} must be numeric, got dtype {arr.dtype}")
+    if arr.dtype not in _FLOATS:
+        arr = arr.astype(np.float64)
+    return arr
+
+
+def check_finite(a, name: str, xp) -> None:
+    if a.size and not bool(xp.all(xp.isfinite(a))):
+        raise ValueError(f"{name} contains NaN or infinity")
+
+
+def positive_float(x, name: str, *, allow_zero: bool = False) -> float:
+    if isinstance(x, bool) or not isinstance(x, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(x).__name__}")
+    v = float(x)
+    ok = v >= 0 if allow_zero else v > 0
+    if not (math.isfinite(v) and ok):
+        raise ValueError(f"{name} must be {'>= 0' if allow_zero else '> 0'} and finite, got {x!r}")
+    return v
+
+
+def times(t, *, steps: bool = False):
+    """``t`` as ``(flat float64 array, shape)``; None means infinity."""
+    if t is None:
+        return np.array([np.inf]), ()
+    if isinstance(t, bool):
+        raise TypeError("t must be a number, an array of numbers or None, got bool")
+    try:
+        arr = np.asarray(t._array if hasattr(t, "_array") else t)
+    except Exception as e:  # noqa: BLE001
+        raise TypeError(f"t must be a number, an array of numbers or None: {e}") from None
+    if hasattr(arr, "get") and not isinstance(arr, np.ndarray):  # CuPy times
+        arr = arr.get()
+    if arr.dtype == object or np.dtype(arr.dtype).kind not in "biuf":
+        raise TypeError(f"t must be numeric, got dtype {arr.dtype}")
+    arr = arr.astype(np.float64)
+    flat = arr.reshape(-1)
+    if np.any(np.isnan(flat)):
+        raise ValueError("t contains NaN")
+    if np.any(flat < 0):
+        raise ValueError(f"t must be >= 0, got {flat[flat < 0][0]!r}")
+    if np.any(np.isneginf(flat)):
+        raise ValueError("t must be >= 0, got -inf")
+    if steps:
+        fin = flat[np.isfinite(flat)]
+        if np.any(fin != np.round(fin)):
+            raise ValueError('with dynamics="gd", t counts steps and must be integers (or inf)')
+    return np.ascontiguousarray(flat), arr.shape
