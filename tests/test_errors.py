@@ -1,0 +1,115 @@
+"""Bad input is refused before any work, with the argument named."""
+
+import numpy as np
+import pytest
+from conftest import rbf_problem
+
+import tangentflow as tf
+
+K, KTE, _, Y, F0, G0 = rbf_problem(8, 3, 2)
+
+
+@pytest.mark.parametrize(
+    "kwargs,exc,match",
+    [
+        (dict(learning_rate=-1.0), ValueError, "learning_rate"),
+        (dict(learning_rate=float("nan")), ValueError, "learning_rate"),
+        (dict(learning_rate="1"), TypeError, "learning_rate"),
+        (dict(diag_reg=-0.1), ValueError, "diag_reg"),
+        (dict(momentum=1.0), ValueError, "momentum"),
+        (dict(momentum=-0.5), ValueError, "momentum"),
+        (dict(loss="hinge"), ValueError, "loss"),
+        (dict(loss=3), TypeError, "loss"),
+        (dict(dynamics="euler"), ValueError, "dynamics"),
+        (dict(dynamics="gd", momentum=0.5), ValueError, "momentum"),
+        (dict(loss="cross_entropy", diag_reg=0.1), ValueError, "diag_reg"),
+        (dict(precision="float16"), ValueError, "precision"),
+        (dict(rcond=0.0), ValueError, "rcond"),
+        (dict(trace_axes=(5,)), ValueError, "trace_axes"),
+    ],
+)
+def test_constructor_options(kwargs, exc, match):
+    with pytest.raises(exc, match=match):
+        tf.Predictor(K, Y, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "k,exc,match",
+    [
+        (np.ones((3, 4)), ValueError, "square"),
+        (np.ones(3), ValueError, "k_train_train"),
+        (np.ones((2, 2, 3, 3))[..., 0], ValueError, "k_train_train"),
+        (np.array([[1.0, 2.0], [0.0, 1.0]]), ValueError, "not symmetric"),
+        (np.array([[1.0, np.nan], [np.nan, 1.0]]), ValueError, "NaN"),
+        (np.array([["a", "b"], ["c", "d"]]), TypeError, "numeric"),
+        (np.eye(2, dtype=complex), TypeError, "real"),
+    ],
+)
+def test_bad_kernels(k, exc, match):
+    with pytest.raises(exc, match=match):
+        tf.Predictor(k, np.ones(len(k)) if np.ndim(k) else None)
+
+
+def test_small_asymmetry_is_accepted_and_symmetrized():
+    k = K.copy()
+    k[0, 1] += 1e-7 * np.abs(K).max()
+    a = tf.Predictor(k, Y).at(2.0).train
+    b = tf.Predictor((k + k.T) / 2, Y).at(2.0).train
+    assert np.max(np.abs(a - b)) < 1e-14
+
+
+def test_call_errors():
+    p = tf.Predictor(K, Y)
+    with pytest.raises(ValueError, match="t must be >= 0"):
+        p.at(-1.0)
+    with pytest.raises(ValueError, match="NaN"):
+        p.at(np.nan)
+    with pytest.raises(TypeError, match="t must be"):
+        p.at("soon")
+    with pytest.raises(ValueError, match="y_train"):
+        tf.Predictor(K).at(1.0)
+    with pytest.raises(ValueError, match="y_train"):
+        p.at(1.0, y_train=np.ones(7))
+    with pytest.raises(ValueError, match="y_train"):
+        p.at(1.0, y_train=np.full(Y.shape, np.inf))
+    with pytest.raises(ValueError, match="fx_train_0"):
+        p.at(1.0, fx_train_0=np.ones((8, 5)))
+    with pytest.raises(ValueError, match="fx_test_0 was given without k_test_train"):
+        p.at(1.0, fx_test_0=G0)
+    with pytest.raises(ValueError, match="k_test_train"):
+        p.at(1.0, k_test_train=np.ones((3, 7)))
+    with pytest.raises(ValueError, match="k_test_train"):
+        p.at(1.0, k_test_train=np.ones((3, 8, 1)))
+    with pytest.raises(ValueError, match="k_test_train contains NaN"):
+        p.at(1.0, k_test_train=np.full((3, 8), np.nan))
+    with pytest.raises(ValueError, match="fx_test_0"):
+        p.at(1.0, k_test_train=KTE, fx_test_0=np.ones((4, 2)))
+    with pytest.raises(ValueError, match="trace_axes must be given"):
+        tf.Predictor(np.ones((2, 2, 3, 3)), np.ones((2, 3)))
+    with pytest.raises(ValueError, match="does not match y_train"):
+        tf.Predictor(np.eye(6).reshape(2, 3, 2, 3).transpose(0, 2, 1, 3), np.ones((2, 4)), trace_axes=())
+
+
+def test_gpu_targets_with_cpu_kernel_are_refused():
+    class FakeCuda:
+        __cuda_array_interface__ = {}
+
+    with pytest.raises(TypeError, match="GPU array"):
+        tf.Predictor(K, FakeCuda())
+
+
+def test_max_learning_rate_errors():
+    with pytest.raises(ValueError, match="momentum"):
+        tf.max_learning_rate(K, momentum=1.5)
+    with pytest.raises(ValueError, match="y_train_size"):
+        tf.max_learning_rate(K, y_train_size=0)
+    with pytest.raises(ValueError, match="not symmetric"):
+        tf.max_learning_rate(np.triu(K))
+
+
+def test_gd_divergence_is_reported():
+    p = tf.Predictor(K, Y, dynamics="gd", learning_rate=3 * tf.max_learning_rate(K, Y.size))
+    with pytest.raises(ValueError, match="diverges"):
+        p.at(None)
+    with pytest.raises(tf.TangentflowError, match="overflowed"):
+        p.at(5000)
