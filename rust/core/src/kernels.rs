@@ -1,1 +1,742 @@
-//! Infinite-width kernels of fully connected networks. Placeholder.
+//! Closed-form infinite-width NNGP and NTK kernels of fully connected networks.
+//!
+//! The network is `hidden_layers` × [Dense(`W_std`, `b_std`), activation] followed by a Dense
+//! readout, in the standard NTK parameterization (weights `W_std/sqrt(fan_in)`, biases
+//! `b_std`); the kernels match neural-tangents' `stax` for that architecture.
+//!
+//! For a pair of inputs `(x, x')` of dimension `d`:
+//!
+//! ```text
+//! K₀ = w²·x·x'/d + b²,  Θ₀ = K₀          (and the variances Kxx, Kx'x' likewise)
+//! hidden_layers times, with (u, v) ~ N(0, [[Kxx, K], [K, Kx'x']]):
+//!   K  ← w²·E[φ(u)φ(v)] + b²
+//!   Θ  ← K_new + w²·E[φ'(u)φ'(v)]·Θ
+//! ```
+//!
+//! `relu` uses the arc-cosine formulas (with `c = K/sqrt(Kxx Kx'x')`, `θ = arccos c`):
+//! `E[φφ] = sqrt(Kxx Kx'x')·(sin θ + (π − θ) cos θ)/(2π)`, `E[φ'φ'] = (π − θ)/(2π)`;
+//! erf the arcsine formulas:
+//! `E[φφ] = (2/π)·asin(2K/sqrt((1 + 2Kxx)(1 + 2Kx'x')))`,
+//! `E[φ'φ'] = (4/π)/sqrt((1 + 2Kxx)(1 + 2Kx'x') − 4K²)`.
+//!
+//! The variances of every example are tracked layer by layer once (O(N·L)); each output
+//! entry then runs the whole recursion fused, in registers. Outputs are filled by
+//! `TILE × TILE` tiles in parallel, each tile computing its block of `x1·x2ᵀ` with a small
+//! faer matmul; when `x2` is `None` only the lower triangle of tiles is computed and
+//! mirrored, and the diagonal uses `c = 1` exactly (the same-input correlation), which
+//! avoids the ill-conditioning of `arccos` near 1.
+//!
+//! Convention for a zero-variance input (`x = 0` with `b_std = 0`, ReLU): its correlation
+//! with anything is taken as 0, as neural-tangents' clipped formulas do.
+
+use crate::{Error, Result};
+use faer::linalg::matmul::matmul;
+use faer::{Accum, Mat, MatMut, MatRef, Par};
+use rayon::prelude::*;
+use std::f64::consts::{FRAC_1_PI, PI};
+
+/// Side of the square output tiles processed by one task.
+const TILE: usize = 64;
+
+/// Nonlinearity of the hidden layers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    /// `max(x, 0)`, arc-cosine kernel formulas.
+    Relu,
+    /// The error function, arcsine kernel formulas.
+    Erf,
+}
+
+impl Activation {
+    /// Parses `"relu"` or `"erf"`.
+    pub fn parse(name: &str) -> Result<Self> {
+        match name {
+            "relu" => Ok(Self::Relu),
+            "erf" => Ok(Self::Erf),
+            other => Err(Error::InvalidArgument(format!(
+                "activation must be 'relu' or 'erf', got {other:?}"
+            ))),
+        }
+    }
+}
+
+/// A fully connected architecture: `hidden_layers` × [Dense, activation] + Dense readout.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FcSpec {
+    /// Number of [Dense, activation] blocks before the readout (0: a linear model).
+    pub hidden_layers: usize,
+    /// The nonlinearity.
+    pub activation: Activation,
+    /// Weight standard deviation `W_std` (> 0), scaled by `1/sqrt(fan_in)`.
+    pub w_std: f64,
+    /// Bias standard deviation `b_std` (≥ 0).
+    pub b_std: f64,
+}
+
+impl FcSpec {
+    fn validate(&self) -> Result<()> {
+        if !(self.w_std.is_finite() && self.w_std > 0.0) {
+            return Err(Error::InvalidArgument(format!(
+                "w_std must be finite and > 0, got {}",
+                self.w_std
+            )));
+        }
+        if !(self.b_std.is_finite() && self.b_std >= 0.0) {
+            return Err(Error::InvalidArgument(format!(
+                "b_std must be finite and >= 0, got {}",
+                self.b_std
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The per-layer variance terms of one input set, example-major (`L` values per example).
+///
+/// `relu`: `p = sqrt(q)`, `ip = 1/sqrt(q)` (0 when `q = 0`).
+/// Erf: `p = 1 + 2q`, `ip = 1/sqrt(1 + 2q)`.
+struct Side {
+    p: Vec<f64>,
+    ip: Vec<f64>,
+    /// Final diagonal `(K_ii, Θ_ii)` of the same-input kernel (used when `x2` is `None`).
+    diag: Vec<(f64, f64)>,
+}
+
+/// Per-example squared norms scaled into `K₀ = w²·|x|²/d + b²`.
+fn input_variances(x: MatRef<'_, f64>, w2: f64, b2: f64) -> Vec<f64> {
+    let d = x.ncols() as f64;
+    (0..x.nrows())
+        .map(|i| {
+            let s: f64 = (0..x.ncols()).map(|k| x[(i, k)] * x[(i, k)]).sum();
+            w2 * s / d + b2
+        })
+        .collect()
+}
+
+/// `E[φ(u)²]` and `E[φ'(u)²]` for `u ~ N(0, q)`.
+#[inline]
+fn diag_moments(act: Activation, q: f64) -> (f64, f64) {
+    match act {
+        // c = 1 (θ = 0) exactly; a zero-variance input has correlation 0 (θ = π/2).
+        Activation::Relu => {
+            if q > 0.0 {
+                (0.5 * q, 0.5)
+            } else {
+                (0.0, 0.25)
+            }
+        }
+        Activation::Erf => {
+            let a = 1.0 + 2.0 * q;
+            (
+                2.0 * FRAC_1_PI * (2.0 * q / a).asin(),
+                4.0 * FRAC_1_PI / (1.0 + 4.0 * q).sqrt(),
+            )
+        }
+    }
+}
+
+fn prepare(x: MatRef<'_, f64>, spec: &FcSpec) -> Side {
+    let (w2, b2) = (spec.w_std * spec.w_std, spec.b_std * spec.b_std);
+    let l = spec.hidden_layers;
+    let q0 = input_variances(x, w2, b2);
+    let mut p = Vec::with_capacity(q0.len() * l);
+    let mut ip = Vec::with_capacity(q0.len() * l);
+    let mut diag = Vec::with_capacity(q0.len());
+    for &q_in in &q0 {
+        let (mut q, mut th) = (q_in, q_in);
+        for _ in 0..l {
+            match spec.activation {
+                Activation::Relu => {
+                    let r = q.sqrt();
+                    p.push(r);
+                    ip.push(if r > 0.0 { 1.0 / r } else { 0.0 });
+                }
+                Activation::Erf => {
+                    let a = 1.0 + 2.0 * q;
+                    p.push(a);
+                    ip.push(1.0 / a.sqrt());
+                }
+            }
+            let (e, ed) = diag_moments(spec.activation, q);
+            let q_new = w2 * e + b2;
+            th = q_new + w2 * ed * th;
+            q = q_new;
+        }
+        diag.push((q, th));
+    }
+    Side { p, ip, diag }
+}
+
+/// The recursion for one pair, from `K₀ = k`: returns `(K_L, Θ_L)`.
+#[inline]
+fn pair(
+    act: Activation,
+    w2: f64,
+    b2: f64,
+    mut k: f64,
+    s1: (&[f64], &[f64]),
+    s2: (&[f64], &[f64]),
+) -> (f64, f64) {
+    let mut th = k;
+    let (p1, ip1) = s1;
+    let (p2, ip2) = s2;
+    match act {
+        Activation::Relu => {
+            for l in 0..p1.len() {
+                let c = (k * ip1[l] * ip2[l]).clamp(-1.0, 1.0);
+                let theta = c.acos();
+                let pm = PI - theta;
+                let sin = (1.0 - c * c).max(0.0).sqrt();
+                let e = p1[l] * p2[l] * (0.5 * FRAC_1_PI) * (sin + pm * c);
+                let ed = pm * (0.5 * FRAC_1_PI);
+                k = w2 * e + b2;
+                th = k + w2 * ed * th;
+            }
+        }
+        Activation::Erf => {
+            for l in 0..p1.len() {
+                let arg = (2.0 * k * ip1[l] * ip2[l]).clamp(-1.0, 1.0);
+                let e = 2.0 * FRAC_1_PI * arg.asin();
+                let det = (p1[l] * p2[l] - 4.0 * k * k).max(f64::MIN_POSITIVE);
+                let ed = 4.0 * FRAC_1_PI / det.sqrt();
+                k = w2 * e + b2;
+                th = k + w2 * ed * th;
+            }
+        }
+    }
+    (k, th)
+}
+
+/// One unit of work: the output tile at rows `i0..`, columns `j0..`, and (symmetric case,
+/// off-diagonal) the mirrored tile at rows `j0..`, columns `i0..`.
+struct Task<'a> {
+    i0: usize,
+    j0: usize,
+    nngp: Option<MatMut<'a, f64>>,
+    ntk: Option<MatMut<'a, f64>>,
+    nngp_t: Option<MatMut<'a, f64>>,
+    ntk_t: Option<MatMut<'a, f64>>,
+}
+
+/// Splits `m` into a grid of disjoint `TILE × TILE` views, `grid[bi][bj]`.
+fn tile_grid(
+    m: Option<MatMut<'_, f64>>,
+    nb1: usize,
+    nb2: usize,
+) -> Vec<Vec<Option<MatMut<'_, f64>>>> {
+    let Some(m) = m else {
+        return (0..nb1).map(|_| (0..nb2).map(|_| None).collect()).collect();
+    };
+    let mut grid = Vec::with_capacity(nb1);
+    let mut rest = m;
+    for _ in 0..nb1 {
+        let take = TILE.min(rest.nrows());
+        let (rows, tail) = rest.split_at_row_mut(take);
+        rest = tail;
+        let mut line = Vec::with_capacity(nb2);
+        let mut r = rows;
+        for _ in 0..nb2 {
+            let take = TILE.min(r.ncols());
+            let (t, tail) = r.split_at_col_mut(take);
+            r = tail;
+            line.push(Some(t));
+        }
+        grid.push(line);
+    }
+    grid
+}
+
+/// `vzeroupper` after faer's AVX/AVX-512 matmul kernels, which can leave the upper halves
+/// of the vector registers dirty. The scalar loop that follows is SSE-encoded and calls
+/// libm's VEX-encoded `acos`/`asin`: with a dirty upper state every such transition costs
+/// a state-transition penalty, measured at 4-7x the whole kernel time on a Xeon.
+#[inline]
+fn clear_upper_simd_state() {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx") {
+        // SAFETY: the CPU supports AVX (checked above); `vzeroupper` only zeroes the upper
+        // halves of the vector registers, which hold no live values between Rust
+        // statements (the ABI treats them as caller-saved scratch).
+        unsafe { std::arch::x86_64::_mm256_zeroupper() };
+    }
+}
+
+fn check_finite(x: MatRef<'_, f64>, what: &'static str) -> Result<()> {
+    for j in 0..x.ncols() {
+        for i in 0..x.nrows() {
+            if !x[(i, j)].is_finite() {
+                return Err(Error::NonFinite { what });
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_out(m: Option<&MatMut<'_, f64>>, n1: usize, n2: usize, what: &'static str) -> Result<()> {
+    if let Some(m) = m {
+        if m.nrows() != n1 {
+            return Err(Error::DimensionMismatch {
+                what,
+                expected: n1,
+                got: m.nrows(),
+            });
+        }
+        if m.ncols() != n2 {
+            return Err(Error::DimensionMismatch {
+                what,
+                expected: n2,
+                got: m.ncols(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Infinite-width NNGP and NTK kernels of a fully connected network.
+///
+/// * `x1`: `N1 × d` inputs (rows are examples); `x2`: `N2 × d`, or `None` for `x1` itself
+///   (then the outputs are exactly symmetric and the diagonal uses correlation 1 exactly).
+/// * `nngp`, `ntk`: optional `N1 × N2` outputs (row `i` = example `x1[i]`, like
+///   neural-tangents' `kernel_fn(x1, x2)`), any strides; fully overwritten.
+///
+/// Errors: `d` mismatch, `d = 0`, wrongly sized outputs, non-finite inputs, `w_std ≤ 0`,
+/// `b_std < 0`.
+pub fn fully_connected(
+    x1: MatRef<'_, f64>,
+    x2: Option<MatRef<'_, f64>>,
+    spec: &FcSpec,
+    nngp: Option<MatMut<'_, f64>>,
+    ntk: Option<MatMut<'_, f64>>,
+    par: Par,
+) -> Result<()> {
+    spec.validate()?;
+    let d = x1.ncols();
+    if d == 0 {
+        return Err(Error::InvalidArgument(
+            "inputs must have at least one feature (d >= 1)".into(),
+        ));
+    }
+    check_finite(x1, "x1")?;
+    if let Some(x2) = x2 {
+        if x2.ncols() != d {
+            return Err(Error::DimensionMismatch {
+                what: "x2 feature dimension",
+                expected: d,
+                got: x2.ncols(),
+            });
+        }
+        check_finite(x2, "x2")?;
+    }
+    let same = x2.is_none();
+    let x2v = x2.unwrap_or(x1);
+    let (n1, n2) = (x1.nrows(), x2v.nrows());
+    check_out(nngp.as_ref(), n1, n2, "nngp output shape")?;
+    check_out(ntk.as_ref(), n1, n2, "ntk output shape")?;
+    if (nngp.is_none() && ntk.is_none()) || n1 == 0 || n2 == 0 {
+        return Ok(());
+    }
+
+    let s1 = prepare(x1, spec);
+    let s2 = if same { None } else { Some(prepare(x2v, spec)) };
+    let s2 = s2.as_ref().unwrap_or(&s1);
+
+    let (nb1, nb2) = (n1.div_ceil(TILE), n2.div_ceil(TILE));
+    let mut g_nngp = tile_grid(nngp, nb1, nb2);
+    let mut g_ntk = tile_grid(ntk, nb1, nb2);
+    let mut tasks = Vec::new();
+    for bi in 0..nb1 {
+        let bj_end = if same { bi + 1 } else { nb2 };
+        for bj in 0..bj_end {
+            let mirror = same && bj < bi;
+            tasks.push(Task {
+                i0: bi * TILE,
+                j0: bj * TILE,
+                nngp: g_nngp[bi][bj].take(),
+                ntk: g_ntk[bi][bj].take(),
+                nngp_t: if mirror { g_nngp[bj][bi].take() } else { None },
+                ntk_t: if mirror { g_ntk[bj][bi].take() } else { None },
+            });
+        }
+    }
+
+    let l = spec.hidden_layers;
+    let (w2, b2) = (spec.w_std * spec.w_std, spec.b_std * spec.b_std);
+    let alpha = w2 / d as f64;
+    let act = spec.activation;
+    let run = |mut t: Task<'_>| {
+        let ti = TILE.min(n1 - t.i0);
+        let tj = TILE.min(n2 - t.j0);
+        let mut g = Mat::<f64>::zeros(ti, tj);
+        matmul(
+            g.as_mut(),
+            Accum::Replace,
+            x1.subrows(t.i0, ti),
+            x2v.subrows(t.j0, tj).transpose(),
+            alpha,
+            Par::Seq,
+        );
+        clear_upper_simd_state();
+        let diag_tile = same && t.i0 == t.j0;
+        for i in 0..ti {
+            let gi = t.i0 + i;
+            let side1 = (&s1.p[gi * l..(gi + 1) * l], &s1.ip[gi * l..(gi + 1) * l]);
+            let jend = if diag_tile { i + 1 } else { tj };
+            for j in 0..jend {
+                let gj = t.j0 + j;
+                let (k, th) = if diag_tile && i == j {
+                    s1.diag[gi]
+                } else {
+                    let side2 = (&s2.p[gj * l..(gj + 1) * l], &s2.ip[gj * l..(gj + 1) * l]);
+                    pair(act, w2, b2, g[(i, j)] + b2, side1, side2)
+                };
+                if let Some(m) = t.nngp.as_mut() {
+                    m[(i, j)] = k;
+                    if diag_tile {
+                        m[(j, i)] = k;
+                    }
+                }
+                if let Some(m) = t.ntk.as_mut() {
+                    m[(i, j)] = th;
+                    if diag_tile {
+                        m[(j, i)] = th;
+                    }
+                }
+                if let Some(m) = t.nngp_t.as_mut() {
+                    m[(j, i)] = k;
+                }
+                if let Some(m) = t.ntk_t.as_mut() {
+                    m[(j, i)] = th;
+                }
+            }
+        }
+    };
+    match par {
+        Par::Seq => tasks.into_iter().for_each(run),
+        Par::Rayon(_) => tasks.into_par_iter().for_each(run),
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Direct scalar implementation of the recursion (no precomputation, no tiling).
+    fn reference(x1: &Mat<f64>, x2: &Mat<f64>, spec: &FcSpec, same: bool) -> (Mat<f64>, Mat<f64>) {
+        let (w2, b2) = (spec.w_std.powi(2), spec.b_std.powi(2));
+        let d = x1.ncols() as f64;
+        let dot = |a: &Mat<f64>, i: usize, b: &Mat<f64>, j: usize| -> f64 {
+            (0..a.ncols()).map(|k| a[(i, k)] * b[(j, k)]).sum::<f64>() * w2 / d + b2
+        };
+        let mut kk = Mat::<f64>::zeros(x1.nrows(), x2.nrows());
+        let mut tt = Mat::<f64>::zeros(x1.nrows(), x2.nrows());
+        for i in 0..x1.nrows() {
+            for j in 0..x2.nrows() {
+                let (mut q1, mut q2, mut k) =
+                    (dot(x1, i, x1, i), dot(x2, j, x2, j), dot(x1, i, x2, j));
+                let mut th = k;
+                for _ in 0..spec.hidden_layers {
+                    let (e, ed, e1, e2) = match spec.activation {
+                        Activation::Relu => {
+                            let s = (q1 * q2).sqrt();
+                            let c = if same && i == j {
+                                1.0
+                            } else {
+                                (k / s).clamp(-1.0, 1.0)
+                            };
+                            let t = c.acos();
+                            (
+                                s / (2.0 * PI) * (t.sin() + (PI - t) * t.cos()),
+                                (PI - t) / (2.0 * PI),
+                                q1 / 2.0,
+                                q2 / 2.0,
+                            )
+                        }
+                        Activation::Erf => {
+                            let a = (1.0 + 2.0 * q1) * (1.0 + 2.0 * q2);
+                            let f = |q: f64| 2.0 / PI * (2.0 * q / (1.0 + 2.0 * q)).asin();
+                            (
+                                2.0 / PI * (2.0 * k / a.sqrt()).asin(),
+                                4.0 / PI / (a - 4.0 * k * k).sqrt(),
+                                f(q1),
+                                f(q2),
+                            )
+                        }
+                    };
+                    k = w2 * e + b2;
+                    th = k + w2 * ed * th;
+                    q1 = w2 * e1 + b2;
+                    q2 = w2 * e2 + b2;
+                }
+                kk[(i, j)] = k;
+                tt[(i, j)] = th;
+            }
+        }
+        (kk, tt)
+    }
+
+    fn inputs(n: usize, d: usize, seed: usize) -> Mat<f64> {
+        Mat::from_fn(n, d, |i, j| {
+            (((i * 31 + j * 17 + seed * 7 + 3) as f64) * 0.618).sin() * 1.3
+        })
+    }
+
+    /// Largest `|a − b|` relative to `max|b|` (entries near zero, e.g. the `relu` NNGP of nearly
+    /// antiparallel inputs, are ill-conditioned and only known to absolute precision).
+    fn max_rel(a: MatRef<'_, f64>, b: MatRef<'_, f64>) -> f64 {
+        let (mut err, mut scale): (f64, f64) = (0.0, 0.0);
+        for i in 0..a.nrows() {
+            for j in 0..a.ncols() {
+                err = err.max((a[(i, j)] - b[(i, j)]).abs());
+                scale = scale.max(b[(i, j)].abs());
+            }
+        }
+        err / scale.max(1e-300)
+    }
+
+    fn specs() -> Vec<FcSpec> {
+        let mut v = Vec::new();
+        for activation in [Activation::Relu, Activation::Erf] {
+            for (hidden_layers, w_std, b_std) in [
+                (0, 1.0, 0.0),
+                (1, 1.0, 0.0),
+                (3, 1.5, 0.05),
+                (5, 2f64.sqrt(), 0.1),
+            ] {
+                v.push(FcSpec {
+                    hidden_layers,
+                    activation,
+                    w_std,
+                    b_std,
+                });
+            }
+        }
+        v
+    }
+
+    #[test]
+    fn matches_scalar_reference_cross() {
+        // Sizes straddling the tile size exercise partial tiles.
+        let x1 = inputs(70, 5, 1);
+        let x2 = inputs(67, 5, 2);
+        for spec in specs() {
+            let (rk, rt) = reference(&x1, &x2, &spec, false);
+            for par in [Par::Seq, Par::rayon(2)] {
+                let mut k = Mat::<f64>::zeros(70, 67);
+                let mut t = Mat::<f64>::zeros(70, 67);
+                fully_connected(
+                    x1.as_ref(),
+                    Some(x2.as_ref()),
+                    &spec,
+                    Some(k.as_mut()),
+                    Some(t.as_mut()),
+                    par,
+                )
+                .unwrap();
+                assert!(max_rel(k.as_ref(), rk.as_ref()) < 1e-12, "{spec:?}");
+                assert!(max_rel(t.as_ref(), rt.as_ref()) < 1e-12, "{spec:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn matches_scalar_reference_symmetric() {
+        let x = inputs(130, 4, 3);
+        for spec in specs() {
+            let (rk, rt) = reference(&x, &x, &spec, true);
+            for par in [Par::Seq, Par::rayon(2)] {
+                let mut k = Mat::<f64>::zeros(130, 130);
+                let mut t = Mat::<f64>::zeros(130, 130);
+                fully_connected(
+                    x.as_ref(),
+                    None,
+                    &spec,
+                    Some(k.as_mut()),
+                    Some(t.as_mut()),
+                    par,
+                )
+                .unwrap();
+                assert!(max_rel(k.as_ref(), rk.as_ref()) < 1e-12, "{spec:?}");
+                assert!(max_rel(t.as_ref(), rt.as_ref()) < 1e-12, "{spec:?}");
+                for i in 0..130 {
+                    for j in 0..130 {
+                        assert_eq!(k[(i, j)], k[(j, i)]);
+                        assert_eq!(t[(i, j)], t[(j, i)]);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn single_output_and_row_major_views() {
+        let x1 = inputs(9, 3, 4);
+        let x2 = inputs(5, 3, 5);
+        let spec = FcSpec {
+            hidden_layers: 2,
+            activation: Activation::Erf,
+            w_std: 1.2,
+            b_std: 0.3,
+        };
+        let (rk, rt) = reference(&x1, &x2, &spec, false);
+        // Row-major outputs: transposes of column-major (N2, N1) buffers.
+        let mut kt = Mat::<f64>::zeros(5, 9);
+        let mut tt = Mat::<f64>::zeros(5, 9);
+        fully_connected(
+            x1.as_ref(),
+            Some(x2.as_ref()),
+            &spec,
+            Some(kt.as_mut().transpose_mut()),
+            None,
+            Par::Seq,
+        )
+        .unwrap();
+        fully_connected(
+            x1.as_ref(),
+            Some(x2.as_ref()),
+            &spec,
+            None,
+            Some(tt.as_mut().transpose_mut()),
+            Par::Seq,
+        )
+        .unwrap();
+        assert!(max_rel(kt.transpose(), rk.as_ref()) < 1e-12);
+        assert!(max_rel(tt.transpose(), rt.as_ref()) < 1e-12);
+    }
+
+    #[test]
+    fn zero_hidden_layers_is_linear_kernel() {
+        let x = inputs(6, 2, 6);
+        let spec = FcSpec {
+            hidden_layers: 0,
+            activation: Activation::Relu,
+            w_std: 2.0,
+            b_std: 0.5,
+        };
+        let mut k = Mat::<f64>::zeros(6, 6);
+        let mut t = Mat::<f64>::zeros(6, 6);
+        fully_connected(
+            x.as_ref(),
+            None,
+            &spec,
+            Some(k.as_mut()),
+            Some(t.as_mut()),
+            Par::Seq,
+        )
+        .unwrap();
+        for i in 0..6 {
+            for j in 0..6 {
+                let want = 4.0 * (x[(i, 0)] * x[(j, 0)] + x[(i, 1)] * x[(j, 1)]) / 2.0 + 0.25;
+                assert!((k[(i, j)] - want).abs() < 1e-14);
+                assert_eq!(k[(i, j)], t[(i, j)]);
+            }
+        }
+    }
+
+    #[test]
+    fn zero_input_is_finite() {
+        let x = Mat::<f64>::from_fn(3, 2, |i, j| if i == 0 { 0.0 } else { (i + j) as f64 });
+        let spec = FcSpec {
+            hidden_layers: 3,
+            activation: Activation::Relu,
+            w_std: 1.0,
+            b_std: 0.0,
+        };
+        let mut k = Mat::<f64>::zeros(3, 3);
+        let mut t = Mat::<f64>::zeros(3, 3);
+        fully_connected(
+            x.as_ref(),
+            None,
+            &spec,
+            Some(k.as_mut()),
+            Some(t.as_mut()),
+            Par::Seq,
+        )
+        .unwrap();
+        assert!((0..3).all(|i| (0..3).all(|j| k[(i, j)].is_finite() && t[(i, j)].is_finite())));
+        assert_eq!(k[(0, 0)], 0.0);
+        assert_eq!(k[(0, 1)], 0.0);
+    }
+
+    #[test]
+    fn rejects_bad_arguments() {
+        let x1 = inputs(4, 3, 1);
+        let x2 = inputs(4, 2, 1);
+        let spec = FcSpec {
+            hidden_layers: 1,
+            activation: Activation::Relu,
+            w_std: 1.0,
+            b_std: 0.0,
+        };
+        let mut k = Mat::<f64>::zeros(4, 4);
+        assert!(matches!(
+            fully_connected(
+                x1.as_ref(),
+                Some(x2.as_ref()),
+                &spec,
+                Some(k.as_mut()),
+                None,
+                Par::Seq
+            ),
+            Err(Error::DimensionMismatch { .. })
+        ));
+        let mut small = Mat::<f64>::zeros(4, 3);
+        assert!(matches!(
+            fully_connected(
+                x1.as_ref(),
+                None,
+                &spec,
+                None,
+                Some(small.as_mut()),
+                Par::Seq
+            ),
+            Err(Error::DimensionMismatch { .. })
+        ));
+        let mut bad = x1.clone();
+        bad[(2, 1)] = f64::NAN;
+        assert!(matches!(
+            fully_connected(bad.as_ref(), None, &spec, Some(k.as_mut()), None, Par::Seq),
+            Err(Error::NonFinite { what: "x1" })
+        ));
+        assert!(matches!(
+            fully_connected(
+                x1.as_ref(),
+                Some(bad.as_ref()),
+                &spec,
+                Some(k.as_mut()),
+                None,
+                Par::Seq
+            ),
+            Err(Error::NonFinite { what: "x2" })
+        ));
+        for (w_std, b_std) in [
+            (0.0, 0.0),
+            (-1.0, 0.0),
+            (f64::INFINITY, 0.0),
+            (1.0, -0.1),
+            (1.0, f64::NAN),
+        ] {
+            let s = FcSpec {
+                w_std,
+                b_std,
+                ..spec
+            };
+            assert!(matches!(
+                fully_connected(x1.as_ref(), None, &s, Some(k.as_mut()), None, Par::Seq),
+                Err(Error::InvalidArgument(_))
+            ));
+        }
+        let empty = Mat::<f64>::zeros(4, 0);
+        assert!(fully_connected(
+            empty.as_ref(),
+            None,
+            &spec,
+            Some(k.as_mut()),
+            None,
+            Par::Seq
+        )
+        .is_err());
+        assert_eq!(Activation::parse("erf"), Ok(Activation::Erf));
+        assert!(Activation::parse("tanh").is_err());
+    }
+}

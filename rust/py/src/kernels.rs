@@ -1,6 +1,70 @@
-//! Bindings of the fully connected infinite-width kernels (filled in by the kernels work).
-use pyo3::prelude::*;
+//! Bindings of the fully connected infinite-width kernels (`tangentflow.kernels`).
+//!
+//! The Python layer validates and converts the inputs to float64; this borrows them,
+//! allocates the `(N1, N2)` C-ordered outputs, and lets the core fill them with the GIL
+//! released inside the library's thread pool.
 
-pub fn register(_m: &Bound<'_, PyModule>) -> PyResult<()> {
+use crate::convert::{mat_mut, mat_ref};
+use crate::errors::to_py;
+use numpy::{PyArray2, PyArrayMethods, PyReadonlyArray2};
+use pyo3::prelude::*;
+use tangentflow_core::kernels::{self, Activation, FcSpec};
+use tangentflow_core::{threads, Error};
+
+type Out<'py> = Option<Bound<'py, PyArray2<f64>>>;
+
+/// `(nngp, ntk)` of `hidden_layers` × [Dense, activation] + Dense, each `(N1, N2)` or
+/// `None` when not requested; `x2 = None` means `x1` itself (exactly symmetric outputs).
+#[pyfunction]
+#[allow(clippy::needless_pass_by_value)] // pyo3 extracts arguments by value
+#[pyo3(signature = (x1, x2, hidden_layers, activation, w_std, b_std, want_nngp, want_ntk))]
+pub fn fully_connected_f64<'py>(
+    py: Python<'py>,
+    x1: PyReadonlyArray2<'py, f64>,
+    x2: Option<PyReadonlyArray2<'py, f64>>,
+    hidden_layers: usize,
+    activation: &str,
+    w_std: f64,
+    b_std: f64,
+    want_nngp: bool,
+    want_ntk: bool,
+) -> PyResult<(Out<'py>, Out<'py>)> {
+    let spec = FcSpec {
+        hidden_layers,
+        activation: Activation::parse(activation).map_err(to_py)?,
+        w_std,
+        b_std,
+    };
+    let x1r = mat_ref(&x1);
+    let x2r = x2.as_ref().map(mat_ref);
+    let n1 = x1r.nrows();
+    let n2 = x2r.map_or(n1, |m| m.nrows());
+    // Check the feature dimension before allocating N1 × N2 outputs.
+    if let Some(m) = x2r {
+        if m.ncols() != x1r.ncols() {
+            return Err(to_py(Error::DimensionMismatch {
+                what: "x2 feature dimension",
+                expected: x1r.ncols(),
+                got: m.ncols(),
+            }));
+        }
+    }
+    let alloc = |want: bool| want.then(|| PyArray2::<f64>::zeros(py, [n1, n2], false));
+    let (nngp, ntk) = (alloc(want_nngp), alloc(want_ntk));
+    {
+        let mut k_rw = nngp.as_ref().map(PyArrayMethods::readwrite);
+        let mut t_rw = ntk.as_ref().map(PyArrayMethods::readwrite);
+        let km = k_rw.as_mut().map(mat_mut);
+        let tm = t_rw.as_mut().map(mat_mut);
+        py.detach(|| {
+            threads::install(|par| kernels::fully_connected(x1r, x2r, &spec, km, tm, par))
+        })
+        .map_err(to_py)?;
+    }
+    Ok((nngp, ntk))
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(fully_connected_f64, m)?)?;
     Ok(())
 }
