@@ -1,0 +1,121 @@
+"""Any differentiable loss: the function-space ODE integrated in the Rust core.
+
+Gradient flow in absolute time ``τ = η t``: ``dF/dτ = −Θ·∇L(F)`` on the training set; the
+test outputs are not integrated but reconstructed at the requested times from the
+accumulated gradient ``S(τ) = ∫∇L``: ``f_test = g₀ − Θ_td·S``. With momentum ``m``
+(``τ = √η t``, damping ``c = (1 − m)/√η``) the state also carries the velocity, and
+``f_test = g₀ + q_test₀(1 − e^{−cτ})/c − Θ_td·S``, ``q_test = e^{−cτ} q_test₀ − Θ_td·P``.
+Integration is adaptive Dormand–Prince 5(4) with dense output (semantics §7, §8).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from . import _core
+
+__all__ = ["predict_ode", "solve_ode"]
+
+
+def _loss_args(p, layout, yf):
+    """Built-in loss name (with its class grouping) or a flattened callable gradient."""
+    loss = p._cfg.loss
+    y_shape = layout.y_shape
+    n = float(layout.size)
+    order = layout.kept + layout.traced
+    if loss == "mse":
+        return "mse", n, None
+    last_contiguous = order[-1] == len(y_shape) - 1
+    if loss == "cross_entropy" and last_contiguous:
+        return "cross_entropy", n, int(y_shape[-1])
+    if loss == "cross_entropy":
+        y_full = layout.unflatten(yf, y_shape)
+
+        def grad_ce(fx, yy):
+            z = fx - fx.max(axis=-1, keepdims=True)
+            s = np.exp(z)
+            s /= s.sum(axis=-1, keepdims=True)
+            return (s * yy.sum(axis=-1, keepdims=True) - yy) / fx.size
+
+        user = grad_ce
+    else:
+        y_full = layout.unflatten(yf, y_shape)
+        user = loss
+
+    def grad(f2d):
+        g = np.asarray(user(layout.unflatten(np.asarray(f2d), y_shape), y_full), dtype=np.float64)
+        if g.shape != y_shape:
+            raise ValueError(f"the loss gradient returned shape {g.shape}, expected {y_shape}")
+        return np.ascontiguousarray(layout.flatten(g))
+
+    return grad, n, None
+
+
+def solve_ode(p, ts, layout, yf, f0, test, q_train_0=None, q_test_0=None):
+    """Integrates and returns ``(train, test, q_train, q_test)`` at times ``ts`` (flat, any
+    order, inf allowed only with ``converge_tol``), each ``(T, rows, R)``."""
+    if p._backend.name != "cpu":
+        raise TypeError(
+            "ODE losses run in the Rust core on the CPU: pass a NumPy k_train_train "
+            '(the GPU backend covers loss="mse")'
+        )
+    cfg = p._cfg
+    inf = np.isinf(ts)
+    if inf.any() and cfg.converge_tol is None:
+        raise ValueError(
+            "t=None (or inf) with an ODE loss needs converge_tol: integration stops when "
+            "max|df/dτ| <= converge_tol"
+        )
+    k = np.ascontiguousarray(p._k, dtype=np.float64)
+    k = (k + k.T) * 0.5
+    f0 = np.ascontiguousarray(f0, dtype=np.float64)
+    yf = np.ascontiguousarray(yf, dtype=np.float64)
+    eta = cfg.learning_rate
+    if cfg.momentum is None:
+        scale, damping = eta, None
+    else:
+        scale, damping = math.sqrt(eta), (1.0 - cfg.momentum) / math.sqrt(eta)
+    finite = np.unique(ts[~inf])
+    taus = np.ascontiguousarray(finite * scale)
+    loss, n, classes = _loss_args(p, layout, yf)
+    q0 = None if q_train_0 is None else np.ascontiguousarray(q_train_0, dtype=np.float64)
+    sol = _core.ode_solve(
+        k,
+        f0,
+        taus,
+        loss,
+        y=yf,
+        n=n,
+        classes=classes,
+        q0=q0,
+        damping=damping,
+        rtol=cfg.rtol,
+        atol=cfg.atol,
+        converge_tol=cfg.converge_tol if inf.any() else None,
+    )
+    idx = np.where(inf, len(finite), np.searchsorted(finite, np.where(inf, 0.0, ts)))
+    tau_all = np.append(taus, sol["tau_end"])[idx]
+    train = sol["f"][idx]
+    q_train = sol["q"][idx] if damping is not None else None
+    tst = q_test = None
+    if test is not None:
+        kte = np.asarray(test.k, dtype=np.float64)
+        g0 = np.asarray(test.g0, dtype=np.float64)
+        s = sol["s"][idx]
+        tst = g0[None] - np.einsum("md,tdr->tmr", kte, s, optimize=True)
+        if damping is not None:
+            p_int = sol["p"][idx]
+            q_test = -np.einsum("md,tdr->tmr", kte, p_int, optimize=True)
+            if q_test_0 is not None:
+                qt0 = np.asarray(q_test_0, dtype=np.float64)
+                decay = np.exp(-damping * tau_all)[:, None, None]
+                tst = tst + qt0[None] * (-np.expm1(-damping * tau_all) / damping)[:, None, None]
+                q_test = q_test + decay * qt0[None]
+    return train, tst, q_train, q_test
+
+
+def predict_ode(p, ts, layout, yf, f0, test):
+    train, tst, _, _ = solve_ode(p, ts, layout, yf, f0, test)
+    return train, tst
