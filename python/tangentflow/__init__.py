@@ -7,7 +7,10 @@ Rust core (faer); CuPy arrays run on the GPU through the same classes.
 """
 
 from . import _core
+from ._ensemble import Ensemble
 from ._errors import LinAlgError, NumericalWarning, TangentflowError
+from ._gaussian import Gaussian
+from ._gp import GaussianProcess
 from ._lr import max_learning_rate
 from ._predictor import Diagnostics, Prediction, Predictor, TestSet
 
@@ -18,6 +21,9 @@ __all__ = [
     "Prediction",
     "TestSet",
     "Diagnostics",
+    "Ensemble",
+    "GaussianProcess",
+    "Gaussian",
     "max_learning_rate",
     "set_num_threads",
     "get_num_threads",

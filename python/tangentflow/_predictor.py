@@ -373,7 +373,7 @@ class Predictor:
 
             train, tst = predict_ode(self, ts, layout, yf, f0, test)
         else:
-            train, tst = self._closed_form(ts, layout, yf, f0, test)
+            train, tst = self._closed_form(ts, layout, yf, f0, test, want_train)
         return self._finish(train if want_train else None, tst, tshape, layout, test)
 
     def _finish(self, train, tst, tshape, layout, test):
@@ -401,7 +401,7 @@ class Predictor:
             return "gd", [cfg.learning_rate / n]
         return "flow", [cfg.learning_rate / n]
 
-    def _closed_form(self, ts, layout, yf, f0, test):
+    def _closed_form(self, ts, layout, yf, f0, test, want_train=True):
         be = self._backend
         xp = be.xp
         n = layout.size
@@ -421,7 +421,7 @@ class Predictor:
         kind, params = self._dynamics(n)
         em1, phi = be.mode_factors(kind, params, spec.retained, ts)
         z = be.project(vr, f0 - yf)
-        train = be.train_outputs(vr, z, em1, f0)
+        train = be.train_outputs(vr, z, em1, f0) if want_train else None
         tst = None
         if test is not None:
             if test.cached:

@@ -20,6 +20,9 @@ pub enum Error {
     NonFinite { what: &'static str },
     /// Any other invalid argument (negative time, momentum outside `[0, 1)`, ...).
     InvalidArgument(String),
+    /// The ODE integrator could not finish (no convergence by the time limit, too many
+    /// steps, step size underflow).
+    IntegrationFailed(String),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -43,7 +46,7 @@ impl fmt::Display for Error {
                 write!(f, "{what}: expected size {expected}, got {got}")
             }
             Error::NonFinite { what } => write!(f, "{what} contains NaN or infinity"),
-            Error::InvalidArgument(msg) => f.write_str(msg),
+            Error::InvalidArgument(msg) | Error::IntegrationFailed(msg) => f.write_str(msg),
         }
     }
 }

@@ -5,6 +5,7 @@ use pyo3::PyErr;
 use tangentflow_core::Error;
 
 pyo3::import_exception!(tangentflow._errors, LinAlgError);
+pyo3::import_exception!(tangentflow._errors, TangentflowError);
 
 /// Converts a core error into the matching Python exception.
 pub fn to_py(e: Error) -> PyErr {
@@ -16,6 +17,7 @@ pub fn to_py(e: Error) -> PyErr {
         | Error::NonFinite { .. }
         | Error::InvalidArgument(_) => PyValueError::new_err(msg),
         Error::NotPositiveDefinite { .. } | Error::NoConvergence => LinAlgError::new_err(msg),
+        Error::IntegrationFailed(_) => TangentflowError::new_err(msg),
     }
 }
 

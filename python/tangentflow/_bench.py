@@ -1,0 +1,526 @@
+"""``tangentflow bench``: the end-to-end benchmark of the Predictor against NumPy/SciPy.
+
+Every ratio is measured in one run on the same matrices (performance.md): for each N,
+an analytic ReLU NTK of random unit-norm inputs (3 hidden layers), R = 10 outputs,
+M = 1000 test points and T = 100 times on a log grid:
+
+(a) ``numpy.linalg.eigh(K)``, the floor of any finite-time prediction;
+(b) the first call ``Predictor(K, y).at(ts, k_test_train=..., fx_train_0=..., fx_test_0=...)``;
+(c) a repeat call with 100 new times through ``p.test_set(k_test_train).at(...)``;
+(d) ``at(None)`` vs ``scipy.linalg.cho_factor`` + ``cho_solve`` + the test product;
+(e) a sweep over 20 ``diag_reg`` values × 100 times with a test set (``with_params``);
+(f) small problems (N = 100, 10 times, 50 test points) vs plain NumPy;
+(g) the peak RSS of the first call, measured in a fresh subprocess, beyond the inputs.
+
+Run ``tangentflow bench --sizes 1000,2000`` (or ``python benches/bench_predict.py``).
+This machine's ``OPENBLAS_CORETYPE``/``OPENBLAS_L2_SIZE`` slow NumPy's baseline; unset
+them for the benchmark only: ``env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE tangentflow bench``.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+from ._demo import Progress
+
+__all__ = ["run_bench", "main", "TARGETS", "make_inputs"]
+
+#: Targets of the performance issue: (kind, bound). "ratio": time / baseline <= bound.
+TARGETS = {
+    "first_vs_eigh": 1.3,
+    "repeat_vs_first": 0.08,
+    "inf_vs_cholesky": 1.5,
+    "sweep_vs_eigh": 2.0,
+    "memory_n2": 6.0,
+    "small_vs_numpy": 1.5,
+}
+N_OUTPUTS = 10
+D_INPUT = 64
+HIDDEN_LAYERS = 3
+
+
+# -- inputs ------------------------------------------------------------------------------------
+def _relu_ntk_numpy(x1, x2, hidden_layers):
+    """Analytic ReLU NTK (arc-cosine recursion), NumPy fallback of tangentflow.kernels."""
+    d = x1.shape[1]
+    k = x1 @ x2.T / d
+    q1 = np.einsum("ij,ij->i", x1, x1) / d
+    q2 = np.einsum("ij,ij->i", x2, x2) / d
+    theta = k.copy()
+    for _ in range(hidden_layers):
+        s = np.sqrt(np.outer(q1, q2))
+        c = np.clip(k / s, -1.0, 1.0)
+        a = np.arccos(c)
+        k = s * (np.sqrt(1.0 - c * c) + (np.pi - a) * c) / (2 * np.pi)
+        theta = k + (np.pi - a) / (2 * np.pi) * theta
+        q1, q2 = q1 / 2, q2 / 2
+    return theta
+
+
+def _ntk(x1, x2=None):
+    try:
+        from .kernels import fully_connected
+    except ImportError:
+        return _relu_ntk_numpy(x1, x1 if x2 is None else x2, HIDDEN_LAYERS)
+    return fully_connected(x1, x2, hidden_layers=HIDDEN_LAYERS, get="ntk")
+
+
+def make_inputs(n: int, m: int, r: int = N_OUTPUTS, seed: int = 0) -> dict:
+    """A realistic NTK-like problem: kernel, test kernel, targets, initial outputs."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n + m, D_INPUT))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    return {
+        "k": np.ascontiguousarray(_ntk(x[:n])),
+        "k_te": np.ascontiguousarray(_ntk(x[n:], x[:n])),
+        "y": rng.standard_normal((n, r)),
+        "f0": 0.1 * rng.standard_normal((n, r)),
+        "g0": 0.1 * rng.standard_normal((m, r)),
+    }
+
+
+def _times(k, n_times, n_outputs, seed=0):
+    """A log grid spanning the dynamics: from before the fastest mode moves to after the
+    slowest has relaxed (times in steps at learning rate 1, n = N·R)."""
+    w_max = float(np.trace(k))  # >= μ_max, cheap
+    n = k.shape[0] * n_outputs
+    ts = np.geomspace(1e-2 * n / w_max, 1e6 * n / w_max, n_times)
+    jitter = np.random.default_rng(seed).uniform(0.9, 1.1, n_times)
+    return ts * jitter
+
+
+# -- timing helpers ----------------------------------------------------------------------------
+def _best(fn, repeats):
+    best = np.inf
+    out = None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t0)
+    return best, out
+
+
+_CHILD = r"""
+import json, resource, sys
+import numpy as np
+mode, folder = sys.argv[1], sys.argv[2]
+import tangentflow
+from tangentflow import Predictor
+a = {n: np.load(f"{folder}/{n}.npy") for n in ("k", "k_te", "y", "f0", "g0", "ts")}
+if mode == "first":
+    out = Predictor(a["k"], a["y"]).at(
+        a["ts"], k_test_train=a["k_te"], fx_train_0=a["f0"], fx_test_0=a["g0"]
+    )
+elif mode == "eigh":
+    w, v = np.linalg.eigh(a["k"])
+# VmHWM is the peak of this process image only. ru_maxrss is not: Linux carries the
+# peak of the (v)forked parent's memory over the exec, so a child of a big process
+# would report the parent's size.
+peak = None
+try:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                peak = int(line.split()[1])
+except OSError:
+    pass
+if peak is None:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"maxrss_kb": peak}))
+"""
+
+
+def _child_rss(mode, folder):
+    proc = subprocess.run(
+        [sys.executable, "-c", _CHILD, mode, folder],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"memory child ({mode}) failed: {proc.stderr.strip()[-500:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])["maxrss_kb"] * 1024
+
+
+def _memory(inp, ts):
+    """Peak RSS beyond the inputs, in bytes: first call and numpy eigh (fresh children)."""
+    with tempfile.TemporaryDirectory(prefix="tangentflow-bench-") as folder:
+        for name in ("k", "k_te", "y", "f0", "g0"):
+            np.save(os.path.join(folder, f"{name}.npy"), inp[name])
+        np.save(os.path.join(folder, "ts.npy"), ts)
+        base = _child_rss("baseline", folder)
+        first = _child_rss("first", folder)
+        eigh = _child_rss("eigh", folder)
+    return first - base, eigh - base
+
+
+# -- measurements -----------------------------------------------------------------------------
+def _small(repeats):
+    """(f): N=100, 10 times, 50 test points, vs eigh + matrix products in NumPy."""
+    from tangentflow import Predictor
+
+    inp = make_inputs(100, 50, seed=1)
+    k, kte, y, f0, g0 = inp["k"], inp["k_te"], inp["y"], inp["f0"], inp["g0"]
+    ts = _times(k, 10, N_OUTPUTS)
+    n = y.size
+
+    def numpy_impl():
+        w, v = np.linalg.eigh(k)
+        z = v.T @ (f0 - y)
+        s = ts / n
+        e = np.exp(-np.outer(s, w))  # (T, N)
+        phi = -np.expm1(-np.outer(s, w)) / w
+        train = y + v @ (e[:, :, None] * z)
+        test = g0 - (kte @ v) @ (phi[:, :, None] * z)
+        return train, test
+
+    def tf():
+        return Predictor(k, y).at(ts, k_test_train=kte, fx_train_0=f0, fx_test_0=g0)
+
+    tf()
+    numpy_impl()
+    t_tf, out = _best(tf, repeats)
+    t_np, ref = _best(numpy_impl, repeats)
+    err = max(float(np.max(np.abs(out.train - ref[0]))), float(np.max(np.abs(out.test - ref[1]))))
+    return {"tangentflow_s": t_tf, "numpy_s": t_np, "ratio": t_tf / t_np, "max_abs_diff": err}
+
+
+def _one_size(n, m, n_times, n_regs, repeats, memory, step):
+    from tangentflow import Predictor
+
+    res = {"n": n, "m": m, "r": N_OUTPUTS, "t": n_times}
+    with step(f"N={n}: inputs"):
+        inp = make_inputs(n, m)
+        k, kte, y, f0, g0 = inp["k"], inp["k_te"], inp["y"], inp["f0"], inp["g0"]
+        ts = _times(k, n_times, N_OUTPUTS)
+        ts2 = _times(k, n_times, N_OUTPUTS, seed=1)
+
+    with step(f"N={n}: numpy eigh"):
+        res["eigh_s"], (w, _) = _best(lambda: np.linalg.eigh(k), repeats)
+    res["cond"] = float(w[-1] / w[0]) if w[0] > 0 else float("inf")
+
+    with step(f"N={n}: first call"):
+
+        def first():
+            return Predictor(k, y).at(ts, k_test_train=kte, fx_train_0=f0, fx_test_0=g0)
+
+        res["first_s"], out = _best(first, repeats)
+        # breakdown (information): the factorization alone
+        res["factorize_s"], _ = _best(lambda: Predictor(k, y).factorize(), repeats)
+
+    with step(f"N={n}: repeat call"):
+        p = Predictor(k, y)
+        tset = p.test_set(kte, fx_test_0=g0)
+        tset.at(ts, fx_train_0=f0)  # warm: factorization and K_te·V
+        res["repeat_s"], rep = _best(lambda: tset.at(ts2, fx_train_0=f0), repeats)
+        # information: the same call without asking for train outputs
+        res["repeat_test_only_s"], _ = _best(lambda: tset.at(ts2, fx_train_0=None), repeats)
+
+    with step(f"N={n}: t=None vs Cholesky"):
+        # Well conditioned: the kernel itself when cond <= 1e5, else shifted to cond ~1e5.
+        lam = 0.0 if res["cond"] <= 1e5 else float(w[-1]) * 1e-5
+        res["inf_diag_reg"] = lam
+
+        def tf_inf():
+            p = Predictor(k, y, diag_reg=lam, diag_reg_absolute_scale=True)
+            return p.at(None, k_test_train=kte, fx_train_0=f0, fx_test_0=g0)
+
+        res["inf_s"], out_inf = _best(tf_inf, repeats)
+        try:
+            import scipy.linalg as sl
+        except ImportError:
+            sl = None
+        if sl is None:
+            res["cholesky_s"] = None
+            res["cholesky_note"] = "scipy not installed: skipped"
+        else:
+
+            def chol():
+                a = k + lam * np.eye(n) if lam else k
+                c = sl.cho_factor(a, lower=True, overwrite_a=bool(lam), check_finite=False)
+                x = sl.cho_solve(c, y - f0, check_finite=False)
+                return g0 + kte @ x
+
+            res["cholesky_s"], ref = _best(chol, repeats)
+            res["inf_max_abs_diff"] = float(np.max(np.abs(out_inf.test - ref)))
+
+    with step(f"N={n}: diag_reg sweep"):
+        regs = np.geomspace(1e-6, 1e-1, n_regs)
+
+        def sweep():
+            p = Predictor(k, y)
+            for lam_r in regs:
+                p.with_params(diag_reg=float(lam_r)).at(
+                    ts, k_test_train=kte, fx_train_0=f0, fx_test_0=g0
+                )
+            return p.factorizations
+
+        res["sweep_s"], nfact = _best(sweep, 1)
+        assert nfact == 1, f"the sweep ran {nfact} factorizations, expected 1"
+        res["sweep_factorizations"] = nfact
+        res["n_regs"] = n_regs
+
+    if memory:
+        with step(f"N={n}: peak memory"):
+            first_b, eigh_b = _memory(inp, ts)
+            unit = 8.0 * n * n
+            res["memory_first_n2"] = first_b / unit
+            res["memory_numpy_eigh_n2"] = eigh_b / unit
+            res["memory_outputs_n2"] = 8.0 * n_times * N_OUTPUTS * (n + m) / unit
+    return res
+
+
+# -- report ----------------------------------------------------------------------------------
+def _cpu_model():
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def machine_info():
+    import tangentflow
+
+    info = {
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "platform": platform.platform(),
+        "cpu": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "tangentflow": tangentflow.__version__,
+        "tangentflow_threads": tangentflow.get_num_threads(),
+        "openblas_env": {
+            v: os.environ[v] for v in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if v in os.environ
+        },
+    }
+    try:
+        from threadpoolctl import threadpool_info
+
+        info["blas"] = [
+            {key: d.get(key) for key in ("internal_api", "version", "architecture", "num_threads")}
+            for d in threadpool_info()
+            if d.get("user_api") == "blas"
+        ]
+    except ImportError:
+        info["blas"] = "threadpoolctl not installed"
+    try:
+        import scipy
+
+        info["scipy"] = scipy.__version__
+    except ImportError:
+        info["scipy"] = None
+    return info
+
+
+def _verdict(value, bound):
+    if value is None:
+        return "skip"
+    return "pass" if value <= bound else "FAIL"
+
+
+def _rows(r):
+    """(label, tangentflow, baseline, ratio text, target text, verdict) for one size."""
+    rows = []
+    ratio = r["first_s"] / r["eigh_s"]
+    r["first_vs_eigh"] = ratio
+    rows.append(
+        (
+            "(b) first call vs (a) numpy eigh",
+            f"{r['first_s']:.4f} s",
+            f"eigh {r['eigh_s']:.4f} s",
+            f"{ratio:.2f}x",
+            f"<= {TARGETS['first_vs_eigh']}x",
+            _verdict(ratio, TARGETS["first_vs_eigh"]),
+        )
+    )
+    rows.append(
+        (
+            "    of which Predictor.factorize()",
+            f"{r['factorize_s']:.4f} s",
+            f"eigh {r['eigh_s']:.4f} s",
+            f"{r['factorize_s'] / r['eigh_s']:.2f}x",
+            "(info)",
+            "",
+        )
+    )
+    ratio = r["repeat_s"] / r["first_s"]
+    r["repeat_vs_first"] = ratio
+    rows.append(
+        (
+            f"(c) repeat, {r['t']} new times",
+            f"{r['repeat_s']:.4f} s",
+            f"first {r['first_s']:.4f} s",
+            f"{100 * ratio:.1f}%",
+            f"<= {100 * TARGETS['repeat_vs_first']:.0f}%",
+            _verdict(ratio, TARGETS["repeat_vs_first"]),
+        )
+    )
+    rows.append(
+        (
+            "    same with fx_train_0=None",
+            f"{r['repeat_test_only_s']:.4f} s",
+            f"first {r['first_s']:.4f} s",
+            f"{100 * r['repeat_test_only_s'] / r['first_s']:.1f}%",
+            "(info)",
+            "",
+        )
+    )
+    if r.get("cholesky_s"):
+        ratio = r["inf_s"] / r["cholesky_s"]
+        base = f"cholesky {r['cholesky_s']:.4f} s"
+    else:
+        ratio, base = None, r.get("cholesky_note", "skipped")
+    r["inf_vs_cholesky"] = ratio
+    rows.append(
+        (
+            "(d) t=None vs scipy cho_solve",
+            f"{r['inf_s']:.4f} s",
+            base,
+            "-" if ratio is None else f"{ratio:.2f}x",
+            f"<= {TARGETS['inf_vs_cholesky']}x",
+            _verdict(ratio, TARGETS["inf_vs_cholesky"]),
+        )
+    )
+    ratio = r["sweep_s"] / r["eigh_s"]
+    r["sweep_vs_eigh"] = ratio
+    rows.append(
+        (
+            f"(e) sweep {r['n_regs']} diag_reg x {r['t']} t",
+            f"{r['sweep_s']:.4f} s",
+            f"eigh {r['eigh_s']:.4f} s",
+            f"{ratio:.2f}x",
+            f"<= {TARGETS['sweep_vs_eigh']}x",
+            _verdict(ratio, TARGETS["sweep_vs_eigh"]),
+        )
+    )
+    if "memory_first_n2" in r:
+        rows.append(
+            (
+                "(g) peak RSS of first call",
+                f"{r['memory_first_n2']:.2f} N²·8B",
+                f"eigh {r['memory_numpy_eigh_n2']:.2f} N²·8B",
+                "-",
+                f"<= {TARGETS['memory_n2']:.0f} N²·8B",
+                _verdict(r["memory_first_n2"], TARGETS["memory_n2"]),
+            )
+        )
+    return rows
+
+
+def format_report(result) -> str:
+    info = result["machine"]
+    lines = [
+        "tangentflow bench: Predictor end to end vs NumPy/SciPy on the same matrices",
+        f"date      {info['date']}",
+        f"machine   {info['platform']}; {info['cpu']} ({info['cpu_count']} logical CPUs)",
+        f"software  python {info['python']}, numpy {info['numpy']}, scipy {info['scipy']}, "
+        f"tangentflow {info['tangentflow']} ({info['tangentflow_threads']} threads)",
+    ]
+    blas = info["blas"]
+    if isinstance(blas, list):
+        blas = "; ".join(
+            f"{b['internal_api']} {b['version']} ({b['architecture']}, {b['num_threads']} threads)"
+            for b in blas
+        )
+    lines.append(f"BLAS      {blas or 'none found'}")
+    env = info["openblas_env"]
+    lines.append(
+        "env       "
+        + (", ".join(f"{k}={v}" for k, v in env.items()) if env else "OPENBLAS_* unset")
+    )
+    lines.append(
+        f"kernel    analytic ReLU NTK ({HIDDEN_LAYERS} hidden layers) of random unit-norm "
+        f"inputs in {D_INPUT} dimensions; {N_OUTPUTS} outputs; times on a log grid"
+    )
+    widths = (34, 17, 24, 8, 14, 5)
+    head = ("measurement", "tangentflow", "baseline", "ratio", "target", "")
+    for r in result["sizes"]:
+        lines.append("")
+        lines.append(
+            f"N = {r['n']}  (M = {r['m']} test points, R = {r['r']} outputs, T = {r['t']} "
+            f"times; cond(K) = {r['cond']:.3g})"
+        )
+        lines.append(
+            "  " + "  ".join(h.ljust(wd) for h, wd in zip(head, widths, strict=True)).rstrip()
+        )
+        for row in _rows(r):
+            lines.append(
+                "  " + "  ".join(c.ljust(wd) for c, wd in zip(row, widths, strict=True)).rstrip()
+            )
+        if "memory_first_n2" in r:
+            lines.append(
+                f"  (memory: the first call's outputs themselves are "
+                f"{r['memory_outputs_n2']:.2f} N²·8B of that)"
+            )
+        if r.get("inf_diag_reg"):
+            lines.append(f"  (t=None used diag_reg {r['inf_diag_reg']:.3g} absolute on both sides)")
+    s = result["small"]
+    s["small_vs_numpy"] = s["ratio"]
+    lines.append("")
+    lines.append(
+        f"(f) small problems (N=100, T=10, M=50): tangentflow {1e3 * s['tangentflow_s']:.3f} ms, "
+        f"numpy {1e3 * s['numpy_s']:.3f} ms, ratio {s['ratio']:.2f}x "
+        f"(target <= {TARGETS['small_vs_numpy']}x: "
+        f"{_verdict(s['ratio'], TARGETS['small_vs_numpy'])})"
+    )
+    return "\n".join(lines)
+
+
+def run_bench(
+    sizes=(1000, 2000, 4000),
+    *,
+    json_path=None,
+    threads=None,
+    test_points=1000,
+    n_times=100,
+    n_regs=20,
+    repeats=None,
+    memory=True,
+    progress=True,
+    out=None,
+) -> dict:
+    """Runs the benchmark, prints the report to ``out`` (stdout) and returns the numbers."""
+    import tangentflow
+
+    out = out if out is not None else sys.stdout
+    if threads is not None:
+        tangentflow.set_num_threads(threads)
+    per_size = 7 if memory else 6
+    bar = Progress(1 + per_size * len(sizes), "bench", enabled=progress)
+    result = {"machine": machine_info(), "targets": dict(TARGETS), "sizes": []}
+    try:
+        with bar("small problems"):
+            result["small"] = _small(repeats or 50)
+        for n in sizes:
+            reps = repeats or (3 if n <= 2000 else 1)
+            result["sizes"].append(_one_size(n, test_points, n_times, n_regs, reps, memory, bar))
+    finally:
+        bar.close()
+    print(format_report(result), file=out)
+    if json_path is not None:
+        with open(json_path, "w", encoding="utf-8") as fh:
+            json.dump(result, fh, indent=2, default=float)
+        print(f"wrote {json_path}", file=out)
+    return result
+
+
+def main(argv=None) -> int:
+    """``python benches/bench_predict.py [--sizes ...]``: the same as ``tangentflow bench``."""
+    from .cli import main as cli_main
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    return cli_main(["bench", *argv])
