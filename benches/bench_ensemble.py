@@ -21,6 +21,7 @@ import time
 
 import numpy as np
 import scipy.linalg
+
 import tangentflow as tf
 from tangentflow.kernels import fully_connected
 

@@ -16,6 +16,7 @@ import platform
 import time
 
 import numpy as np
+
 import tangentflow
 from tangentflow import _core
 from tangentflow.kernels import fully_connected

@@ -13,12 +13,18 @@ use tangentflow_core::{cholesky, spectral, threads};
 /// Arc-cosine (ReLU NNGP-like) kernel of deterministic unit vectors in 16 dimensions.
 fn kernel(n: usize) -> Mat<f64> {
     let d = 16;
-    let x = Mat::<f64>::from_fn(n, d, |i, j| ((i * 31 + j * 17) as f64 * 0.618_033_988_7).sin());
-    let norms: Vec<f64> = (0..n).map(|i| (0..d).map(|j| x[(i, j)].powi(2)).sum::<f64>().sqrt()).collect();
+    let x = Mat::<f64>::from_fn(n, d, |i, j| {
+        ((i * 31 + j * 17) as f64 * 0.618_033_988_7).sin()
+    });
+    let norms: Vec<f64> = (0..n)
+        .map(|i| (0..d).map(|j| x[(i, j)].powi(2)).sum::<f64>().sqrt())
+        .collect();
     Mat::<f64>::from_fn(n, n, |i, j| {
-        let c = ((0..d).map(|k| x[(i, k)] * x[(j, k)]).sum::<f64>() / (norms[i] * norms[j])).clamp(-1.0, 1.0);
+        let c = ((0..d).map(|k| x[(i, k)] * x[(j, k)]).sum::<f64>() / (norms[i] * norms[j]))
+            .clamp(-1.0, 1.0);
         let th = c.acos();
-        ((1.0 - c * c).sqrt() + (std::f64::consts::PI - th) * c) / std::f64::consts::PI + 1e-3 * f64::from(u8::from(i == j))
+        ((1.0 - c * c).sqrt() + (std::f64::consts::PI - th) * c) / std::f64::consts::PI
+            + 1e-3 * f64::from(u8::from(i == j))
     })
 }
 
@@ -39,34 +45,57 @@ fn benches(c: &mut Criterion) {
         });
         let mut w = vec![0.0; n];
         let mut v = Mat::<f64>::zeros(n, n);
-        threads::install(|par| spectral::sym_eigh(k.as_ref(), 0.0, &mut w, v.as_mut(), par)).unwrap();
+        threads::install(|par| spectral::sym_eigh(k.as_ref(), 0.0, &mut w, v.as_mut(), par))
+            .unwrap();
         let r = 10;
-        let times: Vec<f64> = (0..100).map(|i| 10f64.powf(-2.0 + 6.0 * f64::from(i) / 99.0)).collect();
+        let times: Vec<f64> = (0..100)
+            .map(|i| 10f64.powf(-2.0 + 6.0 * f64::from(i) / 99.0))
+            .collect();
         let y = Mat::<f64>::from_fn(n, r, |i, j| ((i + 3 * j) as f64).cos());
         let f0 = Mat::<f64>::zeros(n, r);
-        g.bench_with_input(BenchmarkId::new("reconstruct_train_100_times", n), &n, |b, _| {
-            b.iter(|| {
-                threads::install(|par| {
-                    let dynm = Dynamics::Flow { scale: 1.0 / (n * r) as f64 };
-                    let mut em1 = Mat::<f64>::zeros(n, times.len());
-                    let mut phi = Mat::<f64>::zeros(n, times.len());
-                    dynamics::mode_factors(&dynm, &w, &times, em1.as_mut(), phi.as_mut()).unwrap();
-                    let z = dynamics::project(v.as_ref(), (&f0 - &y).as_ref(), par).unwrap();
-                    let mut out = vec![0.0; times.len() * n * r];
-                    dynamics::train_outputs(v.as_ref(), z.as_ref(), em1.as_ref(), f0.as_ref(), &mut out, par).unwrap();
-                    black_box(out);
+        g.bench_with_input(
+            BenchmarkId::new("reconstruct_train_100_times", n),
+            &n,
+            |b, _| {
+                b.iter(|| {
+                    threads::install(|par| {
+                        let dynm = Dynamics::Flow {
+                            scale: 1.0 / (n * r) as f64,
+                        };
+                        let mut em1 = Mat::<f64>::zeros(n, times.len());
+                        let mut phi = Mat::<f64>::zeros(n, times.len());
+                        dynamics::mode_factors(&dynm, &w, &times, em1.as_mut(), phi.as_mut())
+                            .unwrap();
+                        let z = dynamics::project(v.as_ref(), (&f0 - &y).as_ref(), par).unwrap();
+                        let mut out = vec![0.0; times.len() * n * r];
+                        dynamics::train_outputs(
+                            v.as_ref(),
+                            z.as_ref(),
+                            em1.as_ref(),
+                            f0.as_ref(),
+                            &mut out,
+                            par,
+                        )
+                        .unwrap();
+                        black_box(out);
+                    });
                 });
-            });
-        });
-        g.bench_with_input(BenchmarkId::new("cholesky_solve_with_estimate", n), &n, |b, _| {
-            b.iter(|| {
-                threads::install(|par| {
-                    let mut x = y.clone();
-                    let info = cholesky::solve_with_estimate(k.as_ref(), 0.0, x.as_mut(), par).unwrap();
-                    black_box((x, info));
+            },
+        );
+        g.bench_with_input(
+            BenchmarkId::new("cholesky_solve_with_estimate", n),
+            &n,
+            |b, _| {
+                b.iter(|| {
+                    threads::install(|par| {
+                        let mut x = y.clone();
+                        let info = cholesky::solve_with_estimate(k.as_ref(), 0.0, x.as_mut(), par)
+                            .unwrap();
+                        black_box((x, info));
+                    });
                 });
-            });
-        });
+            },
+        );
     }
     g.finish();
     let _ = Par::Seq;

@@ -72,6 +72,7 @@ def test_demo_writes_plot_and_finite_json(demo_run):
 def test_demo_t_inf_matches_kernel_ridge(demo_run):
     """Independently: the same split and kernel through scikit-learn's KernelRidge."""
     from sklearn.kernel_ridge import KernelRidge
+
     from tangentflow.kernels import fully_connected
 
     _, tmp, text = demo_run

@@ -10,9 +10,11 @@ import types
 
 import numpy as np
 import pytest
+
 import tangentflow as tf
-from conftest import rbf_problem
 from tangentflow.compat import neural_tangents as nt
+
+from conftest import rbf_problem
 
 CASES_DIR = pathlib.Path(__file__).parent / "data" / "nt"
 

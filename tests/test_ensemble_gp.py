@@ -12,8 +12,9 @@ import warnings
 import numpy as np
 import pytest
 import scipy.linalg as sl
-import tangentflow as tf
 from scipy.stats import multivariate_normal
+
+import tangentflow as tf
 from tangentflow import Ensemble, Gaussian, GaussianProcess, NumericalWarning
 
 TIMES = np.array([0.0, 0.05, 0.7, 3.0, 25.0, np.inf])

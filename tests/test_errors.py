@@ -2,9 +2,10 @@
 
 import numpy as np
 import pytest
-from conftest import rbf_problem
 
 import tangentflow as tf
+
+from conftest import rbf_problem
 
 K, KTE, _, Y, F0, G0 = rbf_problem(8, 3, 2)
 
@@ -87,7 +88,9 @@ def test_call_errors():
     with pytest.raises(ValueError, match="trace_axes must be given"):
         tf.Predictor(np.ones((2, 2, 3, 3)), np.ones((2, 3)))
     with pytest.raises(ValueError, match="does not match y_train"):
-        tf.Predictor(np.eye(6).reshape(2, 3, 2, 3).transpose(0, 2, 1, 3), np.ones((2, 4)), trace_axes=())
+        tf.Predictor(
+            np.eye(6).reshape(2, 3, 2, 3).transpose(0, 2, 1, 3), np.ones((2, 4)), trace_axes=()
+        )
 
 
 def test_gpu_targets_with_cpu_kernel_are_refused():

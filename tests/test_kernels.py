@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from tangentflow.kernels import fully_connected
 
 DATA = Path(__file__).parent / "data" / "kernels"

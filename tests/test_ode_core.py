@@ -72,7 +72,7 @@ def reference(k, f0, grad, times, damping=None, q0=None, k_td=None, g0=None, qt0
             g = grad(f.reshape(D, R))
             out = [q, -(k @ g).ravel() - c * q, g.ravel() - c * p, p]
             if m:
-                gt, qt = z[4 * dr : 4 * dr + mr], z[4 * dr + mr :]
+                qt = z[4 * dr + mr :]
                 out += [qt, -(k_td @ g).ravel() - c * qt]
             return np.concatenate(out)
 
@@ -85,8 +85,13 @@ def reference(k, f0, grad, times, damping=None, q0=None, k_td=None, g0=None, qt0
             blocks += ["test", "qtest"]
             sizes += [mr, mr]
     sol = solve_ivp(
-        fun, (0.0, times[-1]), np.concatenate(z0), method="DOP853", t_eval=times,
-        rtol=1e-12, atol=1e-12,
+        fun,
+        (0.0, times[-1]),
+        np.concatenate(z0),
+        method="DOP853",
+        t_eval=times,
+        rtol=1e-12,
+        atol=1e-12,
     )
     assert sol.success
     out, i = {}, 0
@@ -147,7 +152,9 @@ def test_cross_entropy_groups_across_rows():
         g = grad(z.reshape(24, 1))
         return -(kk @ g).ravel()
 
-    sol = solve_ivp(fun, (0, TIMES[3]), f.ravel(), "DOP853", t_eval=TIMES[:4], rtol=1e-12, atol=1e-12)
+    sol = solve_ivp(
+        fun, (0, TIMES[3]), f.ravel(), "DOP853", t_eval=TIMES[:4], rtol=1e-12, atol=1e-12
+    )
     assert rel(out["f"][:, :, 0], sol.y.T) < TOL
 
 

@@ -2,10 +2,11 @@
 
 import numpy as np
 import pytest
-from conftest import rbf_problem
 from scipy.integrate import solve_ivp
 
 import tangentflow as tf
+
+from conftest import rbf_problem
 
 
 def rel(a, b):
@@ -78,8 +79,13 @@ def test_cross_entropy_matches_solve_ivp(onehot, momentum):
     else:
         y0 = np.concatenate([f0.ravel(), np.zeros(d * r), g0.ravel(), np.zeros(m * r)])
     sol = solve_ivp(
-        _ce_rhs(k, kte, y, y.size, momentum, lr), (0, ts[-1] * scale), y0,
-        t_eval=ts * scale, rtol=1e-12, atol=1e-12, method="DOP853",
+        _ce_rhs(k, kte, y, y.size, momentum, lr),
+        (0, ts[-1] * scale),
+        y0,
+        t_eval=ts * scale,
+        rtol=1e-12,
+        atol=1e-12,
+        method="DOP853",
     )
     for i in range(len(ts)):
         st = sol.y[:, i]

@@ -6,11 +6,11 @@ import warnings
 
 import numpy as np
 import pytest
-import scipy.linalg as sl
-from conftest import rbf_problem, with_spectrum
-from reference import mse_expm
 
 import tangentflow as tf
+
+from conftest import rbf_problem, with_spectrum
+from reference import mse_expm
 
 TOL = 1e-9
 
@@ -93,7 +93,11 @@ def test_constructed_spectrum_with_zero_tiny_and_negative_modes():
         e = np.where(lams > 1e-10, np.exp(-lam_plus * tt / y.size) if np.isfinite(tt) else 0.0, 1.0)
         z = u.T @ (f0 - y)
         close(out.train, y + u @ (e[:, None] * z))
-        phi = np.where(lams > 1e-10, (1 - np.where(np.isfinite(tt), e, 0.0)) / np.where(lams > 1e-10, lams, 1.0), 0.0)
+        phi = np.where(
+            lams > 1e-10,
+            (1 - np.where(np.isfinite(tt), e, 0.0)) / np.where(lams > 1e-10, lams, 1.0),
+            0.0,
+        )
         close(out.test, -(kte @ u) @ (phi[:, None] * z))
     d = p.diagnostics()
     assert d.n_cut == 3 and abs(d.max_cut_magnitude - 1e-12) < 1e-14
@@ -173,7 +177,9 @@ def test_trace_axes_layouts():
     o4 = p4.at(3.0, fx_train_0=f0, k_test_train=kte4)
     kf = np.kron(k, b)
     ktef = np.kron(kte, b)
-    tr, te = mse_expm(kf, y2.reshape(-1, 1), f0.reshape(-1, 1), 3.0, kte=ktef, g0=np.zeros((m * c, 1)))
+    tr, te = mse_expm(
+        kf, y2.reshape(-1, 1), f0.reshape(-1, 1), 3.0, kte=ktef, g0=np.zeros((m * c, 1))
+    )
     close(o4.train, tr.reshape(n, c))
     close(o4.test, te.reshape(m, c))
     # trace_axes=(-1,) explicitly equals the default for a 2-D kernel
@@ -199,7 +205,9 @@ def test_with_params_shares_one_factorization(problem):
             runs.append((lr, reg, q.at(ts, fx_train_0=f0, k_test_train=kte)))
     assert p.factorizations == 1
     for lr, reg, out in runs:
-        ref = tf.Predictor(k, y, learning_rate=lr, diag_reg=reg).at(ts, fx_train_0=f0, k_test_train=kte)
+        ref = tf.Predictor(k, y, learning_rate=lr, diag_reg=reg).at(
+            ts, fx_train_0=f0, k_test_train=kte
+        )
         close(out.train, ref.train)
         close(out.test, ref.test)
     # made before the first call, shares too
@@ -300,7 +308,9 @@ def test_xp_backend_on_numpy_matches_rust_core(problem):
     ts = np.array([0.0, 1.0, 30.0, np.inf])
     for kw in ({}, {"diag_reg": 0.2}, {"dynamics": "gd", "learning_rate": 5.0}):
         a = tf.Predictor(k, y, **kw).at(ts, fx_train_0=f0, fx_test_0=g0, k_test_train=kte)
-        b = tf.Predictor(k, y, _backend="numpy", **kw).at(ts, fx_train_0=f0, fx_test_0=g0, k_test_train=kte)
+        b = tf.Predictor(k, y, _backend="numpy", **kw).at(
+            ts, fx_train_0=f0, fx_test_0=g0, k_test_train=kte
+        )
         close(a.train, b.train, 1e-11)
         close(a.test, b.test, 1e-11)
     # t = None through both Cholesky implementations
@@ -312,7 +322,9 @@ def test_xp_backend_on_numpy_matches_rust_core(problem):
 def test_inputs_not_mutated(problem):
     k, kte, _, y, f0, g0 = problem
     copies = [a.copy() for a in (k, kte, y, f0, g0)]
-    tf.Predictor(k, y, diag_reg=0.1).at([1.0, None and 2.0 or 3.0], fx_train_0=f0, fx_test_0=g0, k_test_train=kte)
+    tf.Predictor(k, y, diag_reg=0.1).at(
+        [1.0, None and 2.0 or 3.0], fx_train_0=f0, fx_test_0=g0, k_test_train=kte
+    )
     tf.Predictor(k, y).at(None, fx_train_0=f0, fx_test_0=g0, k_test_train=kte)
     for a, b in zip((k, kte, y, f0, g0), copies):
         assert np.array_equal(a, b)
@@ -342,3 +354,36 @@ def test_singular_duplicate_inputs_min_norm_limit():
     proj = k @ np.linalg.pinv(k, rcond=1e-12)
     close(out.train, proj @ y, 1e-7)
     assert abs(out.train[9] - out.train[8]) < 1e-8
+
+
+def test_diag_reg_sweep_through_test_set_matches_fresh_predictors(problem):
+    k, kte, _, y, f0, g0 = problem
+    p = tf.Predictor(k, y, learning_rate=0.6)
+    s = p.test_set(kte, fx_test_0=g0)
+    ts = np.array([0.0, 0.5, 20.0, 3e3, np.inf])
+    regs = [0.05, 0.0, 1e-4, 0.3, 0.3, 2.0]  # out of order: the memo restarts below λ_b
+    for reg in regs:
+        out = s.with_params(diag_reg=reg).at(ts, fx_train_0=f0)
+        ref = tf.Predictor(k, y, learning_rate=0.6, diag_reg=reg).at(
+            ts, fx_train_0=f0, fx_test_0=g0, k_test_train=kte
+        )
+        close(out.train, ref.train)
+        close(out.test, ref.test)
+        assert np.array_equal(out.train[0], f0) and np.array_equal(out.test[0], g0)
+    assert p.factorizations == 1
+    # other targets or times are not served from the memo
+    out = s.with_params(diag_reg=0.4).at(ts, y_train=2 * y, fx_train_0=f0)
+    ref = tf.Predictor(k, 2 * y, learning_rate=0.6, diag_reg=0.4).at(ts, fx_train_0=f0)
+    close(out.train, ref.train)
+
+
+def test_sweep_memo_with_cut_modes():
+    rng = np.random.default_rng(9)
+    k, _ = with_spectrum([0.0, 0.0, 0.2, 1.0, 3.0], rng)
+    y = rng.normal(size=5)
+    f0 = rng.normal(size=5)
+    p = tf.Predictor(k, y)
+    for reg in (1e-3, 1e-2):
+        out = p.with_params(diag_reg=reg).at([1.0, 10.0], fx_train_0=f0).train
+        ref = tf.Predictor(k, y, diag_reg=reg).at([1.0, 10.0], fx_train_0=f0).train
+        close(out, ref)

@@ -3,9 +3,10 @@
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from reference import mse_expm
 
 import tangentflow as tf
+
+from reference import mse_expm
 
 
 def _problem(n, m, seed):
@@ -40,9 +41,7 @@ def test_any_shape_and_times_match_expm(n, m, extra, times, lr, reg, seed):
     r = int(np.prod(extra)) if extra else 1
     lam = reg * np.trace(k) / n
     for i, t in enumerate(ts):
-        tr, te = mse_expm(
-            k, y.reshape(n, r), f0.reshape(n, r), t, lr, lam, kte, g0.reshape(m, r)
-        )
+        tr, te = mse_expm(k, y.reshape(n, r), f0.reshape(n, r), t, lr, lam, kte, g0.reshape(m, r))
         scale = max(1.0, np.abs(tr).max(), np.abs(te).max())
         assert np.abs(out.train[i].reshape(n, r) - tr).max() <= 1e-9 * scale
         assert np.abs(out.test[i].reshape(m, r) - te).max() <= 1e-9 * scale

@@ -257,11 +257,12 @@ def _one_size(n, m, n_times, n_regs, repeats, memory, step):
         regs = np.geomspace(1e-6, 1e-1, n_regs)
 
         def sweep():
+            # The sweep pattern of the docs: one test-set handle, with_params per value,
+            # so the factorization and K_te·V are shared by all 20 members.
             p = Predictor(k, y)
+            tset = p.test_set(kte, fx_test_0=g0)
             for lam_r in regs:
-                p.with_params(diag_reg=float(lam_r)).at(
-                    ts, k_test_train=kte, fx_train_0=f0, fx_test_0=g0
-                )
+                tset.with_params(diag_reg=float(lam_r)).at(ts, fx_train_0=f0)
             return p.factorizations
 
         res["sweep_s"], nfact = _best(sweep, 1)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import math
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -104,7 +106,9 @@ class _Config:
         if dyn == "gd" and m is not None:
             raise ValueError('dynamics="gd" does not take momentum (use dynamics="flow")')
         if loss != "mse" and reg != 0.0:
-            raise ValueError("diag_reg must be 0 with an ODE loss (it applies to the MSE closed forms)")
+            raise ValueError(
+                "diag_reg must be 0 with an ODE loss (it applies to the MSE closed forms)"
+            )
         prec = kw["precision"]
         if prec not in ("float64", "float32"):
             raise ValueError(f'precision must be "float64" or "float32", got {prec!r}')
@@ -120,7 +124,13 @@ class _Config:
         self.diag_reg_absolute_scale = bool(kw["diag_reg_absolute_scale"])
         self.momentum, self.loss, self.dynamics = m, loss, dyn
         self.trace_axes = kw["trace_axes"]
-        self.precision, self.rcond, self.rtol, self.atol, self.converge_tol = prec, rc, rtol, atol, ct
+        self.precision, self.rcond, self.rtol, self.atol, self.converge_tol = (
+            prec,
+            rc,
+            rtol,
+            atol,
+            ct,
+        )
 
     def as_dict(self):
         return {s: getattr(self, s) for s in self.__slots__}
@@ -322,7 +332,9 @@ class Predictor:
         try:
             return be.xp.broadcast_to(a, shape)
         except ValueError:
-            raise ValueError(f"{name} of shape {tuple(a.shape)} does not broadcast to {shape}") from None
+            raise ValueError(
+                f"{name} of shape {tuple(a.shape)} does not broadcast to {shape}"
+            ) from None
 
     def _flat(self, a, layout, dtype):
         xp = self._backend.xp
@@ -421,7 +433,9 @@ class Predictor:
         kind, params = self._dynamics(n)
         em1, phi = be.mode_factors(kind, params, spec.retained, ts)
         z = be.project(vr, f0 - yf)
-        train = be.train_outputs(vr, z, em1, f0) if want_train else None
+        train = None
+        if want_train:
+            train = self._train_outputs(ts, spec, vr, z, em1, yf, f0, kind)
         tst = None
         if test is not None:
             if test.cached:
@@ -430,6 +444,48 @@ class Predictor:
             else:
                 tst = be.test_outputs(test.k, vr, z, phi, test.g0)
         return train, tst
+
+    def _train_outputs(self, ts, spec, vr, z, em1, yf, f0, kind):
+        """Train outputs; under gradient flow, a ``diag_reg`` sweep reuses the previous
+        member's residual: ``e^{−(A+λI)s} = e^{−λs} e^{−As}`` on the same retained modes, so
+        for λ > λ_b the residual ``V diag(e) z`` is ``e^{−(λ−λ_b)s}`` times the stored one
+        (semantics §4 in O(N·R·T) instead of a GEMM). The memo is keyed by the values of the
+        times, targets, initial outputs and learning rate, never by object identity."""
+        be = self._backend
+        if kind != "flow" or be.name == "cupy":
+            return be.train_outputs(vr, z, em1, f0)
+        xp = be.xp
+        lam = self.shift
+        h = hashlib.blake2b(digest_size=16)
+        for a in (ts, yf, f0):
+            h.update(np.ascontiguousarray(a).tobytes())
+        h.update(repr((self._cfg.learning_rate, spec.first, yf.shape, str(yf.dtype))).encode())
+        key = h.digest()
+        memo = self._fact.train_memo
+        if spec.first:
+            r0 = f0 - yf
+            pperp = r0 - vr @ z
+        else:
+            pperp = None
+        if memo is not None and memo[0] == key and lam > memo[1]:
+            _, lam_b, resid = memo
+            s = (self._cfg.learning_rate / yf.size) * ts
+            fin = np.isfinite(ts)
+            scale = np.where(fin, np.exp(-(lam - lam_b) * np.where(fin, s, 0.0)), 0.0)
+            train = yf[None] + xp.asarray(scale, dtype=yf.dtype)[:, None, None] * resid
+            if pperp is not None:
+                train += pperp[None]
+            zero = ts == 0
+            if zero.any():
+                train[zero] = f0
+            return train
+        train = be.train_outputs(vr, z, em1, f0)
+        resid = train - yf[None]
+        if pperp is not None:
+            resid -= pperp[None]
+        if memo is None or memo[0] != key or lam < memo[1]:
+            self._fact.train_memo = (key, lam, resid)
+        return train
 
     def _cholesky_limit(self, yf, f0, test):
         """t = ∞ by Cholesky when well conditioned (semantics §5); None → spectral path."""
@@ -488,7 +544,9 @@ class Predictor:
         n = self._y.size if self._y is not None else self._k.shape[0]
         mu_min_r = float(ret[0]) if ret.shape[0] else math.nan
         cond = spec.mu_max / mu_min_r if ret.shape[0] else math.inf
-        t1 = n * math.log(100.0) / (self._cfg.learning_rate * mu_min_r) if ret.shape[0] else math.inf
+        t1 = (
+            n * math.log(100.0) / (self._cfg.learning_rate * mu_min_r) if ret.shape[0] else math.inf
+        )
         return Diagnostics(
             min_eigenvalue=spec.mu_min,
             max_eigenvalue=spec.mu_max,
@@ -550,7 +608,7 @@ class _TestInputs:
         self.raw_k = k_test_train
         self.raw_g0 = fx_test_0
         self.cached = cached
-        self._kv = None
+        self._shared = {"kv": None}  # K_te·V, shared by the with_params family of a TestSet
         self._layout = None
         self.k = None
         self.shape = None
@@ -594,10 +652,17 @@ class _TestInputs:
         self.g0 = self.p._flat(g0, layout, self.p._compute_dtype())
 
     def basis(self):
-        if self._kv is None:
+        if self._shared["kv"] is None:
             _, v = self.p._fact.ensure()
-            self._kv = self.p._backend.test_basis(self.k, v)
-        return self._kv
+            self._shared["kv"] = self.p._backend.test_basis(self.k, v)
+        return self._shared["kv"]
+
+    def rebind(self, predictor):
+        """The same test inputs (and cached ``K_te·V``) for a Predictor sharing the
+        factorization."""
+        new = copy.copy(self)
+        new.p = predictor
+        return new
 
 
 class TestSet:
@@ -613,3 +678,17 @@ class TestSet:
     def at(self, t=None, *, y_train=None, fx_train_0=0.0):
         """Like ``Predictor.at`` with this test set; returns ``Prediction(train, test)``."""
         return self.predictor._predict(t, y_train, fx_train_0, self._inputs)
+
+    def with_params(self, *, learning_rate=None, diag_reg=None, diag_reg_absolute_scale=None):
+        """This test set on ``predictor.with_params(...)``: the factorization and the cached
+        ``K_te·V`` are shared, so a sweep over learning rates and ``diag_reg`` costs one
+        eigendecomposition and one ``K_te·V`` in all."""
+        p = self.predictor.with_params(
+            learning_rate=learning_rate,
+            diag_reg=diag_reg,
+            diag_reg_absolute_scale=diag_reg_absolute_scale,
+        )
+        new = object.__new__(TestSet)
+        new.predictor = p
+        new._inputs = self._inputs.rebind(p)
+        return new

@@ -33,6 +33,9 @@ class Factorization:
         self.count = 0
         self.w = None  # float64 eigenvalues of sym(K), ascending (backend array)
         self.v = None  # eigenvectors, compute dtype, columns
+        # (key, λ, residual V diag(e) z): the last train residual of the family, reused by
+        # a diag_reg sweep (see Predictor._train_outputs)
+        self.train_memo = None
         self._lock = threading.Lock()
 
     @property

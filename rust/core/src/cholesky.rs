@@ -10,9 +10,13 @@
 use crate::spectral::{check_square, symmetrize_lower};
 use crate::{Error, Real, Result};
 use faer::dyn_stack::{MemBuffer, MemStack};
-use faer::linalg::cholesky::llt::factor::{cholesky_in_place, cholesky_in_place_scratch, LltRegularization};
+use faer::linalg::cholesky::llt::factor::{
+    cholesky_in_place, cholesky_in_place_scratch, LltRegularization,
+};
 use faer::linalg::matmul::matmul;
-use faer::linalg::triangular_solve::{solve_lower_triangular_in_place, solve_upper_triangular_in_place};
+use faer::linalg::triangular_solve::{
+    solve_lower_triangular_in_place, solve_upper_triangular_in_place,
+};
 use faer::reborrow::{Reborrow, ReborrowMut};
 use faer::{Accum, Mat, MatMut, MatRef, Par, Side};
 
@@ -43,12 +47,18 @@ pub fn factor<S: Real, T: Real>(k: MatRef<'_, S>, shift: f64, par: Par) -> Resul
         dynamic_regularization_delta: T::from_f64(0.0),
         dynamic_regularization_epsilon: T::from_f64(0.0),
     };
-    cholesky_in_place(l.as_mut(), reg, par, MemStack::new(&mut buf), Default::default())
-        .map_err(|e| match e {
-            faer::linalg::cholesky::llt::factor::LltError::NonPositivePivot { index } => {
-                Error::NotPositiveDefinite { pivot: index }
-            }
-        })?;
+    cholesky_in_place(
+        l.as_mut(),
+        reg,
+        par,
+        MemStack::new(&mut buf),
+        Default::default(),
+    )
+    .map_err(|e| match e {
+        faer::linalg::cholesky::llt::factor::LltError::NonPositivePivot { index } => {
+            Error::NotPositiveDefinite { pivot: index }
+        }
+    })?;
     // Zero the strict upper triangle so that `l` is exactly the factor.
     for j in 1..n {
         for i in 0..j {
@@ -71,12 +81,17 @@ pub fn solve_in_place<T: Real>(l: MatRef<'_, T>, mut rhs: MatMut<'_, T>, par: Pa
 fn orthonormalize<T: Real>(mut x: MatMut<'_, T>) {
     for j in 0..x.ncols() {
         for i in 0..j {
-            let d: f64 = (0..x.nrows()).map(|r| x[(r, i)].to_f64() * x[(r, j)].to_f64()).sum();
+            let d: f64 = (0..x.nrows())
+                .map(|r| x[(r, i)].to_f64() * x[(r, j)].to_f64())
+                .sum();
             for r in 0..x.nrows() {
                 x[(r, j)] = T::from_f64(x[(r, j)].to_f64() - d * x[(r, i)].to_f64());
             }
         }
-        let nrm: f64 = (0..x.nrows()).map(|r| x[(r, j)].to_f64().powi(2)).sum::<f64>().sqrt();
+        let nrm: f64 = (0..x.nrows())
+            .map(|r| x[(r, j)].to_f64().powi(2))
+            .sum::<f64>()
+            .sqrt();
         let inv = if nrm > 0.0 { 1.0 / nrm } else { 0.0 };
         for r in 0..x.nrows() {
             x[(r, j)] = T::from_f64(x[(r, j)].to_f64() * inv);
@@ -94,7 +109,11 @@ pub fn solve_with_estimate<S: Real, T: Real>(
 ) -> Result<CholeskyInfo> {
     let n = check_square(k, "k_train_train")?;
     if rhs.nrows() != n {
-        return Err(Error::DimensionMismatch { what: "right-hand side rows", expected: n, got: rhs.nrows() });
+        return Err(Error::DimensionMismatch {
+            what: "right-hand side rows",
+            expected: n,
+            got: rhs.nrows(),
+        });
     }
     let (l, norm_inf) = factor::<S, T>(k, shift, par)?;
     let l = l.as_ref();
@@ -113,15 +132,28 @@ pub fn solve_with_estimate<S: Real, T: Real>(
     orthonormalize(x.as_mut().subcols_mut(r, p));
     let mut mu_min_est = f64::INFINITY;
     for step in 0..STEPS {
-        let mut probes = if step == 0 { x.as_mut() } else { x.as_mut().subcols_mut(r, p) };
+        let mut probes = if step == 0 {
+            x.as_mut()
+        } else {
+            x.as_mut().subcols_mut(r, p)
+        };
         let before = probes.rb().subcols(probes.ncols() - p, p).to_owned();
         solve_in_place(l, probes.rb_mut(), par);
         let y = probes.rb().subcols(probes.ncols() - p, p);
         // Rayleigh quotients of A⁻¹ on the probe block: G = Xᵀ A⁻¹ X.
         let mut g = Mat::<T>::zeros(p, p);
-        matmul(g.as_mut(), Accum::Replace, before.transpose(), y, T::from_f64(1.0), Par::Seq);
+        matmul(
+            g.as_mut(),
+            Accum::Replace,
+            before.transpose(),
+            y,
+            T::from_f64(1.0),
+            Par::Seq,
+        );
         let g64 = Mat::<f64>::from_fn(p, p, |i, j| 0.5 * (g[(i, j)].to_f64() + g[(j, i)].to_f64()));
-        let ev = g64.self_adjoint_eigenvalues(Side::Lower).map_err(|_| Error::NoConvergence)?;
+        let ev = g64
+            .self_adjoint_eigenvalues(Side::Lower)
+            .map_err(|_| Error::NoConvergence)?;
         let top = ev.last().copied().unwrap_or(0.0);
         if top > 0.0 {
             mu_min_est = mu_min_est.min(1.0 / top);
@@ -132,8 +164,16 @@ pub fn solve_with_estimate<S: Real, T: Real>(
     if !mu_min_est.is_finite() {
         mu_min_est = 0.0;
     }
-    let cond_est = if mu_min_est > 0.0 { norm_inf / mu_min_est } else { f64::INFINITY };
-    Ok(CholeskyInfo { norm_inf, mu_min_est, cond_est })
+    let cond_est = if mu_min_est > 0.0 {
+        norm_inf / mu_min_est
+    } else {
+        f64::INFINITY
+    };
+    Ok(CholeskyInfo {
+        norm_inf,
+        mu_min_est,
+        cond_est,
+    })
 }
 
 #[cfg(test)]
@@ -149,11 +189,21 @@ mod tests {
         let mut x = b.clone();
         let info = solve_with_estimate(k.as_ref(), 0.0, x.as_mut(), Par::rayon(2)).unwrap();
         let res = &k * &x - &b;
-        let rn: f64 = (0..80).map(|i| res[(i, 0)].abs().max(res[(i, 1)].abs())).fold(0.0, f64::max);
+        let rn: f64 = (0..80)
+            .map(|i| res[(i, 0)].abs().max(res[(i, 1)].abs()))
+            .fold(0.0, f64::max);
         assert!(rn < 1e-10, "{rn}");
         let true_cond = lams[79] / lams[0];
-        assert!(info.mu_min_est >= lams[0] * (1.0 - 1e-9), "estimate from above");
-        assert!(info.mu_min_est < 3.0 * lams[0], "{} vs {}", info.mu_min_est, lams[0]);
+        assert!(
+            info.mu_min_est >= lams[0] * (1.0 - 1e-9),
+            "estimate from above"
+        );
+        assert!(
+            info.mu_min_est < 3.0 * lams[0],
+            "{} vs {}",
+            info.mu_min_est,
+            lams[0]
+        );
         assert!(info.cond_est > 0.3 * true_cond);
     }
 

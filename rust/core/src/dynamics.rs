@@ -28,20 +28,32 @@ pub enum Dynamics {
     /// Gradient descent with discrete steps: `e = (1 − μ·scale)^t`, `scale = η/n`.
     Steps { scale: f64 },
     /// Heavy-ball momentum `m`: time `τ = √η·t`, stiffness `μ/n`, damping `(1 − m)/√η`.
-    Momentum { sqrt_eta: f64, inv_n: f64, damping: f64 },
+    Momentum {
+        sqrt_eta: f64,
+        inv_n: f64,
+        damping: f64,
+    },
 }
 
 impl Dynamics {
     /// Heavy ball with learning rate `eta`, momentum `m` and `n` loss terms.
     pub fn momentum(eta: f64, m: f64, n: f64) -> Result<Self> {
         if !(eta > 0.0 && eta.is_finite()) {
-            return Err(Error::InvalidArgument(format!("learning_rate must be > 0 and finite, got {eta}")));
+            return Err(Error::InvalidArgument(format!(
+                "learning_rate must be > 0 and finite, got {eta}"
+            )));
         }
         if !(0.0..1.0).contains(&m) {
-            return Err(Error::InvalidArgument(format!("momentum must be in [0, 1), got {m}")));
+            return Err(Error::InvalidArgument(format!(
+                "momentum must be in [0, 1), got {m}"
+            )));
         }
         let sqrt_eta = eta.sqrt();
-        Ok(Dynamics::Momentum { sqrt_eta, inv_n: 1.0 / n, damping: (1.0 - m) / sqrt_eta })
+        Ok(Dynamics::Momentum {
+            sqrt_eta,
+            inv_n: 1.0 / n,
+            damping: (1.0 - m) / sqrt_eta,
+        })
     }
 
     /// `(e − 1, (1 − e)/μ)` of a retained mode `μ > 0` at time `t ≥ 0` (`t = ∞` allowed).
@@ -56,9 +68,11 @@ impl Dynamics {
         match *self {
             Dynamics::Flow { scale } => flow_factors(mu, scale * t),
             Dynamics::Steps { scale } => step_factors(mu, scale, t),
-            Dynamics::Momentum { sqrt_eta, inv_n, damping } => {
-                crate::momentum::factors(mu, mu * inv_n, damping, sqrt_eta * t)
-            }
+            Dynamics::Momentum {
+                sqrt_eta,
+                inv_n,
+                damping,
+            } => crate::momentum::factors(mu, mu * inv_n, damping, sqrt_eta * t),
         }
     }
 }
@@ -70,7 +84,11 @@ impl Dynamics {
 pub fn flow_factors(mu: f64, s: f64) -> (f64, f64) {
     let x = mu * s;
     let em1 = (-x).exp_m1();
-    let phi = if x < 1e-8 { s * (1.0 - 0.5 * x) } else { -em1 / mu };
+    let phi = if x < 1e-8 {
+        s * (1.0 - 0.5 * x)
+    } else {
+        -em1 / mu
+    };
     (em1, phi)
 }
 
@@ -102,10 +120,16 @@ pub fn mode_factors(
     let (k, nt) = (mu.len(), times.len());
     for (what, m) in [("em1", em1.rb()), ("phi", phi.rb())] {
         if m.nrows() != k || m.ncols() != nt {
-            return Err(Error::DimensionMismatch { what, expected: k * nt, got: m.nrows() * m.ncols() });
+            return Err(Error::DimensionMismatch {
+                what,
+                expected: k * nt,
+                got: m.nrows() * m.ncols(),
+            });
         }
     }
     check_times(times)?;
+    // exp/expm1 below run on the thread that may just have run faer's SIMD kernels.
+    crate::simd::clear_upper_vector_state();
     for (j, &t) in times.iter().enumerate() {
         for (i, &m) in mu.iter().enumerate() {
             let (a, b) = dynamics.factors(m, t);
@@ -118,7 +142,9 @@ pub fn mode_factors(
 
 fn check_times(times: &[f64]) -> Result<()> {
     match times.iter().find(|t| t.is_nan() || **t < 0.0) {
-        Some(t) => Err(Error::InvalidArgument(format!("t must be >= 0 (or inf), got {t}"))),
+        Some(t) => Err(Error::InvalidArgument(format!(
+            "t must be >= 0 (or inf), got {t}"
+        ))),
         None => Ok(()),
     }
 }
@@ -127,24 +153,41 @@ fn check_mu(mu: &[f64]) -> Result<()> {
     if mu.iter().all(|m| *m > 0.0 && m.is_finite()) {
         Ok(())
     } else {
-        Err(Error::InvalidArgument("retained eigenvalues must be positive and finite".into()))
+        Err(Error::InvalidArgument(
+            "retained eigenvalues must be positive and finite".into(),
+        ))
     }
 }
 
 /// `z = V_Rᵀ r` (`k × R`).
 pub fn project<T: Real>(v: MatRef<'_, T>, r: MatRef<'_, T>, par: Par) -> Result<Mat<T>> {
     if v.nrows() != r.nrows() {
-        return Err(Error::DimensionMismatch { what: "residual rows", expected: v.nrows(), got: r.nrows() });
+        return Err(Error::DimensionMismatch {
+            what: "residual rows",
+            expected: v.nrows(),
+            got: r.nrows(),
+        });
     }
     let mut z = Mat::<T>::zeros(v.ncols(), r.ncols());
-    matmul(z.as_mut(), Accum::Replace, v.transpose(), r, T::from_f64(1.0), par);
+    matmul(
+        z.as_mut(),
+        Accum::Replace,
+        v.transpose(),
+        r,
+        T::from_f64(1.0),
+        par,
+    );
     Ok(z)
 }
 
 /// `K_te · V` (`M × k`), the test-dependent work a test-set handle caches.
 pub fn test_basis<T: Real>(kte: MatRef<'_, T>, v: MatRef<'_, T>, par: Par) -> Result<Mat<T>> {
     if kte.ncols() != v.nrows() {
-        return Err(Error::DimensionMismatch { what: "k_test_train columns", expected: v.nrows(), got: kte.ncols() });
+        return Err(Error::DimensionMismatch {
+            what: "k_test_train columns",
+            expected: v.nrows(),
+            got: kte.ncols(),
+        });
     }
     let mut kv = Mat::<T>::zeros(kte.nrows(), v.ncols());
     matmul(kv.as_mut(), Accum::Replace, kte, v, T::from_f64(1.0), par);
@@ -178,13 +221,25 @@ fn reconstruct<T: Real>(
 ) -> Result<()> {
     let (rows, k, r, nt) = (basis.nrows(), basis.ncols(), z.ncols(), factor.ncols());
     if z.nrows() != k || factor.nrows() != k {
-        return Err(Error::DimensionMismatch { what: "modes of z / factors", expected: k, got: z.nrows() });
+        return Err(Error::DimensionMismatch {
+            what: "modes of z / factors",
+            expected: k,
+            got: z.nrows(),
+        });
     }
     if base.nrows() != rows || base.ncols() != r {
-        return Err(Error::DimensionMismatch { what: "initial outputs", expected: rows * r, got: base.nrows() * base.ncols() });
+        return Err(Error::DimensionMismatch {
+            what: "initial outputs",
+            expected: rows * r,
+            got: base.nrows() * base.ncols(),
+        });
     }
     if out.len() != nt * rows * r {
-        return Err(Error::DimensionMismatch { what: "output buffer", expected: nt * rows * r, got: out.len() });
+        return Err(Error::DimensionMismatch {
+            what: "output buffer",
+            expected: nt * rows * r,
+            got: out.len(),
+        });
     }
     let sign = match side {
         Side::Train => 1.0,
@@ -204,7 +259,8 @@ fn reconstruct<T: Real>(
         for tt in 0..tc {
             for rr in 0..r {
                 for i in 0..k {
-                    w[(i, tt * r + rr)] = T::from_f64(sign * factor[(i, t0 + tt)] * z[(i, rr)].to_f64());
+                    w[(i, tt * r + rr)] =
+                        T::from_f64(sign * factor[(i, t0 + tt)] * z[(i, rr)].to_f64());
                 }
             }
         }
@@ -225,13 +281,17 @@ fn reconstruct<T: Real>(
         let scatter = |(tt, dst): (usize, &mut [T])| {
             for i in 0..rows {
                 for rr in 0..r {
-                    dst[i * r + rr] = T::from_f64(base[(i, rr)].to_f64() + c[(i, tt * r + rr)].to_f64());
+                    dst[i * r + rr] =
+                        T::from_f64(base[(i, rr)].to_f64() + c[(i, tt * r + rr)].to_f64());
                 }
             }
         };
         match par {
             Par::Seq => out_chunk.chunks_mut(block).enumerate().for_each(scatter),
-            Par::Rayon(_) => out_chunk.par_chunks_mut(block).enumerate().for_each(scatter),
+            Par::Rayon(_) => out_chunk
+                .par_chunks_mut(block)
+                .enumerate()
+                .for_each(scatter),
         }
     }
     Ok(())
@@ -280,19 +340,27 @@ pub fn test_outputs<T: Real>(
         return test_outputs_cached(kv.as_ref(), z, phi, g0, out, par);
     }
     if kte.ncols() != v.nrows() {
-        return Err(Error::DimensionMismatch { what: "k_test_train columns", expected: v.nrows(), got: kte.ncols() });
+        return Err(Error::DimensionMismatch {
+            what: "k_test_train columns",
+            expected: v.nrows(),
+            got: kte.ncols(),
+        });
     }
     // Map coefficients back to the training rows, one chunk of times at a time, then apply
     // K_te: y = V_R (phi ⊙ z) has shape (N, chunk·R).
     let (rows, r, nt) = (kte.nrows(), z.ncols(), phi.ncols());
     let block = rows * r;
     if out.len() != nt * block {
-        return Err(Error::DimensionMismatch { what: "output buffer", expected: nt * block, got: out.len() });
+        return Err(Error::DimensionMismatch {
+            what: "output buffer",
+            expected: nt * block,
+            got: out.len(),
+        });
     }
     let chunk = time_chunk(v.nrows(), r);
     for (ci, out_chunk) in out.chunks_mut((chunk * block).max(1)).enumerate() {
         let t0 = ci * chunk;
-        let tc = if block == 0 { 0 } else { out_chunk.len() / block };
+        let tc = out_chunk.len().checked_div(block).unwrap_or(0);
         if tc == 0 {
             continue;
         }
@@ -303,7 +371,11 @@ pub fn test_outputs<T: Real>(
         reconstruct(Side::Train, v, z, phi_c, zero.as_ref(), &mut y, par)?;
         // y is C-ordered (tc, N, R): for time tt, the N×R block is row-major.
         for tt in 0..tc {
-            let yt = MatRef::from_row_major_slice(&y[tt * v.nrows() * r..(tt + 1) * v.nrows() * r], v.nrows(), r);
+            let yt = MatRef::from_row_major_slice(
+                &y[tt * v.nrows() * r..(tt + 1) * v.nrows() * r],
+                v.nrows(),
+                r,
+            );
             let dst = &mut out_chunk[tt * block..(tt + 1) * block];
             let mut dm = MatMut::from_row_major_slice_mut(dst, rows, r);
             dm.copy_from(g0);
@@ -326,7 +398,10 @@ mod tests {
     #[test]
     fn flow_factors_limits_and_series() {
         assert_eq!(Dynamics::Flow { scale: 1.0 }.factors(2.0, 0.0), (0.0, 0.0));
-        assert_eq!(Dynamics::Flow { scale: 1.0 }.factors(2.0, f64::INFINITY), (-1.0, 0.5));
+        assert_eq!(
+            Dynamics::Flow { scale: 1.0 }.factors(2.0, f64::INFINITY),
+            (-1.0, 0.5)
+        );
         let (em1, phi) = flow_factors(1e-20, 3.0);
         assert!((em1 + 3e-20).abs() < 1e-35);
         assert!((phi - 3.0).abs() < 1e-15);
@@ -341,10 +416,18 @@ mod tests {
 
     #[test]
     fn step_factors_match_powers() {
-        for &(mu, a, t) in &[(0.3, 1.0, 5.0), (1.5, 1.0, 3.0), (2.5, 1.0, 4.0), (1e-9, 0.1, 100.0)] {
+        for &(mu, a, t) in &[
+            (0.3, 1.0, 5.0),
+            (1.5, 1.0, 3.0),
+            (2.5, 1.0, 4.0),
+            (1e-9, 0.1, 100.0),
+        ] {
             let e = (1.0f64 - a * mu).powi(t as i32);
             let (em1, phi) = step_factors(mu, a, t);
-            assert!((em1 - (e - 1.0)).abs() < 1e-13 * e.abs().max(1.0), "{mu} {em1} {e}");
+            assert!(
+                (em1 - (e - 1.0)).abs() < 1e-13 * e.abs().max(1.0),
+                "{mu} {em1} {e}"
+            );
             let want = if a * mu < 1e-6 { a * t } else { (1.0 - e) / mu };
             assert!((phi - want).abs() < 1e-6 * want.abs(), "{phi} {want}");
         }
@@ -352,7 +435,7 @@ mod tests {
 
     #[test]
     fn reconstruction_matches_dense_formula() {
-        let lams: Vec<f64> = (0..40).map(|i| 0.05 + i as f64 * 0.1).collect();
+        let lams: Vec<f64> = (0..40).map(|i| 0.05 + f64::from(i) * 0.1).collect();
         let k = with_spectrum(&lams);
         let n = lams.len();
         let mut w = vec![0.0; n];
@@ -370,17 +453,62 @@ mod tests {
         mode_factors(&dynm, &w, &times, em1.as_mut(), phi.as_mut()).unwrap();
         let z = project(v.as_ref(), (&f0 - &y).as_ref(), Par::Seq).unwrap();
         let mut tr = vec![0.0; times.len() * n * r];
-        train_outputs(v.as_ref(), z.as_ref(), em1.as_ref(), f0.as_ref(), &mut tr, Par::rayon(2)).unwrap();
+        train_outputs(
+            v.as_ref(),
+            z.as_ref(),
+            em1.as_ref(),
+            f0.as_ref(),
+            &mut tr,
+            Par::rayon(2),
+        )
+        .unwrap();
         let mut te1 = vec![0.0; times.len() * 7 * r];
         let mut te2 = te1.clone();
-        test_outputs(kte.as_ref(), v.as_ref(), z.as_ref(), phi.as_ref(), g0.as_ref(), &mut te1, Par::Seq).unwrap();
+        test_outputs(
+            kte.as_ref(),
+            v.as_ref(),
+            z.as_ref(),
+            phi.as_ref(),
+            g0.as_ref(),
+            &mut te1,
+            Par::Seq,
+        )
+        .unwrap();
         let kv = test_basis(kte.as_ref(), v.as_ref(), Par::Seq).unwrap();
-        test_outputs_cached(kv.as_ref(), z.as_ref(), phi.as_ref(), g0.as_ref(), &mut te2, Par::Seq).unwrap();
+        test_outputs_cached(
+            kv.as_ref(),
+            z.as_ref(),
+            phi.as_ref(),
+            g0.as_ref(),
+            &mut te2,
+            Par::Seq,
+        )
+        .unwrap();
         for (ti, &t) in times.iter().enumerate() {
             // dense: f = Y + V e V^T r0 ; g = g0 + Kte V diag(phi) V^T (Y - f0)
             let s = 0.9 * t;
-            let e = Mat::<f64>::from_fn(n, n, |i, j| if i == j { if t.is_infinite() { 0.0 } else { (-w[i] * s).exp() } } else { 0.0 });
-            let p = Mat::<f64>::from_fn(n, n, |i, j| if i == j { if t.is_infinite() { 1.0 / w[i] } else { (1.0 - (-w[i] * s).exp()) / w[i] } } else { 0.0 });
+            let e = Mat::<f64>::from_fn(n, n, |i, j| {
+                if i == j {
+                    if t.is_infinite() {
+                        0.0
+                    } else {
+                        (-w[i] * s).exp()
+                    }
+                } else {
+                    0.0
+                }
+            });
+            let p = Mat::<f64>::from_fn(n, n, |i, j| {
+                if i == j {
+                    if t.is_infinite() {
+                        1.0 / w[i]
+                    } else {
+                        (1.0 - (-w[i] * s).exp()) / w[i]
+                    }
+                } else {
+                    0.0
+                }
+            });
             let f = &y + &v * &e * v.transpose() * (&f0 - &y);
             let g = &g0 + &kte * &v * &p * v.transpose() * (&y - &f0);
             for i in 0..n {
@@ -407,7 +535,13 @@ mod tests {
     fn bad_times_are_rejected() {
         let mut a = Mat::<f64>::zeros(1, 1);
         let mut b = Mat::<f64>::zeros(1, 1);
-        let err = mode_factors(&Dynamics::Flow { scale: 1.0 }, &[1.0], &[-1.0], a.as_mut(), b.as_mut());
+        let err = mode_factors(
+            &Dynamics::Flow { scale: 1.0 },
+            &[1.0],
+            &[-1.0],
+            a.as_mut(),
+            b.as_mut(),
+        );
         assert!(matches!(err, Err(Error::InvalidArgument(_))));
     }
 }

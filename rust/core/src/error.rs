@@ -7,7 +7,11 @@ use std::fmt;
 #[derive(Debug, Clone, PartialEq)]
 pub enum Error {
     /// A matrix that must be square is not.
-    NotSquare { what: &'static str, nrows: usize, ncols: usize },
+    NotSquare {
+        what: &'static str,
+        nrows: usize,
+        ncols: usize,
+    },
     /// `max|K − Kᵀ|` is larger than the accepted tolerance.
     NotSymmetric { max_asym: f64, max_abs: f64 },
     /// Cholesky met a non-positive pivot.
@@ -15,7 +19,11 @@ pub enum Error {
     /// The eigensolver did not converge.
     NoConvergence,
     /// Two arguments have incompatible shapes.
-    DimensionMismatch { what: &'static str, expected: usize, got: usize },
+    DimensionMismatch {
+        what: &'static str,
+        expected: usize,
+        got: usize,
+    },
     /// NaN or infinity where finite numbers are required.
     NonFinite { what: &'static str },
     /// Any other invalid argument (negative time, momentum outside `[0, 1)`, ...).

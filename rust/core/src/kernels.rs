@@ -246,21 +246,6 @@ fn tile_grid(
     grid
 }
 
-/// `vzeroupper` after faer's AVX/AVX-512 matmul kernels, which can leave the upper halves
-/// of the vector registers dirty. The scalar loop that follows is SSE-encoded and calls
-/// libm's VEX-encoded `acos`/`asin`: with a dirty upper state every such transition costs
-/// a state-transition penalty, measured at 4-7x the whole kernel time on a Xeon.
-#[inline]
-fn clear_upper_simd_state() {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx") {
-        // SAFETY: the CPU supports AVX (checked above); `vzeroupper` only zeroes the upper
-        // halves of the vector registers, which hold no live values between Rust
-        // statements (the ABI treats them as caller-saved scratch).
-        unsafe { std::arch::x86_64::_mm256_zeroupper() };
-    }
-}
-
 fn check_finite(x: MatRef<'_, f64>, what: &'static str) -> Result<()> {
     for j in 0..x.ncols() {
         for i in 0..x.nrows() {
@@ -375,7 +360,7 @@ pub fn fully_connected(
             alpha,
             Par::Seq,
         );
-        clear_upper_simd_state();
+        crate::simd::clear_upper_vector_state();
         let diag_tile = same && t.i0 == t.j0;
         for i in 0..ti {
             let gi = t.i0 + i;

@@ -17,6 +17,7 @@ pub mod kernels;
 pub mod momentum;
 pub mod ode;
 pub mod scalar;
+pub mod simd;
 pub mod spectral;
 pub mod threads;
 

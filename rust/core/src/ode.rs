@@ -300,6 +300,7 @@ impl<G: Gradient + ?Sized> System<'_, G> {
                     -1.0,
                     self.par,
                 );
+                crate::simd::clear_upper_vector_state();
             }
             Some(c) => {
                 let (q, pp) = (&y[dr..2 * dr], &y[2 * dr..3 * dr]);
@@ -316,6 +317,7 @@ impl<G: Gradient + ?Sized> System<'_, G> {
                     -1.0,
                     self.par,
                 );
+                crate::simd::clear_upper_vector_state();
                 for (a, b) in dq.iter_mut().zip(q) {
                     *a -= c * b;
                 }
@@ -1274,35 +1276,6 @@ mod tests {
                 Par::Seq,
             );
             assert!(matches!(e, Err(Error::InvalidArgument(_))));
-        }
-    }
-}
-#[cfg(test)]
-mod scratch_bench {
-    use super::*;
-    #[test]
-    #[ignore]
-    fn bench_grad() {
-        let (d, r) = (1000, 10);
-        let y = Mat::<f64>::from_fn(d, r, |i, j| f64::from(u8::from(j == i % r)));
-        let fv: Vec<f64> = (0..d * r).map(|i| (i as f64 * 0.37).sin()).collect();
-        let mut ov = vec![0.0; d * r];
-        let mut ce = CrossEntropy { y: y.clone(), n: 1e4, classes: r };
-        let mut mse = Mse { y, n: 1e4 };
-        for (name, g) in [("ce", &mut ce as &mut dyn Gradient), ("mse", &mut mse as &mut dyn Gradient)] {
-            let t = std::time::Instant::now();
-            for _ in 0..200 {
-                g.grad(MatRef::from_row_major_slice(&fv, d, r), MatMut::from_row_major_slice_mut(&mut ov, d, r)).unwrap();
-            }
-            eprintln!("{name}: {:.3} ms", t.elapsed().as_secs_f64() / 200.0 * 1e3);
-        }
-        let theta = Mat::<f64>::from_fn(d, d, |i, j| ((i * j) as f64).sin());
-        for par in [Par::Seq, Par::rayon(2)] {
-            let t = std::time::Instant::now();
-            for _ in 0..200 {
-                matmul(MatMut::from_row_major_slice_mut(&mut ov, d, r), Accum::Replace, theta.as_ref(), MatRef::from_row_major_slice(&fv, d, r), -1.0, par);
-            }
-            eprintln!("matmul {par:?}: {:.3} ms", t.elapsed().as_secs_f64() / 200.0 * 1e3);
         }
     }
 }

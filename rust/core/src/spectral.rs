@@ -40,7 +40,12 @@ pub fn kernel_stats<S: Real>(k: MatRef<'_, S>, par: Par) -> Result<KernelStats> 
     let n = check_square(k, "k_train_train")?;
     let blocks: Vec<usize> = (0..n).step_by(TILE).collect();
     let fold = |j0: usize| {
-        let mut st = KernelStats { max_abs: 0.0, max_asym: 0.0, trace: 0.0, finite: true };
+        let mut st = KernelStats {
+            max_abs: 0.0,
+            max_asym: 0.0,
+            trace: 0.0,
+            finite: true,
+        };
         let j1 = (j0 + TILE).min(n);
         for i0 in (j0..n).step_by(TILE) {
             let i1 = (i0 + TILE).min(n);
@@ -68,7 +73,12 @@ pub fn kernel_stats<S: Real>(k: MatRef<'_, S>, par: Par) -> Result<KernelStats> 
         trace: a.trace + b.trace,
         finite: a.finite && b.finite,
     };
-    let zero = KernelStats { max_abs: 0.0, max_asym: 0.0, trace: 0.0, finite: true };
+    let zero = KernelStats {
+        max_abs: 0.0,
+        max_asym: 0.0,
+        trace: 0.0,
+        finite: true,
+    };
     Ok(match par {
         Par::Seq => blocks.into_iter().map(fold).fold(zero, merge),
         Par::Rayon(_) => blocks.into_par_iter().map(fold).reduce(|| zero, merge),
@@ -79,7 +89,11 @@ pub(crate) fn check_square<S>(k: MatRef<'_, S>, what: &'static str) -> Result<us
     if k.nrows() == k.ncols() {
         Ok(k.nrows())
     } else {
-        Err(Error::NotSquare { what, nrows: k.nrows(), ncols: k.ncols() })
+        Err(Error::NotSquare {
+            what,
+            nrows: k.nrows(),
+            ncols: k.ncols(),
+        })
     }
 }
 
@@ -94,7 +108,11 @@ pub fn symmetrize_lower<S: Real, T: Real>(
 ) -> Result<f64> {
     let n = check_square(k, "k_train_train")?;
     if out.nrows() != n || out.ncols() != n {
-        return Err(Error::DimensionMismatch { what: "output of symmetrize", expected: n, got: out.nrows() });
+        return Err(Error::DimensionMismatch {
+            what: "output of symmetrize",
+            expected: n,
+            got: out.nrows(),
+        });
     }
     // Row sums of |A| accumulate per column block, then add up.
     let fill = |(b, mut cols): (usize, MatMut<'_, T>)| -> Vec<f64> {
@@ -124,7 +142,11 @@ pub fn symmetrize_lower<S: Real, T: Real>(
         a
     };
     let sums = match par {
-        Par::Seq => out.col_chunks_mut_compat(TILE).enumerate().map(fill).fold(vec![0.0; n], add),
+        Par::Seq => out
+            .col_chunks_mut_compat(TILE)
+            .enumerate()
+            .map(fill)
+            .fold(vec![0.0; n], add),
         Par::Rayon(_) => out
             .par_col_chunks_mut(TILE)
             .enumerate()
@@ -155,22 +177,37 @@ impl<'a, T> ColChunks<'a, T> for MatMut<'a, T> {
 
 /// Eigendecomposition of the symmetric matrix whose lower triangle is stored in `a`:
 /// eigenvalues ascending into `w`, orthonormal eigenvectors into the columns of `v`.
-pub fn eigh_lower<T: Real>(a: MatRef<'_, T>, w: &mut [T], v: MatMut<'_, T>, par: Par) -> Result<()> {
+pub fn eigh_lower<T: Real>(
+    a: MatRef<'_, T>,
+    w: &mut [T],
+    v: MatMut<'_, T>,
+    par: Par,
+) -> Result<()> {
     let n = check_square(a, "matrix")?;
     if w.len() != n {
-        return Err(Error::DimensionMismatch { what: "eigenvalue output", expected: n, got: w.len() });
+        return Err(Error::DimensionMismatch {
+            what: "eigenvalue output",
+            expected: n,
+            got: w.len(),
+        });
     }
     if v.nrows() != n || v.ncols() != n {
-        return Err(Error::DimensionMismatch { what: "eigenvector output", expected: n, got: v.nrows() });
+        return Err(Error::DimensionMismatch {
+            what: "eigenvector output",
+            expected: n,
+            got: v.nrows(),
+        });
     }
     if n == 0 {
         return Ok(());
     }
-    let req = evd::self_adjoint_evd_scratch::<T>(n, ComputeEigenvectors::Yes, par, Default::default());
+    let req =
+        evd::self_adjoint_evd_scratch::<T>(n, ComputeEigenvectors::Yes, par, Default::default());
     let mut buf = MemBuffer::new(req);
     let stack = MemStack::new(&mut buf);
     let s = faer::diag::DiagMut::from_slice_mut(w);
-    evd::self_adjoint_evd(a, s, Some(v), par, stack, Default::default()).map_err(|_| Error::NoConvergence)
+    evd::self_adjoint_evd(a, s, Some(v), par, stack, Default::default())
+        .map_err(|_| Error::NoConvergence)
 }
 
 /// `sym(K) + shift·I = V diag(w) Vᵀ` for a kernel `K` of element type `S`, computed in `T`.
@@ -197,9 +234,13 @@ pub(crate) mod tests {
         let n = lams.len();
         let mut u = Mat::<f64>::identity(n, n);
         for r in 0..3 {
-            let h: Vec<f64> = (0..n).map(|i| ((i * 7 + r * 13 + 1) as f64).sin()).collect();
+            let h: Vec<f64> = (0..n)
+                .map(|i| ((i * 7 + r * 13 + 1) as f64).sin())
+                .collect();
             let nn: f64 = h.iter().map(|x| x * x).sum();
-            let refl = Mat::<f64>::from_fn(n, n, |i, j| f64::from(u8::from(i == j)) - 2.0 * h[i] * h[j] / nn);
+            let refl = Mat::<f64>::from_fn(n, n, |i, j| {
+                f64::from(u8::from(i == j)) - 2.0 * h[i] * h[j] / nn
+            });
             u = &refl * &u;
         }
         let d = Mat::<f64>::from_fn(n, n, |i, j| if i == j { lams[i] } else { 0.0 });
@@ -221,7 +262,15 @@ pub(crate) mod tests {
 
     #[test]
     fn eigh_recovers_constructed_spectrum() {
-        let lams: Vec<f64> = (0..150).map(|i| if i < 3 { 0.0 } else { (i as f64).powi(2) * 1e-3 }).collect();
+        let lams: Vec<f64> = (0..150)
+            .map(|i| {
+                if i < 3 {
+                    0.0
+                } else {
+                    f64::from(i).powi(2) * 1e-3
+                }
+            })
+            .collect();
         let k = with_spectrum(&lams);
         let n = lams.len();
         for par in [Par::Seq, Par::rayon(2)] {

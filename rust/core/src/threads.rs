@@ -52,7 +52,9 @@ pub fn set_num_threads(n: usize) -> crate::Result<()> {
     register_atfork();
     let n = if n == 0 { default_num_threads() } else { n };
     let pool = build(n)?;
-    *POOL.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(pool);
+    *POOL
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(pool);
     Ok(())
 }
 
@@ -67,10 +69,16 @@ pub fn num_threads() -> usize {
 
 fn pool() -> Option<Arc<ThreadPool>> {
     register_atfork();
-    if let Some(p) = POOL.read().unwrap_or_else(std::sync::PoisonError::into_inner).as_ref() {
+    if let Some(p) = POOL
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .as_ref()
+    {
         return Some(Arc::clone(p));
     }
-    let mut guard = POOL.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut guard = POOL
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     if guard.is_none() {
         *guard = build(default_num_threads()).ok();
     }
@@ -97,7 +105,7 @@ mod tests {
     fn pool_size_follows_setting() {
         set_num_threads(2).unwrap();
         assert_eq!(num_threads(), 2);
-        assert_eq!(install(|par| matches!(par, Par::Rayon(_))), true);
+        assert!(install(|par| matches!(par, Par::Rayon(_))));
         set_num_threads(1).unwrap();
         assert!(matches!(install(|par| par), Par::Seq));
         set_num_threads(0).unwrap();

@@ -13,7 +13,10 @@ use pyo3::prelude::*;
 use tangentflow_core::dynamics::{self, Dynamics};
 use tangentflow_core::{cholesky, spectral, threads};
 
-fn to_numpy<'py, T: numpy::Element + tangentflow_core::Real>(py: Python<'py>, m: &Mat<T>) -> Bound<'py, PyArray2<T>> {
+fn to_numpy<'py, T: numpy::Element + tangentflow_core::Real>(
+    py: Python<'py>,
+    m: &Mat<T>,
+) -> Bound<'py, PyArray2<T>> {
     let out = PyArray2::<T>::zeros(py, [m.nrows(), m.ncols()], true);
     {
         let mut rw = out.readwrite();
@@ -26,9 +29,14 @@ macro_rules! stats_fn {
     ($s:ty, $stats:ident) => {
         /// `(max|K|, max|K − Kᵀ|, trace K, all finite)` in one pass.
         #[pyfunction]
-        pub fn $stats(py: Python<'_>, k: PyReadonlyArray2<'_, $s>) -> PyResult<(f64, f64, f64, bool)> {
+        pub fn $stats(
+            py: Python<'_>,
+            k: PyReadonlyArray2<'_, $s>,
+        ) -> PyResult<(f64, f64, f64, bool)> {
             let kr = mat_ref(&k);
-            let st = py.detach(|| threads::install(|par| spectral::kernel_stats(kr, par))).map_err(to_py)?;
+            let st = py
+                .detach(|| threads::install(|par| spectral::kernel_stats(kr, par)))
+                .map_err(to_py)?;
             Ok((st.max_abs, st.max_asym, st.trace, st.finite))
         }
     };
@@ -39,7 +47,6 @@ stats_fn!(f32, kernel_stats_f32);
 
 macro_rules! kernel_fns {
     ($s:ty, $t:ty, $eigh:ident, $chol:ident) => {
-
         /// Eigenvalues (ascending) and eigenvectors (Fortran order) of `sym(K) + shift·I`.
         #[pyfunction]
         pub fn $eigh<'py>(
@@ -53,10 +60,13 @@ macro_rules! kernel_fns {
             {
                 let kr = mat_ref(&k);
                 let mut wrw = w.readwrite();
-                let ws = wrw.as_slice_mut().map_err(|_| internal("eigenvalue buffer"))?;
+                let ws = wrw
+                    .as_slice_mut()
+                    .map_err(|_| internal("eigenvalue buffer"))?;
                 let mut vrw = v.readwrite();
                 let vm = mat_mut(&mut vrw);
-                py.detach(|| threads::install(|par| spectral::sym_eigh(kr, shift, ws, vm, par))).map_err(to_py)?;
+                py.detach(|| threads::install(|par| spectral::sym_eigh(kr, shift, ws, vm, par)))
+                    .map_err(to_py)?;
             }
             Ok((w, v))
         }
@@ -73,9 +83,16 @@ macro_rules! kernel_fns {
         ) -> PyResult<Option<(Bound<'py, PyArray2<$t>>, f64, f64, f64)>> {
             let kr = mat_ref(&k);
             let mut x = mat_ref(&rhs).to_owned();
-            let res = py.detach(|| threads::install(|par| cholesky::solve_with_estimate(kr, shift, x.as_mut(), par)));
+            let res = py.detach(|| {
+                threads::install(|par| cholesky::solve_with_estimate(kr, shift, x.as_mut(), par))
+            });
             match res {
-                Ok(info) => Ok(Some((to_numpy(py, &x), info.norm_inf, info.mu_min_est, info.cond_est))),
+                Ok(info) => Ok(Some((
+                    to_numpy(py, &x),
+                    info.norm_inf,
+                    info.mu_min_est,
+                    info.cond_est,
+                ))),
                 Err(tangentflow_core::Error::NotPositiveDefinite { .. }) => Ok(None),
                 Err(e) => Err(to_py(e)),
             }
@@ -91,7 +108,8 @@ kernel_fns!(f64, f32, sym_eigh_f64_f32, cholesky_solve_f64_f32);
 /// Parses the dynamics description the Python layer passes: `("flow", η/n)`,
 /// `("gd", η/n)` or `("momentum", η, m, n)`.
 fn parse_dynamics(kind: &str, params: &[f64]) -> PyResult<Dynamics> {
-    let bad = || pyo3::exceptions::PyValueError::new_err(format!("invalid dynamics {kind} {params:?}"));
+    let bad =
+        || pyo3::exceptions::PyValueError::new_err(format!("invalid dynamics {kind} {params:?}"));
     match (kind, params) {
         ("flow", [scale]) => Ok(Dynamics::Flow { scale: *scale }),
         ("gd", [scale]) => Ok(Dynamics::Steps { scale: *scale }),
@@ -119,7 +137,8 @@ pub fn mode_factors<'py>(
         let mut a = em1.readwrite();
         let mut b = phi.readwrite();
         let (am, bm) = (mat_mut(&mut a), mat_mut(&mut b));
-        py.detach(|| dynamics::mode_factors(&dynm, mu, ts, am, bm)).map_err(to_py)?;
+        py.detach(|| dynamics::mode_factors(&dynm, mu, ts, am, bm))
+            .map_err(to_py)?;
     }
     Ok((em1, phi))
 }
@@ -134,7 +153,9 @@ macro_rules! recon_fns {
             r: PyReadonlyArray2<'py, $t>,
         ) -> PyResult<Bound<'py, PyArray2<$t>>> {
             let (vr, rr) = (mat_ref(&v), mat_ref(&r));
-            let z = py.detach(|| threads::install(|par| dynamics::project(vr, rr, par))).map_err(to_py)?;
+            let z = py
+                .detach(|| threads::install(|par| dynamics::project(vr, rr, par)))
+                .map_err(to_py)?;
             Ok(to_numpy(py, &z))
         }
 
@@ -146,7 +167,9 @@ macro_rules! recon_fns {
             v: PyReadonlyArray2<'py, $t>,
         ) -> PyResult<Bound<'py, PyArray2<$t>>> {
             let (kr, vr) = (mat_ref(&kte), mat_ref(&v));
-            let kv = py.detach(|| threads::install(|par| dynamics::test_basis(kr, vr, par))).map_err(to_py)?;
+            let kv = py
+                .detach(|| threads::install(|par| dynamics::test_basis(kr, vr, par)))
+                .map_err(to_py)?;
             Ok(to_numpy(py, &kv))
         }
 
@@ -164,8 +187,10 @@ macro_rules! recon_fns {
             {
                 let mut rw = out.readwrite();
                 let sl = rw.as_slice_mut().map_err(|_| internal("output buffer"))?;
-                py.detach(|| threads::install(|par| dynamics::train_outputs(vr, zr, er, fr, sl, par)))
-                    .map_err(to_py)?;
+                py.detach(|| {
+                    threads::install(|par| dynamics::train_outputs(vr, zr, er, fr, sl, par))
+                })
+                .map_err(to_py)?;
             }
             Ok(out)
         }
@@ -180,13 +205,21 @@ macro_rules! recon_fns {
             phi: PyReadonlyArray2<'py, f64>,
             g0: PyReadonlyArray2<'py, $t>,
         ) -> PyResult<Bound<'py, PyArray3<$t>>> {
-            let (kr, vr, zr, pr, gr) = (mat_ref(&kte), mat_ref(&v), mat_ref(&z), mat_ref(&phi), mat_ref(&g0));
+            let (kr, vr, zr, pr, gr) = (
+                mat_ref(&kte),
+                mat_ref(&v),
+                mat_ref(&z),
+                mat_ref(&phi),
+                mat_ref(&g0),
+            );
             let out = PyArray3::<$t>::zeros(py, [pr.ncols(), kr.nrows(), zr.ncols()], false);
             {
                 let mut rw = out.readwrite();
                 let sl = rw.as_slice_mut().map_err(|_| internal("output buffer"))?;
-                py.detach(|| threads::install(|par| dynamics::test_outputs(kr, vr, zr, pr, gr, sl, par)))
-                    .map_err(to_py)?;
+                py.detach(|| {
+                    threads::install(|par| dynamics::test_outputs(kr, vr, zr, pr, gr, sl, par))
+                })
+                .map_err(to_py)?;
             }
             Ok(out)
         }
@@ -205,16 +238,32 @@ macro_rules! recon_fns {
             {
                 let mut rw = out.readwrite();
                 let sl = rw.as_slice_mut().map_err(|_| internal("output buffer"))?;
-                py.detach(|| threads::install(|par| dynamics::test_outputs_cached(kr, zr, pr, gr, sl, par)))
-                    .map_err(to_py)?;
+                py.detach(|| {
+                    threads::install(|par| dynamics::test_outputs_cached(kr, zr, pr, gr, sl, par))
+                })
+                .map_err(to_py)?;
             }
             Ok(out)
         }
     };
 }
 
-recon_fns!(f64, project_f64, test_basis_f64, train_outputs_f64, test_outputs_f64, test_outputs_cached_f64);
-recon_fns!(f32, project_f32, test_basis_f32, train_outputs_f32, test_outputs_f32, test_outputs_cached_f32);
+recon_fns!(
+    f64,
+    project_f64,
+    test_basis_f64,
+    train_outputs_f64,
+    test_outputs_f64,
+    test_outputs_cached_f64
+);
+recon_fns!(
+    f32,
+    project_f32,
+    test_basis_f32,
+    train_outputs_f32,
+    test_outputs_f32,
+    test_outputs_cached_f32
+);
 
 /// Sets the size of the core's thread pool (0: default).
 #[pyfunction]
