@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 
-.PHONY: all venv dev wheel install test test-rust test-python lint demo bench bench-rust clean
+.PHONY: all venv dev wheel install test test-rust test-python lint stubtest demo bench bench-rust clean
 
 all: test
 
@@ -39,11 +39,17 @@ test-python:
 # The test command of the README: builds and installs the wheel, then runs every test.
 test: install test-rust test-python
 
-lint:
+lint: venv
+	$(PIP) install -q ruff mypy
 	cargo fmt --all -- --check
 	cargo clippy --all-targets -- -D warnings
 	$(VENV)/bin/ruff check python tests benches
 	$(VENV)/bin/ruff format --check python tests benches
+
+# The hand-written stubs of the extension against the installed module.
+stubtest: install
+	$(PIP) install -q mypy
+	$(PY) -m mypy.stubtest tangentflow._core --allowlist .ci/stubtest-allowlist.txt
 
 # The main job: installs the package with its demo extras and runs the demo.
 demo: install
