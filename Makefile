@@ -46,8 +46,8 @@ lint: venv
 	$(VENV)/bin/ruff check python tests benches
 	$(VENV)/bin/ruff format --check python tests benches
 
-# The hand-written stubs of the extension against the installed module.
-stubtest: install
+# The hand-written stubs of the extension against the installed module (after install).
+stubtest: venv
 	$(PIP) install -q mypy
 	$(PY) -m mypy.stubtest tangentflow._core --allowlist .ci/stubtest-allowlist.txt
 
