@@ -10,50 +10,12 @@ import numpy as np
 
 from . import _backends, _validate
 from ._gaussian import Gaussian
-from ._shapes import Layout, flatten_kernel, kernel_dims
+from ._shapes import Layout, flatten_kernel
 from ._spectrum import Factorization, Spectrum, default_rcond
+from ._validate import test_train_kernel as _test_train_kernel
+from ._validate import train_kernel as _train_kernel
 
 __all__ = ["Ensemble"]
-
-
-# -- validation helpers (shared with _gp) -------------------------------------------------
-
-
-def _train_kernel(raw, name, backend):
-    """``(flat kernel, non-traced dims, trace, dtype)`` of a train–train kernel."""
-    k = _validate.as_float_array(raw, name, backend)
-    dims = kernel_dims(tuple(k.shape), name)
-    k2 = flatten_kernel(k, backend.xp)
-    if not (k2.flags.c_contiguous or k2.flags.f_contiguous):
-        k2 = backend.xp.ascontiguousarray(k2)
-    max_abs, max_asym, trace, finite = backend.kernel_stats(k2)
-    if not finite:
-        raise ValueError(f"{name} contains NaN or infinity")
-    if max_asym > 1e-5 * max_abs:
-        raise ValueError(
-            f"{name} is not symmetric: max|K - K^T| = {max_asym:.3e} exceeds "
-            f"1e-5 * max|K| = {1e-5 * max_abs:.3e}"
-        )
-    return k2, dims, trace, np.dtype(k.dtype)
-
-
-def _test_train_kernel(raw, name, backend, kdims, dtype):
-    """``(flat (D_t, D) kernel in dtype, test dims)`` of a test–train kernel."""
-    xp = backend.xp
-    k = _validate.as_float_array(raw, name, backend)
-    _validate.check_finite(k, name, xp)
-    nd = 2 * len(kdims)
-    if k.ndim != nd:
-        raise ValueError(
-            f"{name} must have {nd} dimensions (interleaved test/train axes), "
-            f"got shape {tuple(k.shape)}"
-        )
-    if tuple(k.shape[1::2]) != tuple(kdims):
-        raise ValueError(
-            f"{name} of shape {tuple(k.shape)} does not match the train kernel: its train "
-            f"axes (1, 3, ...) must have sizes {tuple(kdims)}"
-        )
-    return xp.ascontiguousarray(flatten_kernel(k, xp), dtype=dtype), tuple(k.shape[0::2])
 
 
 def _test_test_kernel(raw, name, backend, test_dims, dtype):
@@ -397,12 +359,10 @@ class Ensemble:
         return out
 
     def _c_matrix(self, v):
-        """``Vᵀ sym(K_dd) V`` with the NNGP train kernel (cached)."""
+        """``Vᵀ sym(K_dd) V = sym(Vᵀ K_dd V)`` with the NNGP train kernel (cached)."""
         if self._c_full is None:
             xp, cdt = self._backend.xp, self._dyn.cdt
-            k = xp.asarray(self._nngp, dtype=cdt)
-            k = (k + k.T) * 0.5
-            c = v.T @ (k @ v)
+            c = v.T @ (xp.asarray(self._nngp, dtype=cdt) @ v)
             self._c_full = (c + c.T) * 0.5
         return self._c_full
 
@@ -445,8 +405,7 @@ class Ensemble:
                 g = w @ h.T
                 out[j] = k_tt + (g + g.T)
             return out
-        kd = xp.asarray(self._nngp, dtype=cdt)
-        kd = (kd + kd.T) * 0.5
+        kd = xp.asarray(self._nngp, dtype=cdt)  # g + gᵀ below symmetrizes it
         vr_t = v[:, first:].T
         for j in range(nt):
             bt = (p * f[:, j]) @ vr_t

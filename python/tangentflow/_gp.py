@@ -12,13 +12,13 @@ from ._ensemble import (
     _sym,
     _targets,
     _test_test_kernel,
-    _test_train_kernel,
-    _train_kernel,
     _unflatten_cov,
 )
 from ._errors import NumericalWarning
 from ._gaussian import Gaussian
 from ._predictor import CHOLESKY_MAX_COND
+from ._validate import test_train_kernel as _test_train_kernel
+from ._validate import train_kernel as _train_kernel
 
 __all__ = ["GaussianProcess"]
 
@@ -132,9 +132,9 @@ class GaussianProcess:
         """Posterior ``Gaussian(mean, covariance)`` on a test set, or on the training set.
 
         ``k_test_train`` ``(M, N)`` (interleaved ``(M, N, K, K, ...)`` with
-        ``trace_axes``) gives the test mean ``t.shape``-free ``(M, ...)``; the covariance
-        ``(M, M)`` over the non-traced axes is computed only when ``k_test_test`` is
-        given too (otherwise ``covariance`` is None). Without test kernels: the posterior
+        ``trace_axes``) gives the test mean, shape ``(M, ...)`` like ``y_train``; the
+        covariance ``(M, M)`` (``(M, M, K, K, ...)`` over the non-traced axes) is computed
+        only when ``k_test_test`` is given too; otherwise ``covariance`` is None. Without test kernels: the posterior
         on the training inputs, mean ``P Y`` and covariance ``V_cut diag(μ⁺) V_cutᵀ`` (the
         ``t → ∞`` limit of the NNGP ensemble): ``Y`` and 0 when nothing is cut.
         """

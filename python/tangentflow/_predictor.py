@@ -12,7 +12,7 @@ import numpy as np
 
 from . import _backends, _validate
 from ._errors import TangentflowError
-from ._shapes import Layout, flatten_kernel, kernel_dims
+from ._shapes import Layout
 from ._spectrum import Factorization, Spectrum, default_rcond
 
 __all__ = ["Predictor", "Prediction", "Diagnostics", "TestSet"]
@@ -43,23 +43,6 @@ class Diagnostics:
     time_to_1pct: float
     rcond: float
     cut_threshold: float
-
-
-def _prepare_kernel(k_train_train, backend):
-    k = _validate.as_float_array(k_train_train, "k_train_train", backend)
-    dims = kernel_dims(tuple(k.shape), "k_train_train")
-    k2 = flatten_kernel(k, backend.xp)
-    if backend.name == "cpu" and not (k2.flags.c_contiguous or k2.flags.f_contiguous):
-        k2 = np.ascontiguousarray(k2)
-    max_abs, max_asym, trace, finite = backend.kernel_stats(k2)
-    if not finite:
-        raise ValueError("k_train_train contains NaN or infinity")
-    if max_asym > 1e-5 * max_abs:
-        raise ValueError(
-            f"k_train_train is not symmetric: max|K - K^T| = {max_asym:.3e} exceeds "
-            f"1e-5 * max|K| = {1e-5 * max_abs:.3e}"
-        )
-    return k, k2, dims, trace
 
 
 class _Config:
@@ -217,7 +200,7 @@ class Predictor:
             converge_tol=converge_tol,
         )
         backend = _backends.select(k_train_train, _backend)
-        k, k2, dims, trace = _prepare_kernel(k_train_train, backend)
+        k2, dims, trace, kdtype = _validate.train_kernel(k_train_train, "k_train_train", backend)
         if trace_axes is None and len(dims) != 1:
             raise ValueError(
                 f"trace_axes must be given for a {2 * len(dims)}-D k_train_train "
@@ -226,7 +209,7 @@ class Predictor:
         self._backend = backend
         self._k = k2
         self._kdims = dims
-        self._out_dtype = np.dtype(k.dtype)
+        self._out_dtype = kdtype
         self._trace = trace
         self._cfg = cfg
         self._fact = Factorization(k2, backend, np.dtype(cfg.precision))
@@ -619,33 +602,14 @@ class _TestInputs:
         # kernel conversion and checks happen once per handle
         if self._prepared is None:
             p = self.p
-            be = p._backend
-            k = _validate.as_float_array(self.raw_k, "k_test_train", be)
-            _validate.check_finite(k, "k_test_train", be.xp)
-            nd = 2 * len(p._kdims)
-            if k.ndim != nd:
-                raise ValueError(
-                    f"k_test_train must have {nd} dimensions (interleaved test/train axes), "
-                    f"got shape {tuple(k.shape)}"
-                )
-            if tuple(k.shape[1::2]) != p._kdims:
-                raise ValueError(
-                    f"k_test_train of shape {tuple(k.shape)} does not match k_train_train: "
-                    f"its train axes (1, 3, ...) must have sizes {p._kdims}"
-                )
-            k2 = flatten_kernel(k, be.xp)
-            dt = p._compute_dtype()
-            if hasattr(be.xp, "ascontiguousarray"):
-                k2 = be.xp.ascontiguousarray(k2, dtype=dt)
-            self._prepared = (k2, tuple(k.shape[0::2]))
+            self._prepared = _validate.test_train_kernel(
+                self.raw_k, "k_test_train", p._backend, p._kdims, p._compute_dtype()
+            )
         return self._prepared
 
     def bind(self, layout):
         k2, test_dims = self._prepare()
         shape = layout.test_shape(test_dims)
-        for a in layout.traced:
-            if a == 0 and layout.y_shape[0] != shape[0]:
-                raise ValueError("a traced example axis requires as many test as train examples")
         self.k = k2
         self.shape = shape
         g0 = self.p._broadcast(self.raw_g0, shape, "fx_test_0")

@@ -7,6 +7,8 @@ import numbers
 
 import numpy as np
 
+from ._shapes import flatten_kernel, kernel_dims
+
 _FLOATS = (np.float32, np.float64)
 
 
@@ -77,3 +79,40 @@ def times(t, *, steps: bool = False):
         if np.any(fin != np.round(fin)):
             raise ValueError('with dynamics="gd", t counts steps and must be integers (or inf)')
     return np.ascontiguousarray(flat), arr.shape
+
+
+def train_kernel(raw, name, backend):
+    """``(flat kernel, non-traced dims, trace, dtype)`` of a train–train kernel."""
+    k = as_float_array(raw, name, backend)
+    dims = kernel_dims(tuple(k.shape), name)
+    k2 = flatten_kernel(k, backend.xp)
+    if not (k2.flags.c_contiguous or k2.flags.f_contiguous):
+        k2 = backend.xp.ascontiguousarray(k2)
+    max_abs, max_asym, trace, finite = backend.kernel_stats(k2)
+    if not finite:
+        raise ValueError(f"{name} contains NaN or infinity")
+    if max_asym > 1e-5 * max_abs:
+        raise ValueError(
+            f"{name} is not symmetric: max|K - K^T| = {max_asym:.3e} exceeds "
+            f"1e-5 * max|K| = {1e-5 * max_abs:.3e}"
+        )
+    return k2, dims, trace, np.dtype(k.dtype)
+
+
+def test_train_kernel(raw, name, backend, kdims, dtype):
+    """``(flat (D_t, D) kernel in dtype, test dims)`` of a test–train kernel."""
+    xp = backend.xp
+    k = as_float_array(raw, name, backend)
+    check_finite(k, name, xp)
+    nd = 2 * len(kdims)
+    if k.ndim != nd:
+        raise ValueError(
+            f"{name} must have {nd} dimensions (interleaved test/train axes), "
+            f"got shape {tuple(k.shape)}"
+        )
+    if tuple(k.shape[1::2]) != tuple(kdims):
+        raise ValueError(
+            f"{name} of shape {tuple(k.shape)} does not match the train kernel: its train "
+            f"axes (1, 3, ...) must have sizes {tuple(kdims)}"
+        )
+    return xp.ascontiguousarray(flatten_kernel(k, xp), dtype=dtype), tuple(k.shape[0::2])
