@@ -574,3 +574,25 @@ def test_numpy_namespace_backend_matches_cpu(prob, mode):
 def test_exports():
     for name in ("Ensemble", "GaussianProcess", "Gaussian"):
         assert name in tf.__all__ and getattr(tf, name) is not None
+
+
+def test_ensemble_and_gp_pickle_with_their_factorization():
+    from conftest import rbf_problem
+
+    k, kte, ktt, y, _, _ = rbf_problem(30, 6, 2, seed=4)
+    e = tf.Ensemble(k, y, ntk_train_train=1.3 * k, diag_reg=1e-3)
+    kw = dict(ntk_test_train=1.3 * kte, nngp_test_train=kte, nngp_test_test=ktt)
+    a = e.at([1.0, 10.0], **kw)
+    e2 = pickle.loads(pickle.dumps(e))
+    b = e2.at([1.0, 10.0], **kw)
+    assert e2.factorizations == e.factorizations
+    np.testing.assert_array_equal(a.mean, b.mean)
+    np.testing.assert_array_equal(a.covariance, b.covariance)
+    gp = tf.GaussianProcess(k, y)
+    p1 = gp.posterior(kte, ktt)
+    gp2 = pickle.loads(pickle.dumps(gp))
+    p2 = gp2.posterior(kte, ktt)
+    np.testing.assert_array_equal(p1.mean, p2.mean)
+    q = tf.Predictor(k, y, _backend="numpy").factorize()
+    q2 = pickle.loads(pickle.dumps(q))
+    assert q2.factorizations == 1 and q2._backend.name == "numpy"

@@ -353,6 +353,31 @@ class Predictor:
             test = _TestInputs(self, k_test_train, fx_test_0 if fx_test_0 is not None else 0.0)
         return self._predict(t, y_train, fx_train_0, test)
 
+    def _at_state(self, t, fx_train_0, fx_test_0, k_test_train, qx_train_0, qx_test_0):
+        """ODE outputs and velocities (for resumable states, e.g. the neural-tangents
+        ``ODEState``): ``(train, test, q_train, q_test)``; the velocities are None without
+        momentum."""
+        from ._ode import solve_ode
+
+        ts, tshape = _validate.times(t)
+        layout, yf, f0, _ = self._resolve(None, fx_train_0)
+        dt = self._compute_dtype()
+        test = None
+        if k_test_train is not None:
+            test = _TestInputs(self, k_test_train, fx_test_0 if fx_test_0 is not None else 0.0)
+            test.bind(layout)
+        qtr = qte = None
+        if qx_train_0 is not None:
+            qtr = self._flat(self._broadcast(qx_train_0, layout.y_shape, "qx_train_0"), layout, dt)
+        if qx_test_0 is not None and test is not None:
+            qte = self._flat(self._broadcast(qx_test_0, test.shape, "qx_test_0"), layout, dt)
+        train, tst, q_train, q_test = solve_ode(self, ts, layout, yf, f0, test, qtr, qte)
+        f = self._finish(train, tst, tshape, layout, test)
+        if q_train is None:
+            return f.train, f.test, None, None
+        q = self._finish(q_train, q_test, tshape, layout, test)
+        return f.train, f.test, q.train, q.test
+
     def test_set(self, k_test_train, fx_test_0=0.0) -> TestSet:
         """A handle whose ``.at`` reuses the test-dependent work ``K_te·V`` across calls."""
         return TestSet(self, k_test_train, fx_test_0)

@@ -38,6 +38,15 @@ class Factorization:
         self.train_memo = None
         self._lock = threading.Lock()
 
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
     @property
     def ready(self) -> bool:
         return self.w is not None

@@ -7,7 +7,15 @@ from ._base import Backend
 from .cpu import CpuBackend
 from .xp import XpBackend, cupy_or_none, is_gpu_array
 
-__all__ = ["Backend", "CpuBackend", "XpBackend", "select", "is_gpu_array", "cupy_or_none"]
+__all__ = [
+    "Backend",
+    "CpuBackend",
+    "XpBackend",
+    "select",
+    "by_name",
+    "is_gpu_array",
+    "cupy_or_none",
+]
 
 _CPU = CpuBackend()
 
@@ -33,3 +41,8 @@ def select(kernel, override: str | None = None) -> Backend:
     if override not in (None, "cpu"):
         raise ValueError(f"unknown backend {override!r}")
     return _CPU
+
+
+def by_name(name: str) -> Backend:
+    """The backend called ``name`` (how backends unpickle: by name, not by module)."""
+    return select(None, name)

@@ -19,6 +19,11 @@ class CpuBackend:
     name = "cpu"
     xp = np
 
+    def __reduce__(self):
+        from . import by_name
+
+        return (by_name, (self.name,))
+
     def asarray(self, a, dtype=None):
         return np.asarray(a, dtype=dtype)
 

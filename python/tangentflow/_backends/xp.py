@@ -46,6 +46,11 @@ class XpBackend:
         self.name = "cupy" if xp.__name__.startswith("cupy") else "numpy"
         self._gpu = self.name == "cupy"
 
+    def __reduce__(self):
+        from . import by_name
+
+        return (by_name, (self.name,))
+
     # -- conversion --------------------------------------------------------------------
     def asarray(self, a, dtype=None):
         xp = self.xp

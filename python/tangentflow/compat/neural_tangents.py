@@ -377,14 +377,15 @@ def gradient_descent(
         if is_state and fx_train_0 is None:
             fx_train_0 = 0.0  # the reference integrates the train outputs from zero
         if is_state and momentum is not None:
-            return _momentum_state(
-                p,
-                _arr(t),
-                _arr(fx_train_0),
-                _arr(fx_test_0),
-                _arr(k_test_train),
-                _arr(q_train),
-                _arr(q_test),
+            return ODEState(
+                *p._at_state(
+                    _arr(t),
+                    _arr(fx_train_0),
+                    _arr(fx_test_0),
+                    _arr(k_test_train) if fx_test_0 is not None else None,
+                    _arr(q_train),
+                    _arr(q_test),
+                )
             )
         out = p.at(
             _arr(t),
@@ -397,32 +398,6 @@ def gradient_descent(
         return _train_test(out.train, out.test)
 
     return predict_fn
-
-
-def _momentum_state(p, t, fx_train_0, fx_test_0, k_test_train, q_train_0, q_test_0):
-    """``ODEState`` at times ``t`` with momentum: outputs and velocities from the native
-    ODE integrator (``tangentflow._ode.solve_ode``), which takes and returns the
-    velocities that ``Predictor.at`` does not expose."""
-    from .. import _validate
-    from .._ode import solve_ode
-    from .._predictor import _TestInputs
-
-    ts, tshape = _validate.times(t)
-    layout, yf, f0, _ = p._resolve(None, fx_train_0)
-    dt = p._compute_dtype()
-    test = None
-    if fx_test_0 is not None:
-        test = _TestInputs(p, k_test_train, fx_test_0)
-        test.bind(layout)
-    qtr = qte = None
-    if q_train_0 is not None:
-        qtr = p._flat(p._broadcast(q_train_0, layout.y_shape, "qx_train"), layout, dt)
-    if q_test_0 is not None and test is not None:
-        qte = p._flat(p._broadcast(q_test_0, test.shape, "qx_test"), layout, dt)
-    train, tst, q_train, q_test = solve_ode(p, ts, layout, yf, f0, test, qtr, qte)
-    f = p._finish(train, tst, tshape, layout, test)
-    q = p._finish(q_train, q_test, tshape, layout, test)
-    return ODEState(f.train, f.test, q.train, q.test)
 
 
 # -- gp_inference ---------------------------------------------------------------------------
