@@ -207,3 +207,11 @@ def test_bad_inputs(kwargs, exc, match):
     x1, x2 = args.pop("x1"), args.pop("x2")
     with pytest.raises(exc, match=match):
         fully_connected(x1, x2, **args)
+
+
+def test_gpu_inputs_get_a_clear_error():
+    class FakeCuda:
+        __cuda_array_interface__ = {}
+
+    with pytest.raises(TypeError, match="GPU array"):
+        fully_connected(FakeCuda())

@@ -32,6 +32,13 @@ def _inputs(x, name: str) -> np.ndarray:
     """``x`` as a float64 C-contiguous (N, d) array (a copy when a conversion is needed)."""
     if x is None:
         raise TypeError(f"{name} must be an array of shape (N, d), got None")
+    from ._backends import is_gpu_array
+
+    if is_gpu_array(x):
+        raise TypeError(
+            f"{name} is a GPU array: tangentflow.kernels runs in the Rust core on the CPU; "
+            "pass a NumPy array (and move the kernels to the GPU with cupy.asarray)"
+        )
     try:
         arr = np.asarray(x)
     except Exception as e:  # noqa: BLE001
