@@ -158,12 +158,7 @@ class Ensemble:
         opts = _Options(diag_reg, diag_reg_absolute_scale, precision, rcond)
         be = _backends.select(nngp_train_train, _backend)
         self._backend = be
-        kk, kdims, ktrace, kdt = _train_kernel(nngp_train_train, "nngp_train_train", be)
-        if trace_axes is None and len(kdims) != 1:
-            raise ValueError(
-                f"trace_axes must be given for a {2 * len(kdims)}-D nngp_train_train "
-                "(trace_axes=None is for 2-D kernels)"
-            )
+        kk, kdims, ktrace, kdt = _train_kernel(nngp_train_train, "nngp_train_train", be, trace_axes)
         self._kdims = kdims
         self._nngp = kk
         out_dt = kdt

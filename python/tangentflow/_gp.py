@@ -62,12 +62,7 @@ class GaussianProcess:
         opts = _Options(diag_reg, diag_reg_absolute_scale, precision, rcond)
         be = _backends.select(k_train_train, _backend)
         self._backend = be
-        k2, dims, trace, dt = _train_kernel(k_train_train, "k_train_train", be)
-        if trace_axes is None and len(dims) != 1:
-            raise ValueError(
-                f"trace_axes must be given for a {2 * len(dims)}-D k_train_train "
-                "(trace_axes=None is for 2-D kernels)"
-            )
+        k2, dims, trace, dt = _train_kernel(k_train_train, "k_train_train", be, trace_axes)
         self._kdims = dims
         self._out_dtype = dt
         self._dyn = _Dynamics(k2, trace, "k_train_train", opts, be)

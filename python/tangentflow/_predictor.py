@@ -200,12 +200,9 @@ class Predictor:
             converge_tol=converge_tol,
         )
         backend = _backends.select(k_train_train, _backend)
-        k2, dims, trace, kdtype = _validate.train_kernel(k_train_train, "k_train_train", backend)
-        if trace_axes is None and len(dims) != 1:
-            raise ValueError(
-                f"trace_axes must be given for a {2 * len(dims)}-D k_train_train "
-                "(trace_axes=None is for 2-D kernels)"
-            )
+        k2, dims, trace, kdtype = _validate.train_kernel(
+            k_train_train, "k_train_train", backend, trace_axes
+        )
         self._backend = backend
         self._k = k2
         self._kdims = dims

@@ -81,10 +81,17 @@ def times(t, *, steps: bool = False):
     return np.ascontiguousarray(flat), arr.shape
 
 
-def train_kernel(raw, name, backend):
-    """``(flat kernel, non-traced dims, trace, dtype)`` of a train–train kernel."""
+def train_kernel(raw, name, backend, trace_axes=()):
+    """``(flat kernel, non-traced dims, trace, dtype)`` of a train–train kernel.
+
+    ``trace_axes=None`` (trace every output axis after the first) needs a 2-D kernel."""
     k = as_float_array(raw, name, backend)
     dims = kernel_dims(tuple(k.shape), name)
+    if trace_axes is None and len(dims) != 1:
+        raise ValueError(
+            f"trace_axes must be given for a {2 * len(dims)}-D {name} "
+            "(trace_axes=None is for 2-D kernels)"
+        )
     k2 = flatten_kernel(k, backend.xp)
     if not (k2.flags.c_contiguous or k2.flags.f_contiguous):
         k2 = backend.xp.ascontiguousarray(k2)
