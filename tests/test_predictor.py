@@ -387,3 +387,50 @@ def test_sweep_memo_with_cut_modes():
         out = p.with_params(diag_reg=reg).at([1.0, 10.0], fx_train_0=f0).train
         ref = tf.Predictor(k, y, diag_reg=reg).at([1.0, 10.0], fx_train_0=f0).train
         close(out, ref)
+
+
+@pytest.mark.parametrize(
+    "y_shape,trace_axes,kdd_shape,ktd_shape,test_shape",
+    [
+        ((4, 3), (-1,), (4, 4), (5, 4), (5, 3)),
+        ((4, 3), (), (4, 4, 3, 3), (5, 4, 3, 3), (5, 3)),
+        ((4, 3), (0,), (3, 3), (3, 3), (4, 3)),
+        ((4, 8, 8, 10), (-1,), (4, 4, 8, 8, 8, 8), (5, 4, 8, 8, 8, 8), (5, 8, 8, 10)),
+        ((4, 3), (0, 1), (), (), (4, 3)),
+    ],
+)
+def test_shape_contract_of_semantics_2_3(y_shape, trace_axes, kdd_shape, ktd_shape, test_shape):
+    rng = np.random.default_rng(12)
+    d = int(np.prod(kdd_shape[0::2])) if kdd_shape else 1
+    dt = int(np.prod(ktd_shape[0::2])) if ktd_shape else 1
+    x = rng.normal(size=(d + dt, 3))
+    kall = np.exp(-((x[:, None] - x[None]) ** 2).sum(-1)) + 0.1 * np.eye(d + dt)
+    kdd_flat, ktd_flat = kall[:d, :d], kall[d:, :d]
+    # un-flatten into the pair-interleaved layout
+    nd = len(kdd_shape) // 2
+    perm = [i // 2 + (nd if i % 2 else 0) for i in range(2 * nd)]
+    kdd = (
+        kdd_flat.reshape(kdd_shape[0::2] + kdd_shape[1::2]).transpose(perm)
+        if nd
+        else np.array(kdd_flat[0, 0])
+    )
+    ktd = (
+        ktd_flat.reshape(ktd_shape[0::2] + ktd_shape[1::2]).transpose(perm)
+        if nd
+        else np.array(ktd_flat[0, 0])
+    )
+    y = rng.normal(size=y_shape)
+    out = tf.Predictor(kdd, y, trace_axes=trace_axes).at([1.0, 2.0], k_test_train=ktd)
+    assert out.train.shape == (2,) + y_shape
+    assert out.test.shape == (2,) + test_shape
+    # against the flattened problem
+    order = [a for a in range(len(y_shape)) if a not in [t % len(y_shape) for t in trace_axes]]
+    traced = [a for a in range(len(y_shape)) if a not in order]
+    yf = np.transpose(y, order + traced).reshape(d, -1)
+    tr, te = mse_expm(
+        kdd_flat, yf, np.zeros_like(yf), 2.0, kte=ktd_flat, g0=np.zeros((dt, yf.shape[1]))
+    )
+    got = np.transpose(out.train[1], order + traced).reshape(d, -1)
+    close(got, tr)
+    got_te = np.transpose(out.test[1], order + traced).reshape(dt, -1)
+    close(got_te, te)

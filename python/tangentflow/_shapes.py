@@ -18,10 +18,10 @@ __all__ = ["Layout", "kernel_dims", "flatten_kernel", "normalize_trace_axes"]
 
 def kernel_dims(shape: tuple[int, ...], name: str) -> tuple[int, ...]:
     """Dims of the non-traced output axes of a train-train kernel, checking the pairs."""
-    if len(shape) == 0 or len(shape) % 2:
+    if len(shape) % 2:
         raise ValueError(
-            f"{name} must have an even, non-zero number of dimensions (pairs of output axes), "
-            f"got shape {shape}"
+            f"{name} must have an even number of dimensions (pairs of output axes; a scalar "
+            f"when every output axis is traced), got shape {shape}"
         )
     first, second = shape[0::2], shape[1::2]
     if first != second:
@@ -33,9 +33,12 @@ def kernel_dims(shape: tuple[int, ...], name: str) -> tuple[int, ...]:
 
 
 def flatten_kernel(k, xp=np):
-    """Unzips a pair-interleaved kernel and flattens it to 2-D (a view for 2-D input)."""
+    """Unzips a pair-interleaved kernel and flattens it to 2-D (a view for 2-D input; a
+    scalar kernel, every output axis traced, becomes 1×1)."""
     if k.ndim == 2:
         return k
+    if k.ndim == 0:
+        return xp.reshape(k, (1, 1))
     nd = k.ndim // 2
     perm = tuple(range(0, k.ndim, 2)) + tuple(range(1, k.ndim, 2))
     rows = math.prod(k.shape[0::2])
