@@ -127,3 +127,43 @@ def test_converged_limit_and_errors(onehot):
 
     with pytest.raises(ValueError, match="gradient"):
         tf.Predictor(k, y, loss=wrong_shape).at(1.0)
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.5, 0.9, 0.99])
+def test_momentum_closed_form_matches_high_accuracy_ode(onehot, momentum):
+    # The heavy-ball flow (semantics §8) integrated by DOP853 at rtol = atol = 1e-12: the
+    # kernel's spectrum spans over-, under- and near-critically damped modes.
+    k, kte, y, f0, g0 = onehot
+    lr = 0.3
+    d, r = y.shape
+    m = kte.shape[0]
+    c = (1 - momentum) / np.sqrt(lr)
+    n = y.size
+
+    def rhs(_, s):
+        f = s[: d * r].reshape(d, r)
+        q = s[d * r : 2 * d * r].reshape(d, r)
+        qt = s[2 * d * r + m * r :].reshape(m, r)
+        g = (f - y) / n
+        return np.concatenate(
+            [q.ravel(), (-k @ g - c * q).ravel(), qt.ravel(), (-kte @ g - c * qt).ravel()]
+        )
+
+    ts = np.array([0.7, 6.0, 45.0])
+    y0 = np.concatenate([f0.ravel(), np.zeros(d * r), g0.ravel(), np.zeros(m * r)])
+    sol = solve_ivp(
+        rhs,
+        (0, ts[-1] * np.sqrt(lr)),
+        y0,
+        t_eval=ts * np.sqrt(lr),
+        rtol=1e-12,
+        atol=1e-12,
+        method="DOP853",
+    )
+    out = tf.Predictor(k, y, learning_rate=lr, momentum=momentum).at(
+        ts, fx_train_0=f0, fx_test_0=g0, k_test_train=kte
+    )
+    for i in range(len(ts)):
+        s = sol.y[:, i]
+        assert rel(out.train[i], s[: d * r].reshape(d, r)) < 1e-8
+        assert rel(out.test[i], s[2 * d * r : 2 * d * r + m * r].reshape(m, r)) < 1e-8
