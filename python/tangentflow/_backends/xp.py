@@ -84,7 +84,8 @@ class XpBackend:
     def _sym(self, k, dtype, shift=0.0):
         xp = self.xp
         a = xp.asarray(k, dtype=dtype)
-        a = (a + a.T) * 0.5
+        a = a + a.T  # one N² temporary (device memory is the budget on the GPU)
+        a *= 0.5
         if shift:
             idx = xp.arange(a.shape[0])
             a[idx, idx] += shift
