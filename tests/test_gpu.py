@@ -104,3 +104,22 @@ def test_numpy_kernel_with_gpu_targets_is_refused(prob):
     k, _, _, y, _, _ = prob
     with pytest.raises(TypeError, match="GPU array"):
         tf.Predictor(k, cp.asarray(y))
+
+
+def test_gpu_inputs_are_not_modified(prob):
+    k, kte, _, y, _, _ = prob
+    kg, kteg, yg = cp.asarray(k), cp.asarray(kte), cp.asarray(y)
+    tf.Predictor(kg, yg).at(None, k_test_train=kteg)  # Cholesky path on the kernel itself
+    tf.Predictor(kg, yg, diag_reg=0.1).at([1.0, 5.0], k_test_train=kteg)
+    tf.GaussianProcess(kg, yg).posterior(kteg)
+    assert bool(cp.all(kg == cp.asarray(k))) and bool(cp.all(kteg == cp.asarray(kte)))
+    assert bool(cp.all(yg == cp.asarray(y)))
+
+
+def test_gpu_time_arrays(prob):
+    k, _, _, y, _, _ = prob
+    p = tf.Predictor(cp.asarray(k), y)
+    a = p.at(cp.asarray([1.0, 2.0])).train
+    b = p.at(np.array([1.0, 2.0])).train
+    assert bool(cp.all(a == b))
+    assert p.at([np.inf, np.inf]).train.shape == (2,) + y.shape

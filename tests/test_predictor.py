@@ -434,3 +434,28 @@ def test_shape_contract_of_semantics_2_3(y_shape, trace_axes, kdd_shape, ktd_sha
     close(got, tr)
     got_te = np.transpose(out.test[1], order + traced).reshape(dt, -1)
     close(got_te, te)
+
+
+def test_all_inf_and_empty_time_arrays_before_factorization(problem):
+    k, kte, _, y, f0, g0 = problem
+    kw = dict(fx_train_0=f0, fx_test_0=g0, k_test_train=kte)
+    out = tf.Predictor(k, y).at([np.inf, np.inf], **kw)  # Cholesky path, two slices
+    one = tf.Predictor(k, y).at(None, **kw)
+    assert out.train.shape == (2,) + y.shape and out.test.shape == (2,) + g0.shape
+    close(out.test[1], one.test, 0)
+    out = tf.Predictor(k, y).at(np.full((2, 1), np.inf), **kw)
+    assert out.test.shape == (2, 1) + g0.shape
+    empty = tf.Predictor(k, y).at(np.array([]), **kw)
+    assert empty.train.shape == (0,) + y.shape and empty.test.shape == (0,) + g0.shape
+
+
+def test_empty_test_set_and_empty_targets(problem):
+    k, _, _, y, _, _ = problem
+    for backend in (None, "numpy"):
+        p = tf.Predictor(k, y, _backend=backend)
+        out = p.at([1.0, 2.0], k_test_train=np.zeros((0, len(k))))
+        assert out.test.shape == (2, 0, y.shape[1])
+        out = p.test_set(np.zeros((0, len(k)))).at(1.0)
+        assert out.test.shape == (0, y.shape[1])
+        with pytest.raises(ValueError, match="y_train is empty"):
+            p.at(1.0, y_train=np.zeros((len(k), 0)))

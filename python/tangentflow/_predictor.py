@@ -325,6 +325,8 @@ class Predictor:
         y = self._targets(y_train) if y_train is not None else self._y
         if y is None:
             raise ValueError("y_train is required: pass it to the constructor or to this call")
+        if y.size == 0:
+            raise ValueError(f"y_train is empty (shape {tuple(y.shape)})")
         layout = Layout.resolve(y.shape, self._cfg.trace_axes, self._kdims)
         dt = self._compute_dtype()
         yf = self._flat(y, layout, dt)
@@ -422,8 +424,9 @@ class Predictor:
         be = self._backend
         xp = be.xp
         n = layout.size
-        if bool(np.all(np.isinf(ts))) and not self._fact.ready and self._cfg.dynamics == "flow":
-            fast = self._cholesky_limit(yf, f0, test)
+        all_inf = ts.size > 0 and bool(np.all(np.isinf(ts)))
+        if all_inf and not self._fact.ready and self._cfg.dynamics == "flow":
+            fast = self._cholesky_limit(yf, f0, test, ts.size)
             if fast is not None:
                 return fast
         spec = self._spectrum()
@@ -492,7 +495,7 @@ class Predictor:
             self._fact.train_memo = (key, lam, resid)
         return train
 
-    def _cholesky_limit(self, yf, f0, test):
+    def _cholesky_limit(self, yf, f0, test, nt):
         """t = ∞ by Cholesky when well conditioned (semantics §5); None → spectral path."""
         be = self._backend
         xp = be.xp
@@ -502,10 +505,11 @@ class Predictor:
         x, norm_inf, mu_min_est, cond_est = res
         if not (cond_est <= CHOLESKY_MAX_COND and mu_min_est > 2.0 * self.rcond * norm_inf):
             return None
-        train = yf[None].copy()
+        train = xp.broadcast_to(yf, (nt,) + yf.shape).copy()
         tst = None
         if test is not None:
-            tst = (test.g0 + test.k @ x)[None]
+            g = test.g0 + test.k @ x
+            tst = xp.broadcast_to(g, (nt,) + g.shape).copy()
         return train, tst
 
     def train_loss(self, t=None, *, y_train=None, fx_train_0=0.0):

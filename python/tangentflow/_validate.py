@@ -58,13 +58,20 @@ def times(t, *, steps: bool = False):
         return np.array([np.inf]), ()
     if isinstance(t, bool):
         raise TypeError("t must be a number, an array of numbers or None, got bool")
+    from ._backends import cupy_or_none, is_gpu_array
+
+    if is_gpu_array(t):  # times are few: they live on the host
+        cp = cupy_or_none()
+        if cp is None:
+            raise TypeError("t is a GPU array but CuPy is not installed")
+        if not isinstance(t, cp.ndarray):
+            t = cp.from_dlpack(t) if hasattr(t, "__dlpack__") else cp.asarray(t)
+        t = cp.asnumpy(t)
     try:
         arr = np.asarray(t._array if hasattr(t, "_array") else t)
     except Exception as e:  # noqa: BLE001
         raise TypeError(f"t must be a number, an array of numbers or None: {e}") from None
-    if hasattr(arr, "get") and not isinstance(arr, np.ndarray):  # CuPy times
-        arr = arr.get()
-    if arr.dtype == object or np.dtype(arr.dtype).kind not in "biuf":
+    if arr.dtype == object or np.dtype(arr.dtype).kind not in "iuf":
         raise TypeError(f"t must be numeric, got dtype {arr.dtype}")
     arr = arr.astype(np.float64)
     flat = arr.reshape(-1)

@@ -72,19 +72,38 @@ class XpBackend:
         return contextlib.nullcontext()
 
     # -- kernels -------------------------------------------------------------------------
+    def _row_blocks(self, n):
+        """Row blocks of about N/8 rows: O(N²) passes with N²/8-sized temporaries (device
+        memory is the budget on the GPU)."""
+        step = max(1, -(-n // 8))
+        return [(i, min(n, i + step)) for i in range(0, n, step)]
+
     def kernel_stats(self, k):
         xp = self.xp
-        finite = bool(xp.all(xp.isfinite(k)))
-        if not finite:
-            return 0.0, 0.0, 0.0, False
-        max_abs = float(xp.max(xp.abs(k))) if k.size else 0.0
-        max_asym = float(xp.max(xp.abs(k - k.T))) if k.size else 0.0
-        return max_abs, max_asym, float(xp.trace(k)), True
+        n = k.shape[0]
+        max_abs = max_asym = 0.0
+        for i0, i1 in self._row_blocks(n):
+            rows = k[i0:i1]
+            if not bool(xp.all(xp.isfinite(rows))):
+                return 0.0, 0.0, 0.0, False
+            max_abs = max(max_abs, float(xp.max(xp.abs(rows))))
+            max_asym = max(max_asym, float(xp.max(xp.abs(rows - k[:, i0:i1].T))))
+        trace = float(xp.trace(k)) if n else 0.0
+        return max_abs, max_asym, trace, True
+
+    def _exactly_symmetric(self, a):
+        xp = self.xp
+        blocks = self._row_blocks(a.shape[0])
+        return all(bool(xp.all(a[i0:i1] == a[:, i0:i1].T)) for i0, i1 in blocks)
 
     def _sym(self, k, dtype, shift=0.0):
+        """``sym(K) + shift·I`` in ``dtype``; an exactly symmetric kernel already in
+        ``dtype`` is used as it is (never written: the solvers copy their input)."""
         xp = self.xp
         a = xp.asarray(k, dtype=dtype)
-        a = a + a.T  # one N² temporary (device memory is the budget on the GPU)
+        if not shift and self._exactly_symmetric(a):
+            return a
+        a = a + a.T  # one N² temporary
         a *= 0.5
         if shift:
             idx = xp.arange(a.shape[0])

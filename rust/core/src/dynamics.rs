@@ -241,6 +241,9 @@ fn reconstruct<T: Real>(
             got: out.len(),
         });
     }
+    if out.is_empty() {
+        return Ok(());
+    }
     let sign = match side {
         Side::Train => 1.0,
         Side::Test => -1.0,
@@ -333,6 +336,20 @@ pub fn test_outputs<T: Real>(
     out: &mut [T],
     par: Par,
 ) -> Result<()> {
+    if g0.nrows() != kte.nrows() || g0.ncols() != z.ncols() {
+        return Err(Error::DimensionMismatch {
+            what: "initial test outputs",
+            expected: kte.nrows() * z.ncols(),
+            got: g0.nrows() * g0.ncols(),
+        });
+    }
+    if z.nrows() != v.ncols() || phi.nrows() != v.ncols() {
+        return Err(Error::DimensionMismatch {
+            what: "modes of z / factors",
+            expected: v.ncols(),
+            got: z.nrows(),
+        });
+    }
     let (m, n, k) = (kte.nrows() as f64, v.nrows() as f64, v.ncols() as f64);
     let tr = (phi.ncols() * z.ncols()) as f64;
     if m * n * k + m * k * tr <= n * k * tr + m * n * tr {
