@@ -116,3 +116,42 @@ def test_gd_divergence_is_reported():
         p.at(None)
     with pytest.raises(tf.TangentflowError, match="overflowed"):
         p.at(5000)
+
+
+def test_review_edge_cases():
+    # trace_axes entries must be ints
+    for bad in [(1.9,), ("1",), (True,), "x"]:
+        with pytest.raises(TypeError, match="trace_axes"):
+            tf.Predictor(K, Y, trace_axes=bad).at(1.0)
+    # boolean times are not times
+    with pytest.raises(TypeError, match="t must be numeric"):
+        tf.Predictor(K, Y).at(np.array([True, False]))
+    # a kernel without a positive eigenvalue has no largest stable learning rate
+    with pytest.raises(ValueError, match="no positive eigenvalue"):
+        tf.max_learning_rate(np.zeros((3, 3)), eps=0.0)
+    with pytest.raises(ValueError, match="no positive eigenvalue"):
+        tf.max_learning_rate(-np.eye(3))
+    # train_loss agrees with at() when steps diverge
+    p = tf.Predictor(K, Y, dynamics="gd", learning_rate=3 * tf.max_learning_rate(K, Y.size))
+    with pytest.raises(ValueError, match="diverges"):
+        p.train_loss(None)
+    with pytest.raises(tf.TangentflowError, match="overflowed"):
+        p.train_loss(5000)
+    # huge but finite kernels: diag_reg=0 adds exactly nothing; no overflow in sym(K)
+    big = K / np.abs(K).max() * 1e300
+    out = tf.Predictor(big, Y).at(1e-300)
+    assert np.all(np.isfinite(out.train))
+    with pytest.raises(ValueError, match="overflow"):
+        tf.Predictor(K / np.abs(K).max() * 1e308, Y).at(1.0)
+
+
+def test_warnings_point_at_user_code():
+    import warnings
+
+    from conftest import with_spectrum
+
+    k, _ = with_spectrum([-1e-3, 0.5, 1.0, 2.0], np.random.default_rng(5))
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        tf.Predictor(k, np.ones(4)).at(5.0)
+    assert rec and rec[0].filename == __file__

@@ -80,3 +80,23 @@ def test_core_rejects_bad_shapes_with_value_error(call):
 def test_cholesky_reports_indefinite_as_none():
     k = np.diag([1.0, -1.0, 2.0])
     assert _core.cholesky_solve_f64_f64(k, 0.0, np.ones((3, 1))) is None
+
+
+def _child_threads(q):
+    before = tf.get_num_threads()
+    tf.set_num_threads(2)
+    q.put((before, tf.get_num_threads()))
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="fork start method")
+def test_forked_child_can_size_its_own_pool():
+    tf.set_num_threads(2)
+    tf.Predictor(np.eye(3), np.ones(3)).at(1.0)
+    ctx = mp.get_context("fork")
+    q = ctx.Queue()
+    proc = ctx.Process(target=_child_threads, args=(q,))
+    proc.start()
+    before, after = q.get(timeout=60)
+    proc.join(timeout=60)
+    assert proc.exitcode == 0 and before == 1 and after == 2
+    tf.set_num_threads(0)

@@ -94,7 +94,7 @@ class _Dynamics:
         if self._spec is None:
             w, _ = self.fact.ensure()
             spec = Spectrum.of(w, self.shift, self.rcond, self.backend.xp)
-            spec.warn_if_not_psd(name=self.kname, stacklevel=4)
+            spec.warn_if_not_psd(name=self.kname)
             self._spec = spec
         return self._spec
 

@@ -1,8 +1,12 @@
 """The package's exception and warning classes."""
 
+import os
+import sys
+import warnings
+
 import numpy as np
 
-__all__ = ["TangentflowError", "LinAlgError", "NumericalWarning"]
+__all__ = ["TangentflowError", "LinAlgError", "NumericalWarning", "warn"]
 
 
 class TangentflowError(Exception):
@@ -15,3 +19,17 @@ class LinAlgError(TangentflowError, np.linalg.LinAlgError):
 
 class NumericalWarning(RuntimeWarning):
     """Numerical trouble that remains after the spectral cut (e.g. a materially non-PSD kernel)."""
+
+
+_PKG = os.path.dirname(os.path.abspath(__file__))
+
+
+def warn(message: str, category=None) -> None:
+    """``warnings.warn`` attributed to the first frame outside the package (the user's
+    call), so that module-based warning filters match user code."""
+    frame = sys._getframe(1)
+    level = 2
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_PKG):
+        frame = frame.f_back
+        level += 1
+    warnings.warn(message, category or NumericalWarning, stacklevel=level)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import warnings
 
 from . import _backends
 from ._ensemble import (
@@ -14,7 +13,7 @@ from ._ensemble import (
     _test_test_kernel,
     _unflatten_cov,
 )
-from ._errors import NumericalWarning
+from ._errors import NumericalWarning, warn
 from ._gaussian import Gaussian
 from ._predictor import CHOLESKY_MAX_COND
 from ._validate import test_train_kernel as _test_train_kernel
@@ -112,12 +111,11 @@ class GaussianProcess:
         dyn = self._dyn
         spec = dyn.spectrum()
         if spec.n_cut:
-            warnings.warn(
+            warn(
                 f"k_train_train (+ diag_reg) is singular to working precision: {spec.n_cut} of "
                 f"{spec.mu.shape[0]} eigenvalue(s) <= {spec.tol:.3e} were cut; the {what} uses "
                 "the pseudo-inverse" + (" and pseudo-determinant" if what == "likelihood" else ""),
                 NumericalWarning,
-                stacklevel=3,
             )
         _, v = dyn.fact.ensure()
         return spec, v

@@ -58,4 +58,9 @@ def max_learning_rate(k_train_train, y_train_size=None, momentum=0.0, eps=1e-12)
         raise ValueError("k_train_train is empty")
     w, _ = be.eigh(k2, "float64")
     mu_max = float(w[-1])
+    if not mu_max + eps > 0.0:
+        raise ValueError(
+            f"k_train_train has no positive eigenvalue (largest {mu_max:.3e}): gradient "
+            "descent on it does not train, so no learning rate is the largest stable one"
+        )
     return 2.0 * (1.0 + float(momentum)) * n / (mu_max + eps)

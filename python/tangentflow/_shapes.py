@@ -50,10 +50,15 @@ def normalize_trace_axes(trace_axes, ndim: int, name: str = "trace_axes") -> tup
     """Sorted, de-duplicated non-negative axes; errors name the argument."""
     if isinstance(trace_axes, (int, np.integer)):
         trace_axes = (int(trace_axes),)
+    if isinstance(trace_axes, (str, bytes)):
+        raise TypeError(f"{name} must be a tuple of ints, got {trace_axes!r}")
     try:
-        axes = [int(a) for a in trace_axes]
+        entries = list(trace_axes)
     except TypeError:
         raise TypeError(f"{name} must be a tuple of ints, got {trace_axes!r}") from None
+    if not all(isinstance(a, (int, np.integer)) and not isinstance(a, bool) for a in entries):
+        raise TypeError(f"{name} must be a tuple of ints, got {trace_axes!r}")
+    axes = [int(a) for a in entries]
     out = set()
     for a in axes:
         if not -ndim <= a < ndim:

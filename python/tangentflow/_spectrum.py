@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import math
 import threading
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
 
-from ._errors import NumericalWarning
+from ._errors import NumericalWarning, warn
 
 __all__ = ["Factorization", "Spectrum", "default_rcond"]
 
@@ -55,6 +54,12 @@ class Factorization:
         with self._lock:
             if self.w is None:
                 w, v = self.backend.eigh(self.kernel, self.dtype)
+                xp = self.backend.xp
+                if not bool(xp.all(xp.isfinite(w))):
+                    raise ValueError(
+                        "the eigenvalues of the kernel overflow the floating-point range: "
+                        "rescale it (the dynamics depend on learning_rate · kernel only)"
+                    )
                 self.w = self.backend.xp.asarray(w, dtype=self.backend.xp.float64)
                 self.v = v
                 self.count += 1
@@ -95,13 +100,12 @@ class Spectrum:
     def n_cut(self) -> int:
         return self.first
 
-    def warn_if_not_psd(self, name: str = "k_train_train", stacklevel: int = 4) -> None:
+    def warn_if_not_psd(self, name: str = "k_train_train") -> None:
         if self.mu_max_abs > 0 and self.mu_min < -_SQRT_EPS64 * self.mu_max_abs:
-            warnings.warn(
+            warn(
                 f"{name} (+ diag_reg) is materially non-positive-semi-definite: its smallest "
                 f"eigenvalue is {self.mu_min:.3e} ({self.mu_min / self.mu_max_abs:.2e} of the "
                 f"largest); the {self.n_cut} eigenvalue(s) <= {self.tol:.3e} are treated as "
                 "null directions (spectral cut)",
                 NumericalWarning,
-                stacklevel=stacklevel,
             )

@@ -123,7 +123,7 @@ pub fn symmetrize_lower<S: Real, T: Real>(
             for jj in 0..cols.ncols() {
                 let j = j0 + jj;
                 for i in i0.max(j)..i1 {
-                    let mut a = 0.5 * (k[(i, j)].to_f64() + k[(j, i)].to_f64());
+                    let mut a = 0.5 * k[(i, j)].to_f64() + 0.5 * k[(j, i)].to_f64();
                     if i == j {
                         a += shift;
                     }

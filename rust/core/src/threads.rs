@@ -52,9 +52,15 @@ pub fn set_num_threads(n: usize) -> crate::Result<()> {
     register_atfork();
     let n = if n == 0 { default_num_threads() } else { n };
     let pool = build(n)?;
-    *POOL
+    let old = POOL
         .write()
-        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(pool);
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .replace(pool);
+    if FORKED.swap(false, Ordering::SeqCst) {
+        // In a forked child the parent's pool has no threads: dropping it would wait on
+        // workers that do not exist here, so it is leaked instead.
+        std::mem::forget(old);
+    }
     Ok(())
 }
 
