@@ -100,3 +100,12 @@ def test_forked_child_can_size_its_own_pool():
     proc.join(timeout=60)
     assert proc.exitcode == 0 and before == 1 and after == 2
     tf.set_num_threads(0)
+
+
+def test_unaligned_inputs_are_copied_to_aligned_memory():
+    k, kte, _, y, _, _ = rbf_problem(20, 3, 2, seed=3)
+    ku = np.frombuffer(bytearray(b"\0") + k.tobytes(), dtype=np.float64, offset=1).reshape(k.shape)
+    assert not ku.flags.aligned
+    a = tf.Predictor(ku, y).at(2.0, k_test_train=kte).test
+    b = tf.Predictor(k, y).at(2.0, k_test_train=kte).test
+    np.testing.assert_array_equal(a, b)

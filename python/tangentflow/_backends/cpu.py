@@ -8,7 +8,9 @@ from .. import _core
 
 
 def _c(a, dtype):
-    return np.ascontiguousarray(a, dtype=dtype)
+    """C-contiguous and aligned (the Rust views assume natural alignment; a NumPy array
+    made with ``frombuffer`` at an odd offset may not be)."""
+    return np.require(a, dtype=dtype, requirements=["C", "A"])
 
 
 def _sfx(dtype) -> str:
@@ -40,8 +42,8 @@ class CpuBackend:
         # symmetrizing copy); anything else becomes float64 once.
         if k.dtype not in (np.float32, np.float64):
             k = k.astype(np.float64)
-        if not (k.flags.c_contiguous or k.flags.f_contiguous):
-            k = np.ascontiguousarray(k)
+        if not (k.flags.c_contiguous or k.flags.f_contiguous) or not k.flags.aligned:
+            k = np.require(k, requirements=["C", "A"])
         return k
 
     def eigh(self, k, dtype):
