@@ -132,7 +132,9 @@ class Predictor:
     ----------
     k_train_train : array, (N, N) or pair-interleaved (N, N, K, K, ...)
         NTK (or NNGP) over the training inputs. NumPy/array-like → Rust core; CuPy (or a
-        DLPack GPU array) → GPU backend. Must be symmetric to ``1e-5·max|K|``.
+        DLPack GPU array) → GPU backend. Must be symmetric to ``1e-5·max|K|``. The
+        Predictor keeps a reference to it (no N² copy) until it is factorized: do not
+        modify it in place afterwards.
     y_train : array, optional
         Targets ``(N,)`` or ``(N, ...)``; may instead be given per call.
     learning_rate : float
@@ -216,7 +218,7 @@ class Predictor:
         self._spec = None
         self._y = None
         if y_train is not None:
-            self._y = self._targets(y_train)
+            self._y = self._targets(y_train).copy()  # targets are small: kept as a copy
 
     # -- construction helpers ---------------------------------------------------------------
     def _derive(self, **changes) -> Predictor:
