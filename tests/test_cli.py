@@ -182,3 +182,20 @@ def test_python_m_tangentflow_help(monkeypatch, capsys):
     assert exc.value.code == 0
     out = capsys.readouterr().out
     assert "demo" in out and "bench" in out
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["demo", "--hidden-layers", "1000000000000"],
+        ["demo", "--threads", "100000000000000000000000"],
+        ["demo", "--plot", "curve.xyz"],
+        ["demo", "--json", "/nonexistent-folder/out.json"],
+        ["bench", "--sizes", "100000000000000000000"],
+    ],
+)
+def test_out_of_range_options_exit_before_any_work(argv, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code != 0
+    assert "argument" in capsys.readouterr().err

@@ -1,6 +1,7 @@
 """``tangentflow.compat.neural_tangents``: the reference cases of neural-tangents 0.6.5
 (tests/data/nt, replayed by its own checker) and the drop-in contract around them."""
 
+import collections
 import dataclasses
 import importlib.util
 import io
@@ -544,3 +545,50 @@ def test_module_surface():
     import tangentflow.compat
 
     assert tangentflow.compat.neural_tangents is nt
+
+
+def test_ensemble_kernel_fn_keyword_forwarding_follows_the_reference():
+    from tangentflow.compat import neural_tangents as nt_compat
+
+    rng = np.random.default_rng(0)
+    x_tr, x_te = rng.normal(size=(6, 2)), rng.normal(size=(3, 2))
+    calls = []
+
+    def kernel_fn(x1, x2=None, get=None, **kw):
+        calls.append((x1.shape[0], None if x2 is None else x2.shape[0], kw))
+        a = x1 @ (x1 if x2 is None else x2).T + 1.0 + (np.eye(len(x1)) if x2 is None else 0)
+        return a if isinstance(get, str) else collections.namedtuple("K", "nngp ntk")(a, a)
+
+    m_tr, m_te = np.ones(6), np.ones(3)
+    m_tt = np.full(3, 2.0)
+    fn = nt_compat.gradient_descent_mse_ensemble(
+        kernel_fn, x_tr, np.ones((6, 1)), mask=(m_tr, m_tr)
+    )
+    fn(1.0, x_te, "nngp", compute_cov=True, mask=(m_te, m_tt))
+    kw_td = [c[2] for c in calls if c[1] == 6][0]["mask"]
+    kw_tt = [c[2] for c in calls if c[0] == 3 and c[1] is None][0]["mask"]
+    assert kw_td[0] is m_te and kw_td[1] is m_tr  # recombined pair
+    assert kw_tt[0] is m_te and kw_tt[1] is m_tt  # passed unchanged
+    calls.clear()
+    fn = nt_compat.gradient_descent_mse_ensemble(kernel_fn, x_tr, np.ones((6, 1)), scale=1.0)
+    with pytest.raises(ValueError, match="different values"):
+        fn(1.0, x_te, "nngp", scale=2.0)
+
+
+def test_compat_gaussians_keep_their_layout_for_sampling():
+    from tangentflow.compat import neural_tangents as nt_compat
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(9, 3))
+    k = np.exp(-((x[:, None] - x[None]) ** 2).sum(-1)) + 0.1 * np.eye(9)
+    y = rng.normal(size=(6, 2, 2))
+    b = np.array([[1.0, 0.4], [0.4, 1.0]])
+
+    def inter(a):  # (M, N) ⊗ b over the kept last axis, pair-interleaved
+        return np.einsum("ij,ab->iajb", a, b).transpose(0, 2, 1, 3)
+
+    kdd, ktd, ktt = inter(k[:6, :6]), inter(k[6:, :6]), inter(k[6:, 6:])
+    fn = nt_compat.gp_inference(kdd, y, trace_axes=(1,))
+    g = fn("nngp", k_test_train=ktd, k_test_test=ktt)
+    native = tf.GaussianProcess(kdd, y, trace_axes=(1,)).posterior(ktd, ktt)
+    assert g._layout_info() == native._layout_info()

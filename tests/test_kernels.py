@@ -215,3 +215,16 @@ def test_gpu_inputs_get_a_clear_error():
 
     with pytest.raises(TypeError, match="GPU array"):
         fully_connected(FakeCuda())
+
+
+def test_depth_is_bounded_without_a_crash():
+    with pytest.raises(ValueError, match="hidden_layers"):
+        fully_connected(np.ones((3, 2)), hidden_layers=10**15)
+    with pytest.raises(ValueError, match="hidden_layers"):
+        _core_call_deep()
+
+
+def _core_call_deep():
+    from tangentflow import _core
+
+    return _core.fully_connected_f64(np.ones((3, 2)), None, 2**40, "relu", 1.0, 0.0, True, True)

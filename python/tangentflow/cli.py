@@ -11,12 +11,13 @@ stderr (argparse's convention); errors while running exit with status 1.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 __all__ = ["main", "build_parser"]
 
 
-def _int_arg(kind: str, minimum: int):
+def _int_arg(kind: str, minimum: int, maximum: int | None = None):
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -24,6 +25,8 @@ def _int_arg(kind: str, minimum: int):
             raise argparse.ArgumentTypeError(f"expected {kind}, got {text!r}") from None
         if value < minimum:
             raise argparse.ArgumentTypeError(f"expected {kind} (>= {minimum}), got {value}")
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(f"expected {kind} (<= {maximum}), got {value}")
         return value
 
     parse.__name__ = kind  # argparse names the type in some messages
@@ -34,7 +37,7 @@ def _sizes_arg(text: str) -> list[int]:
     parts = [p.strip() for p in text.split(",") if p.strip()]
     if not parts:
         raise argparse.ArgumentTypeError(f"expected comma-separated sizes, got {text!r}")
-    parse = _int_arg("a size >= 10", 10)
+    parse = _int_arg("a size >= 10", 10, 100_000)
     return [parse(p) for p in parts]
 
 
@@ -68,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--hidden-layers",
         metavar="L",
-        type=_int_arg("a positive integer", 1),
+        type=_int_arg("a positive integer", 1, 100),
         default=3,
         help="hidden [Dense, ReLU] layers (default 3)",
     )
@@ -77,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--threads",
         metavar="N",
-        type=_int_arg("a positive integer", 1),
+        type=_int_arg("a positive integer", 1, 1024),
         default=None,
         help="threads of the Rust core (default: TANGENTFLOW_NUM_THREADS or all cores)",
     )
@@ -103,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--threads",
         metavar="N",
-        type=_int_arg("a positive integer", 1),
+        type=_int_arg("a positive integer", 1, 1024),
         default=None,
         help="threads of the Rust core (default: TANGENTFLOW_NUM_THREADS or all cores)",
     )
@@ -119,11 +122,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _check_output(parser, option: str, path, suffix: str | None = None) -> None:
+    """Refuses an output path before any work: wrong extension or an unwritable folder."""
+    if path is None:
+        return
+    if suffix is not None and not str(path).lower().endswith(suffix):
+        parser.error(f"argument {option}: expected a {suffix} file name, got {path!r}")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+        parser.error(f"argument {option}: cannot write to folder {folder!r}")
+
+
 def main(argv=None) -> int:
     """Entry point of the ``tangentflow`` console script; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    _check_output(parser, "--json", args.json)
     if args.command == "demo":
+        _check_output(parser, "--plot", args.plot, ".png")
         from ._demo import MIN_TEST, MIN_TRAIN, N_DIGITS, run_demo
 
         if not MIN_TRAIN <= args.n_train <= N_DIGITS - MIN_TEST:

@@ -86,6 +86,10 @@ def _get(get) -> tuple[tuple[str, ...], bool]:
     return tuple(get), False
 
 
+#: Deepest network accepted (as in the Rust core).
+MAX_HIDDEN_LAYERS = 10_000
+
+
 def fully_connected(
     x1,
     x2=None,
@@ -199,8 +203,10 @@ def fully_connected(
             f"hidden_layers must be a non-negative int, got {type(hidden_layers).__name__} "
             f"{hidden_layers!r}"
         )
-    if hidden_layers < 0:
-        raise ValueError(f"hidden_layers must be a non-negative int, got {hidden_layers}")
+    if not 0 <= hidden_layers <= MAX_HIDDEN_LAYERS:
+        raise ValueError(
+            f"hidden_layers must be an int in [0, {MAX_HIDDEN_LAYERS}], got {hidden_layers}"
+        )
     if not isinstance(activation, str) or activation not in _ACTIVATIONS:
         raise ValueError(f"activation must be 'relu' or 'erf', got {activation!r}")
     w = _std(w_std, "w_std", allow_zero=False)

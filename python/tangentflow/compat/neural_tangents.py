@@ -487,7 +487,7 @@ def gp_inference(
             if k_test_train is None:
                 # training set: mean P·y, covariance 0 (the reference's convention)
                 res = gp(kind).posterior()
-                out.append(Gaussian(res.mean, res.covariance) if cov else res.mean)
+                out.append(res if cov else res.mean)
                 continue
             k_td = _get_attr(k_test_train, kind, "k_test_train")
             if g == "ntk" and cov:
@@ -504,12 +504,12 @@ def gp_inference(
                     nngp_test_test=_get_attr(k_test_test, "nngp", "k_test_test"),
                     compute_cov=True,
                 )
-                out.append(Gaussian(res.mean, res.covariance))
+                out.append(res)
                 continue
             # 'nngp', 'ntkgp', and the 'ntk' mean (= the GP mean with the NTK as prior)
             k_tt = _get_attr(k_test_test, kind, "k_test_test") if cov else None
             res = gp(kind).posterior(k_test_train=k_td, k_test_test=k_tt)
-            out.append(Gaussian(res.mean, res.covariance) if cov else res.mean)
+            out.append(res if cov else res.mean)
         return out[0] if single else _gaussians(names, out)
 
     return predict_fn
@@ -521,6 +521,13 @@ def gp_inference(
 def _split_first(v):
     """The first-argument part of a kernel_fn keyword (a pair ``(x1_value, x2_value)``)."""
     return v[0] if isinstance(v, tuple) and len(v) == 2 else v
+
+
+def _is_array_tree(x):
+    """Whether ``x`` is an array or a tuple/list of arrays (the reference's tree test)."""
+    if isinstance(x, (tuple, list)):
+        return len(x) > 0 and all(_is_array_tree(v) for v in x)
+    return _is_array(x)
 
 
 def _is_array(x):
@@ -620,16 +627,26 @@ def gradient_descent_mse_ensemble(
         return key, ens[key]
 
     def test_kwargs(kernel_fn_test_test_kwargs):
+        """Keyword arguments of the test-train and test-test kernel calls, as the reference
+        builds them: array pairs ``(x1_value, x2_value)`` are recombined for the test-train
+        call, other arrays are passed as given, and other values must match."""
         kw_td = dict(kernel_fn_train_train_kwargs)
         kw_tt = dict(kernel_fn_train_train_kwargs)
-        for name, v in kernel_fn_test_test_kwargs.items():
-            v_test = _split_first(v)
-            v_train = _split_first(kernel_fn_train_train_kwargs.get(name))
-            if _is_array(v_test) and _is_array(v_train):
-                kw_td[name] = (v_test, v_train)
-                kw_tt[name] = (v_test, v_test)
+        for name, v_tt in kernel_fn_test_test_kwargs.items():
+            v_dd = kernel_fn_train_train_kwargs[name]
+            if _is_array_tree(v_dd) and _is_array_tree(v_tt):
+                pairs = all(isinstance(v, tuple) and len(v) == 2 for v in (v_dd, v_tt))
+                v_td = (_split_first(v_tt), _split_first(v_dd)) if pairs else v_tt
+            elif v_dd != v_tt:
+                raise ValueError(
+                    f"Same keyword argument {name} of `kernel_fn` is set to different values "
+                    f"{v_dd} != {v_tt} when computing the train-train and test-train/test-test "
+                    "kernels."
+                )
             else:
-                kw_td[name] = kw_tt[name] = v
+                v_td = v_tt
+            kw_td[name] = v_td
+            kw_tt[name] = v_tt
         return kw_td, kw_tt
 
     def predict_fn(t=None, x_test=None, get=None, compute_cov=False, **kernel_fn_test_test_kwargs):
@@ -681,7 +698,7 @@ def gradient_descent_mse_ensemble(
                 if cov:
                     kw["nngp_test_test"] = k_tt
             res = e.at(t, compute_cov=cov, **kw)
-            out.append(Gaussian(res.mean, res.covariance) if cov else res.mean)
+            out.append(res if cov else res.mean)
         return out[0] if single else _gaussians(names, out)
 
     return predict_fn

@@ -73,8 +73,17 @@ pub struct FcSpec {
     pub b_std: f64,
 }
 
+/// Deepest network accepted (the per-layer terms are stored per example).
+pub const MAX_HIDDEN_LAYERS: usize = 10_000;
+
 impl FcSpec {
     fn validate(&self) -> Result<()> {
+        if self.hidden_layers > MAX_HIDDEN_LAYERS {
+            return Err(Error::InvalidArgument(format!(
+                "hidden_layers must be at most {MAX_HIDDEN_LAYERS}, got {}",
+                self.hidden_layers
+            )));
+        }
         if !(self.w_std.is_finite() && self.w_std > 0.0) {
             return Err(Error::InvalidArgument(format!(
                 "w_std must be finite and > 0, got {}",
