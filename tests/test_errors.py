@@ -155,3 +155,19 @@ def test_warnings_point_at_user_code():
         warnings.simplefilter("always")
         tf.Predictor(k, np.ones(4)).at(5.0)
     assert rec and rec[0].filename == __file__
+
+
+def test_more_edge_cases():
+    from tangentflow.kernels import fully_connected
+
+    with pytest.raises(ValueError, match="y_train is empty"):
+        tf.Ensemble(K, np.zeros((8, 0)))
+    with pytest.raises(ValueError, match="overflows"):
+        fully_connected(np.full((2, 2), 1e160), hidden_layers=1)
+    with pytest.raises(ValueError, match="overflows"):
+        tf.Predictor(K, Y, loss="cross_entropy", learning_rate=10.0).at(1e308)
+    tf.set_num_threads(np.int64(2))
+    assert tf.get_num_threads() == 2
+    with pytest.raises(TypeError, match="n must be"):
+        tf.set_num_threads(2.0)
+    tf.set_num_threads(0)

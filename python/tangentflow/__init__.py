@@ -6,6 +6,8 @@ covariances, GP posteriors and the largest stable learning rate. The CPU hot loo
 Rust core (faer); CuPy arrays run on the GPU through the same classes.
 """
 
+import numpy as _np
+
 from . import _core
 from ._ensemble import Ensemble
 from ._errors import LinAlgError, NumericalWarning, TangentflowError
@@ -37,9 +39,11 @@ __all__ = [
 def set_num_threads(n: int) -> None:
     """Sets the number of threads of the Rust core (0: the default, which is
     ``TANGENTFLOW_NUM_THREADS`` or the number of cores)."""
-    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+    if isinstance(n, bool) or not isinstance(n, (int, _np.integer)):
+        raise TypeError(f"n must be a non-negative int, got {n!r}")
+    if n < 0:
         raise ValueError(f"n must be a non-negative int, got {n!r}")
-    _core.set_num_threads(n)
+    _core.set_num_threads(int(n))
 
 
 def get_num_threads() -> int:

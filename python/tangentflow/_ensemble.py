@@ -103,6 +103,8 @@ def _targets(y_train, trace_axes, kdims, kname, backend):
     y = _validate.as_float_array(y_train, "y_train", backend)
     _validate.check_finite(y, "y_train", backend.xp)
     layout = Layout.resolve(y.shape, trace_axes, kdims, kernel_name=kname)
+    if y.size == 0:
+        raise ValueError(f"y_train is empty (shape {tuple(y.shape)})")
     return y, layout
 
 

@@ -78,7 +78,13 @@ def solve_ode(p, ts, layout, yf, f0, test, q_train_0=None, q_test_0=None):
     else:
         scale, damping = math.sqrt(eta), (1.0 - cfg.momentum) / math.sqrt(eta)
     finite = np.unique(ts[~inf])
-    taus = np.ascontiguousarray(finite * scale)
+    with np.errstate(over="ignore"):
+        taus = np.ascontiguousarray(finite * scale)
+    if not np.all(np.isfinite(taus)):
+        raise ValueError(
+            f"t times the time scale of the dynamics ({scale:.3g}) overflows float64: "
+            "t is too large for an ODE loss"
+        )
     loss, n, classes = _loss_args(p, layout, yf)
     q0 = None if q_train_0 is None else np.ascontiguousarray(q_train_0, dtype=np.float64)
     sol = _core.ode_solve(

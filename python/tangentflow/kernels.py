@@ -215,6 +215,12 @@ def fully_connected(
     nngp, ntk = _core.fully_connected_f64(
         a1, a2, int(hidden_layers), activation, w, b, "nngp" in fields, "ntk" in fields
     )
+    for name, k in (("nngp", nngp), ("ntk", ntk)):
+        if k is not None and not np.all(np.isfinite(k)):
+            raise ValueError(
+                f"the {name} kernel overflows float64 for these inputs and w_std/b_std: "
+                "rescale the inputs (the recursion multiplies variances layer by layer)"
+            )
     out = {"nngp": nngp, "ntk": ntk}
     if single:
         return out[fields[0]]

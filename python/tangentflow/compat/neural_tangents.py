@@ -719,4 +719,4 @@ def max_learning_rate(ntk_train_train, y_train_size=None, momentum=0.0, eps=1e-1
             y_train_size = int(y_train_size)
         elif isinstance(y_train_size, numbers.Real) and float(y_train_size).is_integer():
             y_train_size = int(y_train_size)
-    return _max_learning_rate(_arr(ntk_train_train), y_train_size, momentum, eps)
+    return _max_learning_rate(_arr(ntk_train_train), y_train_size, _scalar(momentum), eps)
