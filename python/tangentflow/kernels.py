@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import math
 import numbers
 from collections import namedtuple
 
 import numpy as np
 
-from tangentflow import _core
+from tangentflow import _backends, _core, _validate
 
 __all__ = ["fully_connected"]
 
@@ -32,22 +31,12 @@ def _inputs(x, name: str) -> np.ndarray:
     """``x`` as a float64 C-contiguous (N, d) array (a copy when a conversion is needed)."""
     if x is None:
         raise TypeError(f"{name} must be an array of shape (N, d), got None")
-    from ._backends import is_gpu_array
-
-    if is_gpu_array(x):
+    if _backends.is_gpu_array(x):
         raise TypeError(
             f"{name} is a GPU array: tangentflow.kernels runs in the Rust core on the CPU; "
             "pass a NumPy array (and move the kernels to the GPU with cupy.asarray)"
         )
-    try:
-        arr = np.asarray(x)
-    except Exception as e:  # noqa: BLE001
-        raise TypeError(f"{name} must be array-like, got {type(x).__name__}: {e}") from None
-    kind = arr.dtype.kind
-    if kind == "c":
-        raise TypeError(f"{name} must be real, got dtype {arr.dtype}")
-    if kind not in "biuf":
-        raise TypeError(f"{name} must be numeric, got dtype {arr.dtype}")
+    arr = _validate.as_float_array(x, name, _backends.select(None, "cpu"))
     if arr.ndim != 2:
         raise ValueError(
             f"{name} must be 2-D of shape (N, d) (rows are examples), got shape {arr.shape}"
@@ -55,19 +44,8 @@ def _inputs(x, name: str) -> np.ndarray:
     if arr.shape[1] == 0:
         raise ValueError(f"{name} must have at least one feature, got shape {arr.shape}")
     arr = np.ascontiguousarray(arr, dtype=np.float64)
-    if arr.size and not np.isfinite(arr).all():
-        raise ValueError(f"{name} contains NaN or infinity")
+    _validate.check_finite(arr, name, np)
     return arr
-
-
-def _std(x, name: str, *, allow_zero: bool) -> float:
-    if isinstance(x, bool) or not isinstance(x, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {type(x).__name__}")
-    v = float(x)
-    ok = v >= 0 if allow_zero else v > 0
-    if not (math.isfinite(v) and ok):
-        raise ValueError(f"{name} must be {'>= 0' if allow_zero else '> 0'} and finite, got {x!r}")
-    return v
 
 
 def _get(get) -> tuple[tuple[str, ...], bool]:
@@ -209,8 +187,8 @@ def fully_connected(
         )
     if not isinstance(activation, str) or activation not in _ACTIVATIONS:
         raise ValueError(f"activation must be 'relu' or 'erf', got {activation!r}")
-    w = _std(w_std, "w_std", allow_zero=False)
-    b = _std(b_std, "b_std", allow_zero=True)
+    w = _validate.positive_float(w_std, "w_std")
+    b = _validate.positive_float(b_std, "b_std", allow_zero=True)
 
     nngp, ntk = _core.fully_connected_f64(
         a1, a2, int(hidden_layers), activation, w, b, "nngp" in fields, "ntk" in fields
