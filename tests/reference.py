@@ -1,4 +1,4 @@
-"""Independent float64 references for the closed forms (semantics §4–§6), in plain
+"""Independent float64 references for the closed forms (docs/numerics.md §3–§4), in plain
 NumPy/SciPy: the matrix exponential and dense solves, no eigenbasis tricks."""
 
 import numpy as np

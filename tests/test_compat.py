@@ -64,7 +64,7 @@ T = np.array([0.0, 2.0, 30.0, 0.5])
 
 
 def _flow_reference(k, kte, y, f0, g0, t, lr=1.0):
-    """Independent MSE gradient flow (semantics §4) by eigendecomposition."""
+    """Independent MSE gradient flow (docs/numerics.md §3) by eigendecomposition."""
     mu, v = np.linalg.eigh(k)
     s = lr * np.asarray(t, dtype=float)[..., None] / y.size
     e = np.exp(-mu * s)

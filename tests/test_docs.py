@@ -77,3 +77,49 @@ def test_block_extraction():
     assert [src for _, src in blocks] == ["x = 1\n", "y = x + 1\n"]
     assert [line for line, _ in blocks] == [3, 10]  # line of the first code line
     assert os.path.basename(str(p)) == "t.md"
+
+
+_CITE = re.compile(r"docs/numerics\.md((?:\s*§\d+(?:\.\d+)?(?:\s*[–,/-]\s*§?\d+(?:\.\d+)?)*)?)")
+_SECTION = re.compile(r"^#{2,3} (\d+(?:\.\d+)?)\.? ", re.MULTILINE)
+
+
+def _repo_text_files():
+    for sub in ("python", "rust", "docs", "tests", "benches", ".ci"):
+        for p in sorted((ROOT / sub).rglob("*")):
+            if p.is_file() and p.suffix in {".py", ".pyi", ".rs", ".md", ".txt", ""}:
+                yield p
+    yield README
+    yield ROOT / "Makefile"
+
+
+def test_citations_resolve_inside_the_repository():
+    """Code and docs cite this repository's docs only: every ``docs/numerics.md §N`` names
+    an existing section, and nothing cites a specification outside the repository."""
+    sections = set(_SECTION.findall((ROOT / "docs" / "numerics.md").read_text("utf-8")))
+    assert {"2", "3.2", "5", "11"} <= sections
+    bad, foreign = [], []
+    for p in _repo_text_files():
+        if not p.exists() or p.name == "test_docs.py":
+            continue
+        text = p.read_text("utf-8", errors="replace")
+        if re.search(r"semantics\s*§|semantics\.md|performance\.md", text):
+            foreign.append(str(p.relative_to(ROOT)))
+        for m in _CITE.finditer(text):
+            for num in re.findall(r"\d+(?:\.\d+)?", m.group(1)):
+                if num not in sections:
+                    bad.append(f"{p.relative_to(ROOT)}: §{num}")
+    assert not foreign, f"citations of documents outside the repository: {foreign}"
+    assert not bad, f"citations of missing docs/numerics.md sections: {bad}"
+
+
+def test_readme_rcond_and_dtype_claims_match_the_code():
+    import numpy as np
+
+    from tangentflow import Predictor
+
+    text = README.read_text("utf-8") + (ROOT / "docs" / "concepts.md").read_text("utf-8")
+    assert "N·ε" not in text and "rcond = D·ε" in text
+    k = np.eye(6) + 0.1
+    assert Predictor(k, np.ones(6)).rcond == 6 * np.finfo(np.float64).eps
+    for dt, out in ((np.float16, np.float64), (np.int64, np.float64), (np.float32, np.float32)):
+        assert Predictor(k.astype(dt), np.ones(6)).at(2.0).train.dtype == out

@@ -1,7 +1,7 @@
 """Ensemble, GaussianProcess and Gaussian against independent NumPy/SciPy references.
 
-References re-derive semantics §10/§11 with ``scipy.linalg.expm`` and dense solves on the
-flattened kernels; tolerances are those of semantics §14 (``1e-9 · max(1, max|ref|)``).
+References re-derive docs/numerics.md §8/§10 with ``scipy.linalg.expm`` and dense solves on the
+flattened kernels; tolerances are those of docs/numerics.md §13 (``1e-9 · max(1, max|ref|)``).
 """
 
 from __future__ import annotations
@@ -228,7 +228,7 @@ def test_infinite_time_equivalences(prob, mode):
         np.testing.assert_array_equal(e.at(None).covariance, 0.0)
 
 
-# -- identities of semantics §14 ----------------------------------------------------------------
+# -- identities of docs/numerics.md §13 ----------------------------------------------------------------
 
 
 def test_means_depend_only_on_the_dynamics_kernel(prob):

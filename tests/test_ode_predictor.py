@@ -131,7 +131,7 @@ def test_converged_limit_and_errors(onehot):
 
 @pytest.mark.parametrize("momentum", [0.0, 0.5, 0.9, 0.99])
 def test_momentum_closed_form_matches_high_accuracy_ode(onehot, momentum):
-    # The heavy-ball flow (semantics §8) integrated by DOP853 at rtol = atol = 1e-12: the
+    # The heavy-ball flow (docs/numerics.md §7) integrated by DOP853 at rtol = atol = 1e-12: the
     # kernel's spectrum spans over-, under- and near-critically damped modes.
     k, kte, y, f0, g0 = onehot
     lr = 0.3

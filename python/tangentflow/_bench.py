@@ -1,6 +1,6 @@
 """``tangentflow bench``: the end-to-end benchmark of the Predictor against NumPy/SciPy.
 
-Every ratio is measured in one run on the same matrices (performance.md): for each N,
+Every ratio is measured in one run on the same matrices (docs/numerics.md §14): for each N,
 an analytic ReLU NTK of random unit-norm inputs (3 hidden layers), R = 10 outputs,
 M = 1000 test points and T = 100 times on a log grid:
 

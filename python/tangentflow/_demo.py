@@ -186,7 +186,7 @@ def run_demo(
             nngp_tt = fully_connected(x_te, hidden_layers=hidden_layers, get="nngp")
         with timed("factorization"):
             # Time unit: full-batch gradient-descent steps at half the largest stable
-            # learning rate (η_max = 2n/μ_max, semantics §12); with_params shares the
+            # learning rate (η_max = 2n/μ_max, docs/numerics.md §11); with_params shares the
             # eigendecomposition, so this costs no second factorization.
             p0 = Predictor(k.ntk, y).factorize()
             diag0 = p0.diagnostics()

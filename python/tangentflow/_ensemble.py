@@ -1,4 +1,4 @@
-"""``Ensemble``: mean and covariance of an infinite ensemble trained with MSE (semantics §10).
+"""``Ensemble``: mean and covariance of an infinite ensemble trained with MSE (docs/numerics.md §8).
 
 Also the helpers ``GaussianProcess`` shares: train/test kernel validation, the spectral
 state of one dynamics kernel, and the interleaving of flat covariances.
@@ -114,7 +114,7 @@ class Ensemble:
     Over random initializations the outputs at t = 0 are Gaussian with the NNGP
     covariance ``K``; gradient flow with the dynamics kernel (the NTK ``Θ``, or ``K``
     itself when only the readout trains) maps them linearly, so the outputs stay Gaussian
-    at every time (semantics §10). With ``A = sym(k_dd) + λI = V diag(μ) Vᵀ``,
+    at every time (docs/numerics.md §8). With ``A = sym(k_dd) + λI = V diag(μ) Vᵀ``,
     ``s = η t / n`` (``n = y_train.size``), ``E(s) = V diag(e^{-μs}) Vᵀ`` and
     ``G(s) = V diag((1 − e^{-μs})/μ) Vᵀ``:
 

@@ -1,6 +1,6 @@
 """``Gaussian``: the (mean, covariance) result of ``Ensemble`` and ``GaussianProcess``.
 
-Shapes follow semantics §9: ``mean`` is ``T + output shape`` and ``covariance`` is
+Shapes follow docs/numerics.md §2: ``mean`` is ``T + output shape`` and ``covariance`` is
 ``T + zip(kept, kept)`` over the non-traced output axes (pair-interleaved), implicitly
 ``⊗ I`` over the traced axes.
 """

@@ -1,4 +1,4 @@
-"""``GaussianProcess``: exact GP inference with a kernel prior (semantics §11)."""
+"""``GaussianProcess``: exact GP inference with a kernel prior (docs/numerics.md §10)."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ class GaussianProcess:
     """Exact Bayesian inference with prior covariance ``k`` and noise ``λ`` (``diag_reg``).
 
     With ``A = sym(k_dd) + λI``: posterior mean ``k_td A⁺ Y`` and covariance
-    ``k_tt − k_td A⁺ k_dt`` (semantics §11). With the NNGP as ``k`` this is the Bayesian
+    ``k_tt − k_td A⁺ k_dt`` (docs/numerics.md §10). With the NNGP as ``k`` this is the Bayesian
     posterior of the infinitely wide network (reference ``get='nngp'``); with the NTK,
     the reference's ``'ntkgp'``. On a singular kernel the spectral cut applies
     (pseudo-inverse and pseudo-determinant over the eigenvalues above
@@ -95,7 +95,7 @@ class GaussianProcess:
         return xp.ascontiguousarray(self._layout.flatten(self._y, xp), dtype=self._dyn.cdt)
 
     def _cholesky(self, rhs):
-        """``A⁻¹ rhs`` when the Cholesky fast path is safe (semantics §5), else None."""
+        """``A⁻¹ rhs`` when the Cholesky fast path is safe (docs/numerics.md §3.2), else None."""
         dyn = self._dyn
         if dyn.fact.ready:
             return None

@@ -1,4 +1,4 @@
-"""The largest stable learning rate (semantics §12)."""
+"""The largest stable learning rate (docs/numerics.md §11)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ def max_learning_rate(k_train_train, y_train_size=None, momentum=0.0, eps=1e-12)
     Parameters
     ----------
     k_train_train : array, (N, N) or pair-interleaved
-        The NTK of the training set (flattened to ``(D, D)`` as in semantics §2.4).
+        The NTK of the training set (flattened to ``(D, D)`` as in docs/numerics.md §2).
     y_train_size : int, optional
         ``n``, the number of loss terms; defaults to ``D`` (right for ``trace_axes=()``).
         With traced output axes pass ``y_train.size``.

@@ -5,7 +5,7 @@ test outputs are not integrated but reconstructed at the requested times from th
 accumulated gradient ``S(τ) = ∫∇L``: ``f_test = g₀ − Θ_td·S``. With momentum ``m``
 (``τ = √η t``, damping ``c = (1 − m)/√η``) the state also carries the velocity, and
 ``f_test = g₀ + q_test₀(1 − e^{−cτ})/c − Θ_td·S``, ``q_test = e^{−cτ} q_test₀ − Θ_td·P``.
-Integration is adaptive Dormand–Prince 5(4) with dense output (semantics §7, §8).
+Integration is adaptive Dormand–Prince 5(4) with dense output (docs/numerics.md §9, §7).
 """
 
 from __future__ import annotations

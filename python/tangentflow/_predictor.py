@@ -17,7 +17,7 @@ from ._spectrum import Factorization, Spectrum, default_rcond
 
 __all__ = ["Predictor", "Prediction", "Diagnostics", "TestSet"]
 
-#: Condition-number gate of the Cholesky fast path for t = ∞ (semantics §5).
+#: Condition-number gate of the Cholesky fast path for t = ∞ (docs/numerics.md §3.2).
 CHOLESKY_MAX_COND = 1e6
 _LOSSES = ("mse", "cross_entropy")
 
@@ -125,7 +125,7 @@ class Predictor:
     Linearized around initialization, a network trained with the mean-squared loss
     evolves in function space as ``f(t) = Y + exp(-η t A / n)(f₀ − Y)`` on the training
     set, with ``A = sym(K) + λI``; test outputs follow through ``k_test_train``
-    (semantics §3–§6). The kernel is factorized once (lazily, on first use) and the
+    (docs/numerics.md §3–§5). The kernel is factorized once (lazily, on first use) and the
     factorization serves every time, target set, learning rate and ``diag_reg``.
 
     Parameters
@@ -148,7 +148,7 @@ class Predictor:
     dynamics : "flow" or "gd"
         Continuous gradient flow, or discrete gradient-descent steps (MSE only).
     trace_axes : tuple of int, optional
-        Output axes the kernel is traced over (semantics §2). ``None`` with a 2-D kernel:
+        Output axes the kernel is traced over (docs/numerics.md §2). ``None`` with a 2-D kernel:
         every target axis after the first.
     precision : "float64" or "float32"
         Precision of the factorization. "float32" is faster (about 1.7x on a GPU) and uses
@@ -457,7 +457,7 @@ class Predictor:
         """Train outputs; under gradient flow, a ``diag_reg`` sweep reuses the previous
         member's residual: ``e^{−(A+λI)s} = e^{−λs} e^{−As}`` on the same retained modes, so
         for λ > λ_b the residual ``V diag(e) z`` is ``e^{−(λ−λ_b)s}`` times the stored one
-        (semantics §4 in O(N·R·T) instead of a GEMM). The memo is keyed by the values of the
+        (docs/numerics.md §3 in O(N·R·T) instead of a GEMM). The memo is keyed by the values of the
         times, targets, initial outputs and learning rate, never by object identity."""
         be = self._backend
         if kind != "flow" or be.name == "cupy":
@@ -496,7 +496,7 @@ class Predictor:
         return train
 
     def _cholesky_limit(self, yf, f0, test, nt):
-        """t = ∞ by Cholesky when well conditioned (semantics §5); None → spectral path."""
+        """t = ∞ by Cholesky when well conditioned (docs/numerics.md §3.2); None → spectral path."""
         be = self._backend
         xp = be.xp
         res = be.cholesky_solve(self._k, self.shift, xp.ascontiguousarray(yf - f0))

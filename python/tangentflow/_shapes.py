@@ -1,4 +1,4 @@
-"""Trace axes and the flattened view (semantics §2).
+"""Trace axes and the flattened view (docs/numerics.md §2).
 
 A kernel over outputs of shape ``S`` stores the non-traced axes pair-interleaved:
 ``(S[a0], S[a0], S[a1], S[a1], ...)`` (first argument, second argument). All numerics run

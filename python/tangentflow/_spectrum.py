@@ -1,4 +1,4 @@
-"""The cached factorization of a train kernel and the spectral cut (semantics §13.2)."""
+"""The cached factorization of a train kernel and the spectral cut (docs/numerics.md §5)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-//! Heavy-ball momentum, closed form per eigenmode (semantics §8).
+//! Heavy-ball momentum, closed form per eigenmode (docs/numerics.md §7).
 //!
 //! Each mode of the MSE flow with momentum is a damped oscillator
 //! `h'' + c h' + ω² h = 0`, `h(0) = 1`, `h'(0) = 0` (`ω² = μ/n`, `c = (1 − m)/√η`). The

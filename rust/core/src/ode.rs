@@ -1,5 +1,5 @@
 //! Function-space gradient flow of an arbitrary loss by adaptive Dormand–Prince 5(4)
-//! (semantics §7, §8).
+//! (docs/numerics.md §9, §7).
 //!
 //! Flattened view (§2.4): train outputs `F ∈ R^{D×R}`, train kernel `Θ ∈ R^{D×D}`,
 //! `G(F) = ∇_F L` (D×R). Only the train system is integrated; test outputs are linear in
