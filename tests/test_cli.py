@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import os
 import runpy
 import sys
 
@@ -87,9 +88,50 @@ def test_demo_t_inf_matches_kernel_ridge(demo_run):
     printed = _demo.fmt_acc(res["infinite"]["test_acc"])
     assert _demo.fmt_acc(acc) == printed
     assert res["kernel_ridge"]["max_abs_diff_vs_t_inf"] < 1e-8
+    # the outputs themselves, not only the accuracies (docs/numerics.md §13)
+    ref = krr.predict(k_te)
+    rel = res["kernel_ridge"]["rel_diff_vs_t_inf"]
+    assert rel <= _demo.KERNEL_RIDGE_RTOL and res["kernel_ridge"]["ok"] is True
+    assert res["kernel_ridge"]["max_abs_output"] == pytest.approx(np.abs(ref).max(), rel=1e-12)
     inf_row = next(line for line in text.splitlines() if line.strip().startswith("inf"))
     assert inf_row.split()[-1] == printed.strip()
-    assert "match" in text and "MISMATCH" not in text
+    line = next(x for x in text.splitlines() if "outputs vs KernelRidge" in x)
+    assert f"{rel:.1e}" in line and "ok" in line and "FAIL" not in line
+
+
+def test_demo_fails_when_outputs_disagree_with_kernel_ridge(monkeypatch, tmp_path, capsys):
+    """A perturbation of 1e-6 relative in the reference outputs must fail the demo (exit 1)
+    after its report and JSON are written."""
+    real = _demo._kernel_ridge
+
+    def shifted(k, y, k_te, alpha):
+        res = real(k, y, k_te, alpha)
+        pred = res["_predictions"]
+        res["_predictions"] = pred + 1e-6 * np.abs(pred).max()
+        return res
+
+    monkeypatch.setattr(_demo, "_kernel_ridge", shifted)
+    path = tmp_path / "o.json"
+    argv = ["demo", "--n-train", "100", "--hidden-layers", "1", "--no-progress"]
+    with pytest.raises(SystemExit) as e:
+        main([*argv, "--json", str(path)])
+    assert e.value.code == 1
+    cap = capsys.readouterr()
+    assert "KernelRidge" in cap.err and "> 1e-09" in cap.err
+    assert "FAIL" in cap.out
+    res = json.loads(path.read_text())
+    assert res["kernel_ridge"]["ok"] is False
+    assert res["kernel_ridge"]["rel_diff_vs_t_inf"] == pytest.approx(1e-6, rel=1e-3)
+
+
+def test_demo_deep_network_outputs_match_kernel_ridge():
+    """``--hidden-layers 100``: the ReLU NTK shrinks like 2^-L (max entry ~1e-28 here), which
+    must not cost accuracy: the converged outputs equal KernelRidge's to 1e-9 relative."""
+    res = _demo.run_demo(200, 100, progress=False, out=io.StringIO())
+    krr = res["kernel_ridge"]
+    assert res["diagnostics"]["max_eigenvalue"] < 1e-20  # really the tiny-scale regime
+    assert krr["rel_diff_vs_t_inf"] <= 1e-9, krr
+    assert krr["ok"] is True
 
 
 def test_plot_skipped_without_matplotlib(demo_run, monkeypatch, tmp_path):
@@ -159,6 +201,9 @@ def test_bench_script_calls_the_same_code(monkeypatch):
         (["demo", "--hidden-layers", "-1"], "--hidden-layers"),
         (["demo", "--hidden-layers", "1.5"], "--hidden-layers"),
         (["demo", "--threads", "0"], "--threads"),
+        (["demo", "--threads", "1025"], "--threads"),
+        (["bench", "--threads", "2000"], "--threads"),
+        (["demo", "--hidden-layers", "101"], "--hidden-layers"),
         (["demo", "--bogus"], "unrecognized arguments"),
         (["bench", "--sizes", "abc"], "--sizes"),
         (["bench", "--sizes", "1000,-2"], "--sizes"),
@@ -199,3 +244,114 @@ def test_out_of_range_options_exit_before_any_work(argv, capsys):
         main(argv)
     assert e.value.code != 0
     assert "argument" in capsys.readouterr().err
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0
+    assert capsys.readouterr().out.strip() == f"tangentflow {tangentflow.__version__}"
+
+
+def _help(argv, capsys) -> str:
+    with pytest.raises(SystemExit) as e:
+        main([*argv, "--help"])
+    assert e.value.code == 0
+    return " ".join(capsys.readouterr().out.split())
+
+
+def test_help_states_the_range_of_every_bounded_option(capsys):
+    demo = _help(["demo"], capsys)
+    lo, hi = _demo.MIN_TRAIN, _demo.N_DIGITS - _demo.MIN_TEST
+    assert f"{lo} to {hi}" in demo  # --n-train
+    assert f"1 to {_demo.MAX_HIDDEN_LAYERS}" in demo  # --hidden-layers
+    assert f"1 to {tangentflow.MAX_THREADS}" in demo  # --threads
+    bench = _help(["bench"], capsys)
+    assert "10 to 100000" in bench and f"1 to {tangentflow.MAX_THREADS}" in bench
+    # the stated bounds are the enforced ones
+    for argv in (["demo", "--n-train", str(hi + 1)], ["demo", "--n-train", str(lo - 1)]):
+        with pytest.raises(SystemExit):
+            main(argv)
+    capsys.readouterr()
+
+
+def _bad_path(kind, tmp_path, suffix):
+    if kind == "dangling-symlink":
+        dangling = tmp_path / f"dangling{suffix}"
+        dangling.symlink_to(tmp_path / "missing-folder" / f"x{suffix}")
+        return str(dangling)
+    return {
+        "directory": str(tmp_path),
+        "empty": "",
+        "dev-full": "/dev/full",
+        "proc": f"/proc/x{suffix}",
+        "over-long": str(tmp_path / ("a" * 300 + suffix)),
+        "missing-folder": str(tmp_path / "nope" / f"x{suffix}"),
+    }[kind]
+
+
+@pytest.mark.parametrize("command", ["demo", "bench"])
+@pytest.mark.parametrize(
+    "kind",
+    ["directory", "empty", "dev-full", "proc", "dangling-symlink", "over-long", "missing-folder"],
+)
+def test_bad_output_path_exits_2_before_any_work(command, kind, tmp_path, monkeypatch, capsys):
+    from tangentflow import _bench
+
+    def no_work(*a, **k):
+        raise AssertionError("the job ran although an output path is bad")
+
+    monkeypatch.setattr(_demo, "run_demo", no_work)
+    monkeypatch.setattr(_bench, "run_bench", no_work)
+    with pytest.raises(SystemExit) as e:
+        main([command, "--json", _bad_path(kind, tmp_path, ".json"), "--no-progress"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "--json" in err and "cannot write" in err
+    if command == "demo":
+        good = str(tmp_path / "ok.json")
+        plot = _bad_path(kind, tmp_path, ".png")
+        with pytest.raises(SystemExit) as e:
+            main([command, "--json", good, "--plot", plot, "--no-progress"])
+        assert e.value.code == 2
+        assert "--plot" in capsys.readouterr().err
+        assert not os.path.exists(good)
+    assert not (tmp_path / "nope").exists() and not (tmp_path / "missing-folder").exists()
+
+
+def test_same_file_for_two_outputs_exits_2(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(_demo, "run_demo", lambda *a, **k: pytest.fail("ran"))
+    p = tmp_path / "out.png"
+    (tmp_path / "sub").mkdir()
+    for other in (p, tmp_path / "sub" / ".." / "out.png"):
+        with pytest.raises(SystemExit) as e:
+            main(["demo", "--json", str(other), "--plot", str(p), "--no-progress"])
+        assert e.value.code == 2
+        assert "same file" in capsys.readouterr().err
+    assert not p.exists()
+
+
+def test_good_output_paths_are_left_untouched(tmp_path, monkeypatch):
+    """The check creates nothing that stays and does not truncate an existing file."""
+    seen = {}
+    monkeypatch.setattr(_demo, "run_demo", lambda *a, **k: seen.update(k))
+    old = tmp_path / "old.json"
+    old.write_text("keep")
+    assert main(["demo", "--json", str(old), "--plot", str(tmp_path / "new.png")]) == 0
+    assert old.read_text() == "keep" and not (tmp_path / "new.png").exists()
+    assert seen["json_path"] == str(old) and seen["plot"] == str(tmp_path / "new.png")
+
+
+def test_every_file_option_of_every_subcommand_is_checked():
+    """Any subcommand's option that names an output file goes through check_outputs."""
+    import argparse
+
+    from tangentflow.cli import _OUTPUTS, build_parser
+
+    parser = build_parser()
+    subs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name, sub in subs.choices.items():
+        checked = {dest for _, dest, _ in sub.get_default(_OUTPUTS) or []}
+        for action in sub._actions:
+            if action.metavar in ("FILE", "PNG", "PATH") or action.dest in ("json", "plot"):
+                assert action.dest in checked, f"{name} {action.option_strings} is not checked"

@@ -3,18 +3,27 @@
     tangentflow demo [--n-train 1000] [--hidden-layers 3] [--plot learning_curve.png]
                      [--json out.json] [--threads N]
     tangentflow bench [--sizes 1000,2000,4000] [--json out.json]
+    tangentflow --version
 
 Also ``python -m tangentflow ...``. Bad options exit with status 2 and a message on
-stderr (argparse's convention); errors while running exit with status 1.
+stderr (argparse's convention), before any work: this includes every output path
+(``--json``, ``--plot``), which must name a new or existing regular file in a writable
+folder, and no two outputs may be the same file. Errors while running exit with status 1.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import os
+import stat
 import sys
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "add_output_option", "check_outputs"]
+
+#: Options that name output files, by destination: registered by add_output_option and
+#: checked by check_outputs for whatever subcommand was chosen.
+_OUTPUTS = "_output_options"
 
 
 def _int_arg(kind: str, minimum: int, maximum: int | None = None):
@@ -41,13 +50,25 @@ def _sizes_arg(text: str) -> list[int]:
     return [parse(p) for p in parts]
 
 
+def add_output_option(sub, option: str, *, metavar: str, help: str, suffix: str | None = None):
+    """Adds an output-file option to a subparser; :func:`check_outputs` then checks it
+    (and every other registered output of that subcommand) before any work."""
+    dest = option.lstrip("-").replace("-", "_")
+    sub.add_argument(option, metavar=metavar, dest=dest, help=help)
+    outputs = list(sub.get_default(_OUTPUTS) or [])
+    outputs.append((option, dest, suffix))
+    sub.set_defaults(**{_OUTPUTS: outputs})
+
+
 def build_parser() -> argparse.ArgumentParser:
-    from ._demo import MIN_TEST, MIN_TRAIN, N_DIGITS
+    from . import MAX_THREADS, __version__
+    from ._demo import MAX_HIDDEN_LAYERS, MIN_TEST, MIN_TRAIN, N_DIGITS
 
     parser = argparse.ArgumentParser(
         prog="tangentflow",
         description="Training dynamics of wide networks in the kernel regime.",
     )
+    parser.add_argument("--version", action="version", version=f"tangentflow {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="{demo,bench}")
     sub.required = True
 
@@ -71,18 +92,28 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--hidden-layers",
         metavar="L",
-        type=_int_arg("a positive integer", 1, 100),
+        type=_int_arg("a positive integer", 1, MAX_HIDDEN_LAYERS),
         default=3,
-        help="hidden [Dense, ReLU] layers (default 3)",
+        help=f"hidden [Dense, ReLU] layers (1 to {MAX_HIDDEN_LAYERS}; default 3)",
     )
-    demo.add_argument("--plot", metavar="PNG", help="write the learning curves to this PNG")
-    demo.add_argument("--json", metavar="FILE", help="write every number to this JSON file")
+    add_output_option(
+        demo,
+        "--plot",
+        metavar="PNG",
+        suffix=".png",
+        help="write the learning curves to this PNG file (a new or regular file ending in .png)",
+    )
+    add_output_option(demo, "--json", metavar="FILE", help="write every number to this JSON file")
+    threads_help = (
+        f"threads of the Rust core (1 to {MAX_THREADS}; default: TANGENTFLOW_NUM_THREADS "
+        "or all cores)"
+    )
     demo.add_argument(
         "--threads",
         metavar="N",
-        type=_int_arg("a positive integer", 1, 1024),
+        type=_int_arg("a positive integer", 1, MAX_THREADS),
         default=None,
-        help="threads of the Rust core (default: TANGENTFLOW_NUM_THREADS or all cores)",
+        help=threads_help,
     )
     demo.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -100,15 +131,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N1,N2,...",
         type=_sizes_arg,
         default=[1000, 2000, 4000],
-        help="comma-separated training-set sizes N (default 1000,2000,4000)",
+        help="comma-separated training-set sizes N, each 10 to 100000 (default 1000,2000,4000)",
     )
-    bench.add_argument("--json", metavar="FILE", help="write every number to this JSON file")
+    add_output_option(bench, "--json", metavar="FILE", help="write every number to this JSON file")
     bench.add_argument(
         "--threads",
         metavar="N",
-        type=_int_arg("a positive integer", 1, 1024),
+        type=_int_arg("a positive integer", 1, MAX_THREADS),
         default=None,
-        help="threads of the Rust core (default: TANGENTFLOW_NUM_THREADS or all cores)",
+        help=threads_help,
     )
     bench.add_argument("--no-progress", action="store_true", help="no progress bar")
     # Internal knobs (tests shrink the problem with them); hidden from --help.
@@ -122,24 +153,91 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _check_output(parser, option: str, path, suffix: str | None = None) -> None:
-    """Refuses an output path before any work: wrong extension or an unwritable folder."""
-    if path is None:
-        return
-    if suffix is not None and not str(path).lower().endswith(suffix):
-        parser.error(f"argument {option}: expected a {suffix} file name, got {path!r}")
+def output_problem(path: str, suffix: str | None = None) -> str | None:
+    """Why ``path`` cannot be written as an output file, or None when it can.
+
+    Checked without changing anything that exists: the name (empty, too long, wrong
+    suffix), what it points at (a directory, a device such as /dev/full, a dangling
+    symbolic link, anything but a regular file) and the folder (missing, not a folder,
+    not writable: a new file is created there and removed again, which also catches
+    read-only and virtual file systems such as /proc).
+    """
+    if path == "":
+        return "the file name is empty"
+    if "\0" in path:
+        return "the file name contains a NUL character"
+    if suffix is not None and not path.lower().endswith(suffix):
+        return f"expected a file name ending in {suffix}"
+    base = os.path.basename(path)
+    if base in ("", ".", ".."):
+        return "names a directory, not a file"
     folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
-        parser.error(f"argument {option}: cannot write to folder {folder!r}")
+    try:
+        name_max = os.pathconf(folder if os.path.isdir(folder) else "/", "PC_NAME_MAX")
+    except (OSError, ValueError):
+        name_max = 255
+    if len(os.fsencode(base)) > name_max:
+        return f"the file name is longer than {name_max} bytes"
+    if os.path.islink(path) and not os.path.exists(path):
+        return f"is a symbolic link to {os.readlink(path)!r}, which does not exist"
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        st = None
+    except OSError as e:
+        return os.strerror(e.errno) if e.errno else str(e)
+    if st is not None:
+        if stat.S_ISDIR(st.st_mode):
+            return "is a directory"
+        if not stat.S_ISREG(st.st_mode):
+            return "is not a regular file (a device, pipe or socket)"
+        if not os.access(path, os.W_OK):
+            return "the file is not writable"
+        try:
+            with open(path, "ab"):
+                pass  # opens for writing without truncating or changing the contents
+        except OSError as e:
+            return os.strerror(e.errno) if e.errno else str(e)
+        return None
+    if not os.path.isdir(folder):
+        return f"the folder {folder!r} does not exist"
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except OSError as e:
+        if e.errno == errno.ENAMETOOLONG:
+            return "the path is too long"
+        return f"cannot create a file in {folder!r}: {os.strerror(e.errno) if e.errno else e}"
+    os.close(fd)
+    os.unlink(path)
+    return None
+
+
+def check_outputs(parser, args) -> None:
+    """Exits with status 2 (argparse's convention) when an output option of the chosen
+    subcommand names a file that cannot be written, or two of them name the same file."""
+    seen: dict[str, str] = {}
+    for option, dest, suffix in getattr(args, _OUTPUTS, None) or []:
+        path = getattr(args, dest, None)
+        if path is None:
+            continue
+        problem = output_problem(path, suffix)
+        if problem is not None:
+            parser.error(f"argument {option}: cannot write {path!r}: {problem}")
+        real = os.path.realpath(path)
+        if real in seen:
+            parser.error(
+                f"arguments {seen[real]} and {option} name the same file {path!r}: "
+                "give each output its own file"
+            )
+        seen[real] = option
 
 
 def main(argv=None) -> int:
     """Entry point of the ``tangentflow`` console script; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    _check_output(parser, "--json", args.json)
+    check_outputs(parser, args)
     if args.command == "demo":
-        _check_output(parser, "--plot", args.plot, ".png")
         from ._demo import MIN_TEST, MIN_TRAIN, N_DIGITS, run_demo
 
         if not MIN_TRAIN <= args.n_train <= N_DIGITS - MIN_TEST:
