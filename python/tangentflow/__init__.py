@@ -6,6 +6,8 @@ covariances, GP posteriors and the largest stable learning rate. The CPU hot loo
 Rust core (faer); CuPy arrays run on the GPU through the same classes.
 """
 
+import os as _os
+
 import numpy as _np
 
 from . import _core
@@ -32,17 +34,40 @@ __all__ = [
     "NumericalWarning",
     "TangentflowError",
     "LinAlgError",
+    "MAX_THREADS",
     "__version__",
 ]
 
+#: The largest thread count :func:`set_num_threads` and ``TANGENTFLOW_NUM_THREADS`` accept.
+MAX_THREADS = 1024
+
+
+def _check_env_threads() -> None:
+    raw = _os.environ.get("TANGENTFLOW_NUM_THREADS")
+    if raw is None or not raw.strip():
+        return
+    try:
+        n = int(raw.strip())
+    except ValueError:
+        n = 0
+    if not 1 <= n <= MAX_THREADS:
+        raise ValueError(
+            f"TANGENTFLOW_NUM_THREADS must be an integer from 1 to {MAX_THREADS}, got {raw!r}"
+        )
+
+
+_check_env_threads()
+
 
 def set_num_threads(n: int) -> None:
-    """Sets the number of threads of the Rust core (0: the default, which is
-    ``TANGENTFLOW_NUM_THREADS`` or the number of cores)."""
-    if isinstance(n, bool) or not isinstance(n, (int, _np.integer)):
-        raise TypeError(f"n must be a non-negative int, got {n!r}")
-    if n < 0:
-        raise ValueError(f"n must be a non-negative int, got {n!r}")
+    """Sets the number of threads of the Rust core: an int from 1 to :data:`MAX_THREADS`
+    (1024), or 0 for the default (``TANGENTFLOW_NUM_THREADS`` or the number of cores)."""
+    if isinstance(n, (bool, _np.bool_)) or not isinstance(n, (int, _np.integer)):
+        raise TypeError(f"n must be an int from 0 to {MAX_THREADS}, got {n!r}")
+    if not 0 <= int(n) <= MAX_THREADS:
+        raise ValueError(
+            f"n must be an int from 0 (the default) to {MAX_THREADS} (MAX_THREADS), got {n!r}"
+        )
     _core.set_num_threads(int(n))
 
 
