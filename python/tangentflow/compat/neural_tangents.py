@@ -16,27 +16,42 @@ where the reference returns NaN (singular or slightly indefinite kernels, ``t=in
 
 Differences from neural-tangents
 --------------------------------
-* **Not JAX-traceable.** The functions accept JAX arrays (and anything ``numpy.asarray``
-  takes) but compute outside JAX and return NumPy arrays (CuPy arrays for GPU input).
-  Do not ``jax.jit``, ``jax.vmap`` or ``jax.grad`` through them.
+* **JAX.** Given NumPy (or other host) arrays the functions return NumPy arrays (CuPy
+  arrays for GPU input). Given JAX arrays they return JAX arrays, on the device of the
+  inputs, in the dtype neural-tangents would return (``jax.numpy.result_type`` of the
+  inputs: float32 unless x64 is on). Under ``jax.jit`` and ``jax.vmap`` (tracers) the
+  native computation runs on the host through ``jax.pure_callback`` (one call per vmapped
+  element); ``jax.grad`` through them is not supported. JAX is never imported unless the
+  inputs are JAX arrays.
+* **Asymmetric kernels.** neural-tangents uses a train-train or test-test kernel that is
+  not symmetric as given (its eigendecomposition symmetrizes it), which happens with its
+  batched Monte Carlo kernels. Here such a kernel is replaced by ``(K + K^T)/2`` with a
+  ``NumericalWarning`` that says so (the native classes reject it).
 * ``gradient_descent``: the ``loss`` may be a JAX-differentiable function (differentiated
   with ``jax.grad`` when JAX is installed) or any callable with a ``.grad(fx, y_hat)``
   attribute giving the gradient with respect to ``fx``. ``t=None`` (infinite time) is a
   ``ValueError`` for losses integrated as an ODE (the reference returns NaN); times need
   not be sorted (results come back in the caller's order).
-* Errors on bad input are raised before any work, as ``ValueError`` / ``TypeError``.
+* Errors on bad input are raised before any work, as ``ValueError`` / ``TypeError``
+  (a ``kernel_fn`` keyword given to an ensemble's ``predict_fn`` that was not given at
+  construction is a ``TypeError`` naming it).
+* ``neural_tangents.predict`` is this module too: ``nt.predict.gradient_descent_mse``
+  works after ``from tangentflow.compat import neural_tangents as nt``.
 """
 
 from __future__ import annotations
 
 import collections
 import dataclasses
+import inspect
 import numbers
+import sys
 from typing import Any
 
 import numpy as np
 
 from .._backends import is_gpu_array
+from .._errors import NumericalWarning, warn
 from .._gaussian import Gaussian
 from .._lr import max_learning_rate as _max_learning_rate
 from .._predictor import Predictor
@@ -49,6 +64,7 @@ __all__ = [
     "max_learning_rate",
     "ODEState",
     "Gaussian",
+    "predict",
 ]
 
 
@@ -68,17 +84,64 @@ class ODEState:
     qx_train: Any = None
     qx_test: Any = None
 
+    def __post_init__(self):
+        _register_ode_state()
+
+
+_ODE_STATE_REGISTERED = False
+
+
+def _register_ode_state():
+    """Make ``ODEState`` a JAX pytree (as in neural-tangents) so that it passes through
+    ``jax.jit``/``jax.vmap``. Done when a state is created once JAX is loaded: a state can
+    only be flattened by JAX after it exists."""
+    global _ODE_STATE_REGISTERED
+    jax = sys.modules.get("jax")
+    if _ODE_STATE_REGISTERED or jax is None or not hasattr(jax, "tree_util"):
+        return
+    _ODE_STATE_REGISTERED = True
+    jax.tree_util.register_pytree_node(
+        ODEState,
+        lambda s: ((s.fx_train, s.fx_test, s.qx_train, s.qx_test), None),
+        lambda _, children: ODEState(*children),
+    )
+
 
 # -- helpers -------------------------------------------------------------------------------
 
 
+def _jax_array_type():
+    """``jax.Array`` (tracers are instances too) when JAX is already imported, else None.
+
+    JAX is never imported here: a JAX array or tracer can only exist once it is."""
+    jax = sys.modules.get("jax")
+    return getattr(jax, "Array", None) if jax is not None else None
+
+
+def _is_jax(x) -> bool:
+    arr = _jax_array_type()
+    return arr is not None and isinstance(x, arr)
+
+
+def _is_tracer(x) -> bool:
+    jax = sys.modules.get("jax")
+    core = getattr(jax, "core", None) if jax is not None else None
+    tracer = getattr(core, "Tracer", None)
+    return tracer is not None and isinstance(x, tracer)
+
+
 def _arr(a):
-    """Arrays as the native classes take them: NumPy arrays and GPU arrays as they are,
-    other array-likes (JAX/torch CPU arrays, lists) through ``numpy.asarray``; scalars and
-    None unchanged."""
-    if a is None or isinstance(a, (np.ndarray, numbers.Number)) or is_gpu_array(a):
+    """Arrays as the native classes take them: NumPy, GPU and JAX arrays (and tracers) as
+    they are, other array-likes (torch CPU arrays, lists) through ``numpy.asarray``;
+    scalars and None unchanged. JAX values are moved to the host by ``_host``."""
+    if a is None or isinstance(a, (np.ndarray, numbers.Number)) or is_gpu_array(a) or _is_jax(a):
         return a
     return np.asarray(a)
+
+
+def _host(a):
+    """A concrete JAX array as a NumPy array; anything else unchanged."""
+    return np.asarray(a) if _is_jax(a) else a
 
 
 def _scalar(x):
@@ -86,6 +149,31 @@ def _scalar(x):
     if x is not None and not isinstance(x, (numbers.Number, bool)) and np.shape(x) == ():
         return float(x)
     return x
+
+
+def _symmetric(k, name):
+    """``k`` unchanged when it is symmetric to the native tolerance (docs/numerics.md);
+    otherwise ``(K + K^T)/2`` (over the pair-interleaved axes) with a NumericalWarning.
+
+    neural-tangents uses such kernels as given (its ``eigh`` symmetrizes its input); its
+    batched Monte Carlo kernels are asymmetric by several percent of ``max|K|``."""
+    if k is None or not hasattr(k, "ndim") or k.ndim < 2 or k.ndim % 2:
+        return k
+    perm = tuple(i ^ 1 for i in range(k.ndim))
+    kt = k.transpose(perm)
+    if kt.shape != k.shape or k.size == 0:
+        return k  # the native validation names the problem
+    max_abs = float(abs(k).max())
+    max_asym = float(abs(k - kt).max())
+    if not (np.isfinite(max_abs) and np.isfinite(max_asym)) or max_asym <= 1e-5 * max_abs:
+        return k
+    warn(
+        f"{name} is not symmetric: max|K - K^T| = {max_asym:.3e} is {max_asym / max_abs:.2%} "
+        "of max|K|; using (K + K^T)/2, as neural-tangents does (its eigendecomposition "
+        "symmetrizes the kernel). The native classes reject such a kernel.",
+        NumericalWarning,
+    )
+    return (k + kt) * 0.5
 
 
 def _check_inputs(fx_train_0, fx_test_0, k_test_train):
@@ -107,6 +195,151 @@ def _train_test(train, test):
     if test is None:
         return train
     return train, test
+
+
+# -- JAX: results as JAX arrays, tracers through a host callback ------------------------------
+
+
+def _find_jax(*values):
+    """The ``jax`` module when one of ``values`` (through tuples, lists, dicts, ODEState and
+    .nngp/.ntk attributes) is a JAX array or tracer, else None."""
+    arr = _jax_array_type()
+    if arr is None:
+        return None
+
+    def has(v, depth=0):
+        if isinstance(v, arr):
+            return True
+        if depth > 8 or v is None or isinstance(v, (np.ndarray, numbers.Number, str)):
+            return False
+        if isinstance(v, dict):
+            return any(has(x, depth + 1) for x in v.values())
+        if isinstance(v, (tuple, list)):
+            return any(has(x, depth + 1) for x in v)
+        if isinstance(v, ODEState):
+            return any(has(x, depth + 1) for x in dataclasses.astuple(v))
+        return any(has(getattr(v, g, None), depth + 1) for g in ("nngp", "ntk"))
+
+    return sys.modules["jax"] if any(has(v) for v in values) else None
+
+
+def _result_dtype(jax, *values):
+    """The dtype neural-tangents computes in: ``jax.numpy.result_type`` of the arrays and
+    scalars among ``values`` (Python scalars are weak), at least floating."""
+    jnp = jax.numpy
+    vals = [v for v in values if v is not None and (hasattr(v, "dtype") or isinstance(v, float))]
+    dt = jnp.result_type(*vals) if vals else jnp.result_type(float)
+    if not jnp.issubdtype(dt, jnp.inexact):
+        dt = jnp.result_type(dt, 1.0)
+    return np.dtype(dt)
+
+
+def _callback_options(jax):
+    """vmap rule of ``jax.pure_callback``: one host call per element ('sequential'), named
+    ``vmap_method`` in current JAX and ``vectorized=False`` before it (JAX 0.4.30)."""
+    params = inspect.signature(jax.pure_callback).parameters
+    if "vmap_method" in params:
+        return {"vmap_method": "sequential"}
+    return {"vectorized": False}
+
+
+def _device_of(values):
+    for v in values:
+        if _is_jax(v) and not _is_tracer(v):
+            try:
+                return next(iter(v.devices()))
+            except (AttributeError, StopIteration, TypeError):
+                continue
+    return None
+
+
+def _run(jax, host, values, specs):
+    """Outputs of ``host`` as JAX arrays.
+
+    ``values``: the flat inputs (arrays, scalars, None); the JAX ones among them are the
+    operands. ``host(*values)`` gets NumPy arrays in their place and returns one array or
+    None per entry of ``specs`` (``(shape, dtype)`` or None). With tracers among the
+    operands ``host`` runs under ``jax.pure_callback``; otherwise at once, and the results
+    are put on the device of the first JAX input."""
+    idx = [i for i, v in enumerate(values) if _is_jax(v)]
+    want = [i for i, sp in enumerate(specs) if sp is not None]
+
+    def call(*ops):
+        vals = list(values)
+        for i, o in zip(idx, ops):
+            vals[i] = np.asarray(o)
+        outs = host(*vals)
+        return [np.asarray(outs[i]).astype(specs[i][1], copy=False) for i in want]
+
+    ops = [values[i] for i in idx]
+    if any(_is_tracer(o) for o in ops):
+        structs = [jax.ShapeDtypeStruct(tuple(specs[i][0]), specs[i][1]) for i in want]
+        flat = jax.pure_callback(call, structs, *ops, **_callback_options(jax))
+    else:
+        dev = _device_of(ops)
+        flat = [jax.device_put(o, dev) for o in call(*ops)]
+    out = [None] * len(specs)
+    for i, o in zip(want, flat):
+        out[i] = o
+    return out
+
+
+class _Native:
+    """The native object of a compat function, built from host copies of its arguments at
+    once, or inside each host call when one of them is a tracer (construction under
+    ``jax.jit`` / ``jax.vmap``)."""
+
+    def __init__(self, build, args):
+        self.build = build
+        self.traced = any(_is_tracer(a) for a in args)
+        self.jax = _find_jax(*args) is not None
+        self.dtypes = [
+            a.dtype if hasattr(a, "dtype") else a
+            for a in args
+            if hasattr(a, "dtype") or isinstance(a, float)
+        ]
+        self.shapes = [tuple(np.shape(a)) if hasattr(a, "shape") else None for a in args]
+        self.args = list(args) if self.traced else None
+        self.obj = None if self.traced else build(*[_host(a) for a in args])
+
+    def call(self, compute, call_values, specs_fn):
+        """``compute(obj, *call_values)`` -> list of arrays/None: NumPy in, NumPy out; with
+        JAX inputs (here or at construction) through ``_run``; ``specs_fn(jax)`` gives the
+        output ``(shape, dtype)`` list for the JAX path."""
+        jax = sys.modules.get("jax") if self.jax else _find_jax(*call_values)
+        if jax is None:
+            return compute(self.obj, *call_values)
+        n = len(self.args) if self.traced else 0
+        values = (self.args if self.traced else []) + list(call_values)
+
+        def host(*vals):
+            obj = self.build(*vals[:n]) if self.traced else self.obj
+            return compute(obj, *vals[n:])
+
+        return _run(jax, host, values, specs_fn(jax))
+
+
+def _trace_set(trace_axes, ndim):
+    if trace_axes is None:
+        return set(range(1, ndim))
+    return {int(a) % ndim for a in trace_axes} if ndim else set()
+
+
+def _fx_test_shape(y_shape, k_test_train, trace_axes):
+    """Test output shape (as neural-tangents computes it): the test dims of the kernel with
+    the traced output axes of ``y`` inserted."""
+    if k_test_train is None:
+        return tuple(y_shape)
+    shape = list(np.shape(k_test_train)[::2])
+    traced = _trace_set(trace_axes, len(y_shape))
+    for i, c in enumerate(y_shape):
+        if i in traced:
+            shape.insert(i, c)
+    return tuple(shape)
+
+
+def _t_shape(t):
+    return () if t is None else tuple(np.shape(t))
 
 
 def _canonicalize_get(get, allowed):
@@ -171,7 +404,53 @@ def _get_attr(k, g, name):
     return _arr(k)
 
 
+def _gaussian_parts(res):
+    """``[mean, covariance]`` of a Gaussian result, ``[mean, None]`` of a mean."""
+    if isinstance(res, Gaussian):
+        return [res.mean, res.covariance]
+    return [res, None]
+
+
+def _gaussian_results(flat, cov, native=None):
+    """Per-kind results from ``[mean, cov, mean, cov, ...]``: Gaussians (keeping the
+    native results' layout when given) or means."""
+    out = []
+    for j in range(len(flat) // 2):
+        mean, c = flat[2 * j], flat[2 * j + 1]
+        if not cov:
+            out.append(mean)
+            continue
+        g = Gaussian(mean, c)
+        info = getattr(native[j], "_info", None) if native is not None else None
+        if info is not None:
+            g = Gaussian._with_layout(mean, c, *info)
+        out.append(g)
+    return out
+
+
 # -- gradient_descent_mse -------------------------------------------------------------------
+
+
+def _predict_specs(native, trace_axes, t, train, test, k_test_train, extra=(), state=False):
+    """``specs_fn`` of the gradient-descent predictors: train/test outputs (and the
+    momentum states when ``state``) of shape ``t.shape + ...``."""
+
+    def specs(jax):
+        dt = _result_dtype(jax, *native.dtypes, t, *extra)
+        ts = _t_shape(t)
+        y_shape = native.shapes[1]
+        tr = (ts + y_shape, dt) if train else None
+        te = (ts + _fx_test_shape(y_shape, k_test_train, trace_axes), dt) if test else None
+        if state:
+            return [
+                tr,
+                te,
+                tr if state == "momentum" else None,
+                te if state == "momentum" else None,
+            ]
+        return [tr, te]
+
+    return specs
 
 
 def gradient_descent_mse(
@@ -186,7 +465,7 @@ def gradient_descent_mse(
 
     Solves in closed form for the continuous-time version of gradient descent
     (``f(t) = y + exp(-η t K / n)(f_0 - y)`` on the training set, see
-    ``tangentflow.Predictor``). Not JAX-traceable.
+    ``tangentflow.Predictor``). Works under ``jax.jit`` / ``jax.vmap`` (host callback).
 
     Args:
       k_train_train: kernel on the training data, ``(N, N)`` or pair-interleaved
@@ -204,25 +483,38 @@ def gradient_descent_mse(
       None: no train output; ``fx_test_0`` None: no test output). ``t=None`` is infinite
       time; every output has ``t.shape`` prepended.
     """
-    p = Predictor(
-        _arr(k_train_train),
-        _arr(y_train),
-        learning_rate=_scalar(learning_rate),
-        diag_reg=_scalar(diag_reg),
-        diag_reg_absolute_scale=diag_reg_absolute_scale,
-        trace_axes=trace_axes,
+
+    def build(k, y, lr, reg):
+        return Predictor(
+            _symmetric(_arr(k), "k_train_train"),
+            _arr(y),
+            learning_rate=_scalar(lr),
+            diag_reg=_scalar(reg),
+            diag_reg_absolute_scale=diag_reg_absolute_scale,
+            trace_axes=trace_axes,
+        )
+
+    native = _Native(
+        build, [_arr(k_train_train), _arr(y_train), _arr(learning_rate), _arr(diag_reg)]
     )
+
+    def compute(p, t, f0, g0, ktd):
+        out = p.at(_arr(t), fx_train_0=_arr(f0), fx_test_0=_arr(g0), k_test_train=_arr(ktd))
+        return [out.train, out.test]
 
     def predict_fn(t=None, fx_train_0=0.0, fx_test_0=None, k_test_train=None):
         _check_inputs(fx_train_0, fx_test_0, k_test_train)
         want_test = fx_test_0 is not None
-        out = p.at(
+        call = [
             _arr(t),
-            fx_train_0=_arr(fx_train_0),
-            fx_test_0=_arr(fx_test_0) if want_test else None,
-            k_test_train=_arr(k_test_train) if want_test else None,
+            _arr(fx_train_0),
+            _arr(fx_test_0) if want_test else None,
+            _arr(k_test_train) if want_test else None,
+        ]
+        specs = _predict_specs(
+            native, trace_axes, call[0], fx_train_0 is not None, want_test, call[3], call[1:]
         )
-        return _train_test(out.train, out.test)
+        return _train_test(*native.call(compute, call, specs))
 
     return predict_fn
 
@@ -254,6 +546,22 @@ def _to_host(a):
     return np.asarray(a)
 
 
+def _x64_context(jax):
+    """A context manager enabling JAX's x64 mode (``jax.enable_x64(True)`` in current JAX,
+    ``jax.experimental.enable_x64()`` before), or None."""
+    state = getattr(jax, "enable_x64", None)
+    if state is not None and callable(state):
+        try:
+            return state(True)
+        except TypeError:  # pragma: no cover - depends on the JAX version
+            pass
+    try:
+        from jax.experimental import enable_x64
+    except ImportError:  # pragma: no cover - depends on the JAX version
+        return None
+    return enable_x64()
+
+
 def _jax_grad(loss):
     """``jax.grad(loss)`` as a NumPy-in, NumPy-out gradient callable (or None without JAX)."""
     try:
@@ -266,12 +574,7 @@ def _jax_grad(loss):
     def grad(fx, y_hat):
         ctx = None
         if np.dtype(fx.dtype) == np.float64 and not getattr(jax.config, "jax_enable_x64", 0):
-            try:
-                from jax.experimental import enable_x64
-
-                ctx = enable_x64()
-            except ImportError:  # pragma: no cover - depends on the JAX version
-                ctx = None
+            ctx = _x64_context(jax)
         if ctx is None:
             out = g(jnp.asarray(fx), jnp.asarray(y_hat))
         else:
@@ -333,7 +636,7 @@ def gradient_descent(
     Integrates ``df/dτ = -K ⋆ ∇_f loss`` (or its momentum version) with an adaptive
     Dormand–Prince 5(4) solver; the MSE and cross-entropy losses of neural-tangents'
     examples are recognized and use tangentflow's built-ins (closed form for MSE).
-    Not JAX-traceable.
+    Works under ``jax.jit`` / ``jax.vmap`` (host callback).
 
     Args:
       loss: ``loss(fx, y_hat)``: a JAX-differentiable function, or a callable with
@@ -349,16 +652,28 @@ def gradient_descent(
       returning ``(fx_train_t, fx_test_t)`` (or the one asked for), or an ``ODEState``
       when given one.
     """
-    k = _arr(k_train_train)
-    y = _arr(y_train)
-    p = Predictor(
-        k,
-        y,
-        learning_rate=_scalar(learning_rate),
-        momentum=_scalar(momentum),
-        loss=_native_loss(loss, y),
-        trace_axes=trace_axes,
+
+    def build(k, y, lr, mom):
+        y = _arr(y)
+        return Predictor(
+            _symmetric(_arr(k), "k_train_train"),
+            y,
+            learning_rate=_scalar(lr),
+            momentum=_scalar(mom),
+            loss=_native_loss(loss, y),
+            trace_axes=trace_axes,
+        )
+
+    native = _Native(
+        build, [_arr(k_train_train), _arr(y_train), _arr(learning_rate), _arr(momentum)]
     )
+
+    def compute_state(p, t, f0, g0, ktd, q0, q1):
+        return list(p._at_state(_arr(t), _arr(f0), _arr(g0), _arr(ktd), _arr(q0), _arr(q1)))
+
+    def compute(p, t, f0, g0, ktd):
+        out = p.at(_arr(t), fx_train_0=_arr(f0), fx_test_0=_arr(g0), k_test_train=_arr(ktd))
+        return [out.train, out.test]
 
     def predict_fn(t=None, fx_train_or_state_0=0.0, fx_test_0=None, k_test_train=None):
         is_state = isinstance(fx_train_or_state_0, ODEState)
@@ -376,26 +691,25 @@ def gradient_descent(
         want_test = fx_test_0 is not None
         if is_state and fx_train_0 is None:
             fx_train_0 = 0.0  # the reference integrates the train outputs from zero
-        if is_state and momentum is not None:
-            return ODEState(
-                *p._at_state(
-                    _arr(t),
-                    _arr(fx_train_0),
-                    _arr(fx_test_0),
-                    _arr(k_test_train) if fx_test_0 is not None else None,
-                    _arr(q_train),
-                    _arr(q_test),
-                )
-            )
-        out = p.at(
+        call = [
             _arr(t),
-            fx_train_0=_arr(fx_train_0),
-            fx_test_0=_arr(fx_test_0) if want_test else None,
-            k_test_train=_arr(k_test_train) if want_test else None,
+            _arr(fx_train_0),
+            _arr(fx_test_0) if want_test else None,
+            _arr(k_test_train) if want_test else None,
+        ]
+        if is_state and momentum is not None:
+            call += [_arr(q_train), _arr(q_test) if want_test else None]
+            specs = _predict_specs(
+                native, trace_axes, call[0], True, want_test, call[3], call[1:], "momentum"
+            )
+            return ODEState(*native.call(compute_state, call, specs))
+        specs = _predict_specs(
+            native, trace_axes, call[0], fx_train_0 is not None, want_test, call[3], call[1:]
         )
+        train, test = native.call(compute, call, specs)
         if is_state:
-            return ODEState(out.train, out.test, None, None)
-        return _train_test(out.train, out.test)
+            return ODEState(train, test, None, None)
+        return _train_test(train, test)
 
     return predict_fn
 
@@ -415,7 +729,8 @@ def gp_inference(
     """Compute the mean and variance of the 'posterior' of NNGP/NTK/NTKGP.
 
     ``'nngp'``: Bayesian posterior with the NNGP prior; ``'ntk'``: the infinite ensemble
-    trained to convergence; ``'ntkgp'``: GP with the NTK as prior. Not JAX-traceable.
+    trained to convergence; ``'ntkgp'``: GP with the NTK as prior. Works under
+    ``jax.jit`` / ``jax.vmap`` (host callback).
 
     Args:
       k_train_train: train-train kernel: an object with ``.nngp``/``.ntk``, a dict with
@@ -431,13 +746,7 @@ def gp_inference(
       string ``get``, a named tuple for a tuple (``None``: ``('nngp', 'ntk')``). Without
       ``k_test_train`` the predictions are on the training set.
     """
-    y = _arr(y_train)
-    opts = dict(
-        diag_reg=_scalar(diag_reg),
-        diag_reg_absolute_scale=diag_reg_absolute_scale,
-        trace_axes=trace_axes,
-    )
-    # the train kernels, converted once; a plain array serves every kind
+    # the train kernels; a plain array serves every kind
     is_container = isinstance(k_train_train, dict) or any(
         hasattr(k_train_train, g) for g in ("nngp", "ntk")
     )
@@ -452,44 +761,65 @@ def gp_inference(
     else:
         a = _get_attr(k_train_train, "nngp", "k_train_train")
         kdd = {"nngp": a, "ntk": a}
-    cache: dict[Any, Any] = {}
+    kinds = tuple(kdd)
+    opts = dict(diag_reg_absolute_scale=diag_reg_absolute_scale, trace_axes=trace_axes)
 
-    def train_kernel(kind):
-        if kind not in kdd:
-            raise ValueError(f"k_train_train has no {kind!r} kernel")
-        return kdd[kind]
+    class _State:
+        """Native GaussianProcess/Ensemble objects over one set of train kernels, built
+        once per distinct kernel (a plain-array ``k_train_train`` serves every kind with
+        one factorization)."""
 
-    def gp(kind):
-        """GaussianProcess with prior kernel ``kind``, built once per distinct kernel (a
-        plain-array ``k_train_train`` serves every kind with one factorization)."""
-        k = train_kernel(kind)
-        key = ("gp", id(k))
-        if key not in cache:
-            cache[key] = _tangentflow().GaussianProcess(k, y, **opts)
-        return cache[key]
+        def __init__(self, y, reg, *ks):
+            self.y, self.reg, self.cache = _arr(y), _scalar(reg), {}
+            sym = {}
+            self.k = {}
+            for g, k in zip(kinds, ks):
+                if id(k) not in sym:
+                    sym[id(k)] = _symmetric(_arr(k), "k_train_train")
+                self.k[g] = sym[id(k)]
+            self.gp(kinds[0])  # validate the kernel and the targets now, as the reference
 
-    def ensemble():  # the 'ntk' ensemble at t = inf (needs the NNGP for covariances)
-        if "ens" not in cache:
-            cache["ens"] = _tangentflow().Ensemble(
-                train_kernel("nngp"), y, ntk_train_train=train_kernel("ntk"), **opts
-            )
-        return cache["ens"]
+        def train_kernel(self, kind):
+            if kind not in self.k:
+                raise ValueError(f"k_train_train has no {kind!r} kernel")
+            return self.k[kind]
 
-    # validate the kernel and the targets now (the reference fails at construction too)
-    gp(next(iter(kdd)))
+        def gp(self, kind):
+            k = self.train_kernel(kind)
+            key = ("gp", id(k))
+            if key not in self.cache:
+                self.cache[key] = _tangentflow().GaussianProcess(
+                    k, self.y, diag_reg=self.reg, **opts
+                )
+            return self.cache[key]
+
+        def ensemble(self):  # the 'ntk' ensemble at t = inf (needs the NNGP for covariances)
+            if "ens" not in self.cache:
+                self.cache["ens"] = _tangentflow().Ensemble(
+                    self.train_kernel("nngp"),
+                    self.y,
+                    ntk_train_train=self.train_kernel("ntk"),
+                    diag_reg=self.reg,
+                    **opts,
+                )
+            return self.cache["ens"]
+
+    native = _Native(_State, [_arr(y_train), _arr(diag_reg), *kdd.values()])
+    y_shape = native.shapes[0]
 
     def predict_fn(get=None, k_test_train=None, k_test_test=None):
         single, names = _canonicalize_get(get, ("nngp", "ntk", "ntkgp"))
         cov = k_test_test is not None
-        out = []
+        ks = []  # per kind: its test-train kernel, the NNGP test-train kernel, test-test
         for g in names:
             kind = "ntk" if g == "ntkgp" else g
+            if kind not in kinds:
+                raise ValueError(f"k_train_train has no {kind!r} kernel")
             if k_test_train is None:
-                # training set: mean P·y, covariance 0 (the reference's convention)
-                res = gp(kind).posterior()
-                out.append(res if cov else res.mean)
+                ks += [None, None, None]
                 continue
             k_td = _get_attr(k_test_train, kind, "k_test_train")
+            nngp_td = None
             if g == "ntk" and cov:
                 if not (is_container and "nngp" in kdd and _has(k_test_train, "nngp")):
                     raise ValueError(
@@ -497,19 +827,61 @@ def gp_inference(
                         "`k_test_train` and `k_train_train` must be Kernel objects (or dicts) "
                         "with `nngp` attributes."
                     )
-                res = ensemble().at(
-                    None,
-                    ntk_test_train=k_td,
-                    nngp_test_train=_get_attr(k_test_train, "nngp", "k_test_train"),
-                    nngp_test_test=_get_attr(k_test_test, "nngp", "k_test_test"),
-                    compute_cov=True,
-                )
-                out.append(res)
-                continue
-            # 'nngp', 'ntkgp', and the 'ntk' mean (= the GP mean with the NTK as prior)
-            k_tt = _get_attr(k_test_test, kind, "k_test_test") if cov else None
-            res = gp(kind).posterior(k_test_train=k_td, k_test_test=k_tt)
-            out.append(res if cov else res.mean)
+                nngp_td = _get_attr(k_test_train, "nngp", "k_test_train")
+                k_tt = _get_attr(k_test_test, "nngp", "k_test_test")
+            else:
+                k_tt = _get_attr(k_test_test, kind, "k_test_test") if cov else None
+            ks += [k_td, nngp_td, k_tt]
+        native_results = []
+
+        def compute(state, *ks):
+            """``[mean, covariance]`` per kind (the native results are kept as well)."""
+            flat = []
+            native_results.clear()
+            for j, g in enumerate(names):
+                k_td, nngp_td, k_tt = ks[3 * j : 3 * j + 3]
+                kind = "ntk" if g == "ntkgp" else g
+                if k_td is None:
+                    r = state.gp(kind).posterior()  # training set: mean P·y, covariance 0
+                elif g == "ntk" and cov:
+                    r = state.ensemble().at(
+                        None,
+                        ntk_test_train=_arr(k_td),
+                        nngp_test_train=_arr(nngp_td),
+                        nngp_test_test=_symmetric(_arr(k_tt), "k_test_test"),
+                        compute_cov=True,
+                    )
+                else:  # 'nngp', 'ntkgp', and the 'ntk' mean (the GP mean with the NTK prior)
+                    r = state.gp(kind).posterior(
+                        k_test_train=_arr(k_td),
+                        k_test_test=_symmetric(_arr(k_tt), "k_test_test") if cov else None,
+                    )
+                native_results.append(r)
+                flat += [r.mean, r.covariance if cov else None]
+            return flat
+
+        def specs(jax):
+            dt = _result_dtype(jax, *native.dtypes, *ks)
+            out = []
+            for j, g in enumerate(names):
+                kind = "ntk" if g == "ntkgp" else g
+                k_td, _, k_tt = ks[3 * j : 3 * j + 3]
+                mean = (_fx_test_shape(y_shape, k_td, trace_axes), dt)
+                if not cov:
+                    out += [mean, None]
+                    continue
+                if k_td is None:  # training set: covariance shaped as the train kernel
+                    c_shape = native.shapes[2 + kinds.index(kind)]
+                else:
+                    c_shape = np.shape(k_tt)
+                out += [mean, (tuple(c_shape), dt)]
+            return out
+
+        flat = native.call(compute, ks, specs)
+        if cov and not native.jax and _find_jax(*ks) is None:
+            out = list(native_results)  # NumPy path: the native Gaussians as they are
+        else:
+            out = _gaussian_results(flat, cov, native_results or None)
         return out[0] if single else _gaussians(names, out)
 
     return predict_fn
@@ -523,20 +895,44 @@ def _split_first(v):
     return v[0] if isinstance(v, tuple) and len(v) == 2 else v
 
 
-def _is_array_tree(x):
-    """Whether ``x`` is an array or a tuple/list of arrays (the reference's tree test)."""
+def _tree_leaves(x):
+    """Leaves of a pytree: JAX's when JAX is loaded (custom nodes included), else through
+    tuples, lists and dicts, with None an empty node (as in JAX)."""
+    jax = sys.modules.get("jax")
+    tree_util = getattr(jax, "tree_util", None) if jax is not None else None
+    if tree_util is not None and hasattr(tree_util, "tree_leaves"):
+        return tree_util.tree_leaves(x)
+    if x is None:
+        return []
     if isinstance(x, (tuple, list)):
-        return len(x) > 0 and all(_is_array_tree(v) for v in x)
-    return _is_array(x)
+        return [leaf for v in x for leaf in _tree_leaves(v)]
+    if isinstance(x, dict):
+        return [leaf for k in sorted(x) for leaf in _tree_leaves(x[k])]
+    return [x]
+
+
+def _is_array_tree(x):
+    """Whether every leaf of the pytree ``x`` is an array (the reference's test: ``()``,
+    ``None`` and empty containers have no leaves, so they pass)."""
+    return all(_is_array(v) for v in _tree_leaves(x))
 
 
 def _is_array(x):
-    return isinstance(x, np.ndarray) or type(x).__module__.split(".")[0] in (
-        "jax",
-        "jaxlib",
-        "cupy",
-        "torch",
+    return (
+        isinstance(x, np.ndarray)
+        or _is_jax(x)
+        or type(x).__module__.split(".")[0] in ("jax", "jaxlib", "cupy", "torch")
     )
+
+
+def _differ(a, b) -> bool:
+    """``a != b`` as a bool; values whose comparison is not a bool differ unless identical."""
+    if a is b:
+        return False
+    try:
+        return bool(a != b)
+    except Exception:  # noqa: BLE001 - e.g. an array inside a tuple: compare by identity
+        return True
 
 
 def _kernels_from(result, names, what):
@@ -576,15 +972,19 @@ def gradient_descent_mse_ensemble(
     **kernel_fn_train_train_kwargs)``, ``kernel_fn(x_test, x_train, get, **kwargs)`` and
     ``kernel_fn(x_test, None, 'nngp', **kwargs)``; its results may be objects with
     ``.nngp``/``.ntk``, dicts with those keys, or arrays when one kind is asked for.
-    Train-train kernels and factorizations are cached across calls. Not JAX-traceable.
+    Train-train kernels and factorizations are cached across calls. Works under
+    ``jax.jit`` / ``jax.vmap`` (host callback; the kernels are computed by ``kernel_fn``
+    in JAX).
 
     Returns:
       ``predict_fn(t=None, x_test=None, get=None, compute_cov=False,
       **kernel_fn_test_test_kwargs)``: means, or ``Gaussian(mean, covariance)`` when
       ``compute_cov``; a single result for a string ``get`` ('nngp' or 'ntk'), a named
-      tuple for a tuple (None: ``('nngp', 'ntk')``). ``x_test=None``: the training set.
+      tuple for a tuple (None: ``('nngp', 'ntk')``). ``x_test=None``: the training set
+      (the test-test keywords are then not used, as in neural-tangents).
     """
     y = _arr(y_train)
+    y_shape = tuple(np.shape(y))
     opts = dict(
         learning_rate=_scalar(learning_rate),
         diag_reg=_scalar(diag_reg),
@@ -592,7 +992,8 @@ def gradient_descent_mse_ensemble(
         trace_axes=trace_axes,
     )
     k_dd: dict[str, Any] = {}
-    ens: dict[str, Any] = {}
+    ens: dict[str, Any] = {}  # native Ensembles over concrete train kernels
+    host_kdd: dict[str, Any] = {}
 
     def train_kernels(deps):
         """Train-train kernels ``deps``, asking kernel_fn only for missing ones (as the
@@ -607,29 +1008,36 @@ def gradient_descent_mse_ensemble(
                 k_dd.update(_kernels_from(res, (g,), "x_train, None"))
         return k_dd
 
-    def ensemble(mode, cov):
+    def mode_key(mode, cov):
         """The native Ensemble for ``mode``. The 'ntk' mean depends only on the NTK, so
         without covariances (and no NNGP at hand) it runs as the 'nngp' mode with K := Θ."""
         if mode == "nngp":
-            key = "nngp"
-        elif cov or "nngp" in k_dd or "ntk" in ens:
-            key = "ntk"
-        else:
-            key = "ntk_mean"
-        if key not in ens:
-            tf = _tangentflow()
-            if key == "nngp":
-                ens[key] = tf.Ensemble(k_dd["nngp"], y, **opts)
-            elif key == "ntk":
-                ens[key] = tf.Ensemble(k_dd["nngp"], y, ntk_train_train=k_dd["ntk"], **opts)
-            else:
-                ens[key] = tf.Ensemble(k_dd["ntk"], y, **opts)
-        return key, ens[key]
+            return "nngp"
+        if cov or "nngp" in k_dd or "ntk" in ens:
+            return "ntk"
+        return "ntk_mean"
+
+    def build(key, y_np, kn, kt):
+        tf = _tangentflow()
+        if key == "nngp":
+            return tf.Ensemble(kn, y_np, **opts)
+        if key == "ntk":
+            return tf.Ensemble(kn, y_np, ntk_train_train=kt, **opts)
+        return tf.Ensemble(kt, y_np, **opts)
+
+    def sym_train(g, k):
+        """Host copy of a train kernel, symmetrized once (with one warning) per kernel."""
+        if _is_tracer(k):
+            raise AssertionError("unreachable")  # pragma: no cover
+        if g not in host_kdd:
+            host_kdd[g] = _symmetric(_arr(_host(k)), "kernel_fn(x_train, None) kernel")
+        return host_kdd[g]
 
     def test_kwargs(kernel_fn_test_test_kwargs):
         """Keyword arguments of the test-train and test-test kernel calls, as the reference
-        builds them: array pairs ``(x1_value, x2_value)`` are recombined for the test-train
-        call, other arrays are passed as given, and other values must match."""
+        builds them: pairs ``(x1_value, x2_value)`` of array pytrees are recombined for the
+        test-train call, other array pytrees are passed as given, and other values must
+        match."""
         kw_td = dict(kernel_fn_train_train_kwargs)
         kw_tt = dict(kernel_fn_train_train_kwargs)
         for name, v_tt in kernel_fn_test_test_kwargs.items():
@@ -637,7 +1045,7 @@ def gradient_descent_mse_ensemble(
             if _is_array_tree(v_dd) and _is_array_tree(v_tt):
                 pairs = all(isinstance(v, tuple) and len(v) == 2 for v in (v_dd, v_tt))
                 v_td = (_split_first(v_tt), _split_first(v_dd)) if pairs else v_tt
-            elif v_dd != v_tt:
+            elif _differ(v_dd, v_tt):
                 raise ValueError(
                     f"Same keyword argument {name} of `kernel_fn` is set to different values "
                     f"{v_dd} != {v_tt} when computing the train-train and test-train/test-test "
@@ -650,6 +1058,14 @@ def gradient_descent_mse_ensemble(
         return kw_td, kw_tt
 
     def predict_fn(t=None, x_test=None, get=None, compute_cov=False, **kernel_fn_test_test_kwargs):
+        unknown = sorted(set(kernel_fn_test_test_kwargs) - set(kernel_fn_train_train_kwargs))
+        if unknown:
+            raise TypeError(
+                f"predict_fn got kernel_fn keyword argument(s) {unknown} that were not given "
+                "to gradient_descent_mse_ensemble; keywords for kernel_fn must be given there "
+                "too (its kernel_fn keywords: "
+                f"{sorted(kernel_fn_train_train_kwargs) or 'none'})"
+            )
         if get is not None and not isinstance(get, str):
             get = tuple(get)
         if isinstance(get, str) or isinstance(get, tuple):
@@ -668,37 +1084,85 @@ def gradient_descent_mse_ensemble(
         train_kernels(deps)
 
         k_td = k_tt = None
-        if x_test is not None:
+        if x_test is not None:  # without x_test the test-test keywords are not used
             kw_td, kw_tt = test_kwargs(kernel_fn_test_test_kwargs)
             res = kernel_fn(x_test, x_train, deps, **kw_td)
             k_td = _kernels_from(res, deps, "x_test, x_train")
             if cov:
                 res = kernel_fn(x_test, None, "nngp", **kw_tt)
                 k_tt = _kernels_from(res, ("nngp",), "x_test, None")["nngp"]
-        elif kernel_fn_test_test_kwargs:
-            raise ValueError(
-                "kernel_fn_test_test_kwargs were given without x_test: "
-                f"{sorted(kernel_fn_test_test_kwargs)}"
-            )
 
         t = _arr(t)
-        out = []
-        for g in names:
-            key, e = ensemble(g, cov)
-            kw = {}
-            if k_td is not None:
-                if key == "nngp":
-                    kw["nngp_test_train"] = k_td["nngp"]
-                elif key == "ntk_mean":
-                    kw["nngp_test_train"] = k_td["ntk"]
-                else:
-                    kw["ntk_test_train"] = k_td["ntk"]
+        keys = [mode_key(g, cov) for g in names]
+        kn, kt = k_dd.get("nngp"), k_dd.get("ntk")
+        td_n = k_td.get("nngp") if k_td is not None else None
+        td_t = k_td.get("ntk") if k_td is not None else None
+        values = [t, y, kn, kt, td_n, td_t, k_tt]
+        traced_train = any(_is_tracer(v) for v in (y, kn, kt))
+
+        def compute(t, y_np, kn_np, kt_np, td_n, td_t, k_tt):
+            if traced_train:  # built from this call's kernels
+                objs = {}
+                kn_np = _symmetric(_arr(kn_np), "kernel_fn(x_train, None) kernel")
+                kt_np = _symmetric(_arr(kt_np), "kernel_fn(x_train, None) kernel")
+
+                def obj(key):
+                    if key not in objs:
+                        objs[key] = build(key, _arr(y_np), kn_np, kt_np)
+                    return objs[key]
+            else:
+
+                def obj(key):
+                    if key not in ens:
+                        kn_h = sym_train("nngp", kn) if key != "ntk_mean" else None
+                        kt_h = sym_train("ntk", kt) if key != "nngp" else None
+                        ens[key] = build(key, _arr(_host(y)), kn_h, kt_h)
+                    return ens[key]
+
+            tt = _symmetric(_arr(k_tt), "kernel_fn(x_test, None) kernel") if cov else None
+            res, flat = [], []
+            for key in keys:
+                kw = {}
+                if k_td is not None:
+                    if key == "nngp":
+                        kw["nngp_test_train"] = _arr(td_n)
+                    elif key == "ntk_mean":
+                        kw["nngp_test_train"] = _arr(td_t)
+                    else:
+                        kw["ntk_test_train"] = _arr(td_t)
+                        if cov:
+                            kw["nngp_test_train"] = _arr(td_n)
                     if cov:
-                        kw["nngp_test_train"] = k_td["nngp"]
-                if cov:
-                    kw["nngp_test_test"] = k_tt
-            res = e.at(t, compute_cov=cov, **kw)
-            out.append(res if cov else res.mean)
+                        kw["nngp_test_test"] = tt
+                r = obj(key).at(_arr(t), compute_cov=cov, **kw)
+                res.append(r)
+                flat += [r.mean, r.covariance if cov else None]
+            compute.native_results = res
+            return flat
+
+        def specs(jax):
+            dt = _result_dtype(jax, t, y, kn, kt, td_n, td_t, k_tt)
+            ts = _t_shape(t)
+            out = []
+            for g in names:
+                k = None if k_td is None else k_td[g]
+                mean = (ts + _fx_test_shape(y_shape, k, trace_axes), dt)
+                if not cov:
+                    out += [mean, None]
+                    continue
+                c = np.shape(kn) if k_td is None else np.shape(k_tt)
+                out += [mean, (ts + tuple(c), dt)]
+            return out
+
+        compute.native_results = None
+        jax = _find_jax(*values)
+        if jax is None:
+            compute(*values)
+            out = compute.native_results
+            out = out if cov else [r.mean for r in out]
+        else:
+            flat = _run(jax, compute, values, specs(jax))
+            out = _gaussian_results(flat, cov, compute.native_results)
         return out[0] if single else _gaussians(names, out)
 
     return predict_fn
@@ -712,11 +1176,17 @@ def max_learning_rate(ntk_train_train, y_train_size=None, momentum=0.0, eps=1e-1
 
     ``2 (1 + momentum) n / (λ_max(ntk_train_train) + eps)`` with ``n = y_train_size``
     (default: the number of rows of the flattened kernel; pass ``y_train.size`` when the
-    kernel traces output axes). Not JAX-traceable.
+    kernel traces output axes). Not JAX-traceable (returns a Python float).
     """
     if y_train_size is not None and not isinstance(y_train_size, bool):
         if isinstance(y_train_size, numbers.Integral):
             y_train_size = int(y_train_size)
         elif isinstance(y_train_size, numbers.Real) and float(y_train_size).is_integer():
             y_train_size = int(y_train_size)
-    return _max_learning_rate(_arr(ntk_train_train), y_train_size, _scalar(momentum), eps)
+    k = _symmetric(_arr(_host(_arr(ntk_train_train))), "ntk_train_train")
+    return _max_learning_rate(k, y_train_size, _scalar(_host(_arr(momentum))), eps)
+
+
+# ``neural_tangents.predict`` users write ``nt.predict.gradient_descent_mse``: the module
+# stands for that submodule too.
+predict = sys.modules[__name__]
