@@ -69,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Training dynamics of wide networks in the kernel regime.",
     )
     parser.add_argument("--version", action="version", version=f"tangentflow {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="{demo,bench}")
+    sub = parser.add_subparsers(dest="command", metavar="{demo,bench,width}")
     sub.required = True
 
     demo = sub.add_parser(
@@ -150,6 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--n-regs", type=pos, default=20, help=hidden)
     bench.add_argument("--repeats", type=pos, default=None, help=hidden)
     bench.add_argument("--no-memory", action="store_true", help=hidden)
+    from .width._cli import add_parser as add_width_parser
+
+    add_width_parser(sub)
     return parser
 
 
@@ -237,6 +240,10 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     check_outputs(parser, args)
+    if args.command == "width":
+        from .width._cli import run as run_width
+
+        return run_width(args, parser)
     if args.command == "demo":
         from ._demo import MIN_TEST, MIN_TRAIN, N_DIGITS, run_demo
 
