@@ -594,3 +594,330 @@ def test_compat_gaussians_keep_their_layout_for_sampling():
     g = fn("nngp", k_test_train=ktd, k_test_test=ktt)
     native = tf.GaussianProcess(kdd, y, trace_axes=(1,)).posterior(ktd, ktt)
     assert g._layout_info() == native._layout_info()
+
+
+# -- JAX: arrays in and out, jax.jit / jax.vmap (skipped without JAX) --------------------------
+
+
+@pytest.fixture
+def jax():
+    return pytest.importorskip("jax")
+
+
+def _x64(jax):
+    """Context manager enabling JAX's 64-bit mode (current and older spellings)."""
+    state = getattr(jax, "enable_x64", None)
+    if callable(state):
+        try:
+            return state(True)
+        except TypeError:
+            pass
+    from jax.experimental import enable_x64
+
+    return enable_x64()
+
+
+def _gp_reference(k, ktd, ktt, y, reg=0.0):
+    """Independent GP posterior by dense solves."""
+    a = k + reg * np.eye(len(k))
+    mean = ktd @ np.linalg.solve(a, y)
+    cov = ktt - ktd @ np.linalg.solve(a, ktd.T)
+    return mean, cov
+
+
+def test_jax_arrays_in_jax_arrays_out_on_their_device(jax):
+    jnp = jax.numpy
+    fn = nt.gradient_descent_mse(jnp.asarray(K), jnp.asarray(Y), learning_rate=0.7)
+    train, test = fn(jnp.asarray(T), jnp.asarray(F0), jnp.asarray(G0), jnp.asarray(KTE))
+    want_train, want_test = _flow_reference(K, KTE, Y, F0, G0, T, lr=0.7)
+    for got, want in ((train, want_train), (test, want_test)):
+        assert isinstance(got, jax.Array)
+        # x64 off: neural-tangents computes in float32 (jnp.result_type of the inputs)
+        assert got.dtype == np.float32 and got.shape == want.shape
+        assert {d.platform for d in got.devices()} == {"cpu"}
+        np.testing.assert_allclose(np.asarray(got), want, rtol=0, atol=2e-6 * np.abs(want).max())
+    # NumPy in, NumPy out (no JAX array even though JAX is loaded)
+    np_train = nt.gradient_descent_mse(K, Y, learning_rate=0.7)(T, F0, G0, KTE)[0]
+    assert type(np_train) is np.ndarray and np_train.dtype == np.float64
+
+
+def test_jax_x64_dtypes_follow_jnp_result_type(jax):
+    jnp = jax.numpy
+    with _x64(jax):
+        k64, y64 = jnp.asarray(K), jnp.asarray(Y)
+        out = nt.gradient_descent_mse(k64, y64)(2.0, 0.0, 0.0, jnp.asarray(KTE))
+        assert all(o.dtype == np.float64 for o in out)
+        want = _flow_reference(K, KTE, Y, 0 * F0, 0 * G0, [2.0])
+        np.testing.assert_allclose(np.asarray(out[1]), want[1][0], rtol=0, atol=1e-12)
+        k32 = jnp.asarray(K, dtype=jnp.float32)
+        y32 = jnp.asarray(Y, dtype=jnp.float32)
+        out32 = nt.gradient_descent_mse(k32, y32)(2.0, 0.0, 0.0, jnp.asarray(KTE, jnp.float32))
+        assert all(o.dtype == np.float32 for o in out32)
+        # a float64 test kernel promotes, as in neural-tangents
+        mixed = nt.gradient_descent_mse(k32, y32)(2.0, 0.0, 0.0, jnp.asarray(KTE))
+        assert mixed[1].dtype == np.float64
+
+
+def test_jax_jit_matches_the_independent_reference(jax):
+    jnp = jax.numpy
+    with _x64(jax):
+        fn = jax.jit(nt.gradient_descent_mse(jnp.asarray(K), jnp.asarray(Y), diag_reg=1e-3))
+        for t in (0.0, 3.0, np.inf):
+            train, test = fn(t, jnp.asarray(F0), jnp.asarray(G0), jnp.asarray(KTE))
+            reg = K + 1e-3 * np.trace(K) / len(K) * np.eye(len(K))
+            want_train, want_test = _flow_reference(reg, KTE, Y, F0, G0, [t])
+            np.testing.assert_allclose(np.asarray(train), want_train[0], atol=1e-10)
+            np.testing.assert_allclose(np.asarray(test), want_test[0], atol=1e-10)
+        # t=None (a static None under jit) is infinite time too
+        inf_test = fn(None, jnp.asarray(F0), jnp.asarray(G0), jnp.asarray(KTE))[1]
+        np.testing.assert_allclose(np.asarray(inf_test), np.asarray(test), atol=1e-10)
+        # train output only
+        only = fn(3.0, jnp.asarray(F0), None, jnp.asarray(KTE))
+        assert only.shape == Y.shape
+
+
+def test_jax_vmap_over_kernels_built_inside(jax):
+    """Construction under vmap (tracer kernels): one host call per element."""
+    jnp = jax.numpy
+    scales = np.array([0.5, 1.0, 2.5])
+    with _x64(jax):
+
+        def run(s):
+            fn = nt.gradient_descent_mse(s * jnp.asarray(K), jnp.asarray(Y))
+            return fn(jnp.asarray(T), jnp.asarray(F0), jnp.asarray(G0), s * jnp.asarray(KTE))
+
+        train, test = jax.jit(jax.vmap(run))(jnp.asarray(scales))
+        assert train.shape == (3,) + (len(T),) + Y.shape and test.shape == (3, len(T), 7, 3)
+        for i, s in enumerate(scales):
+            want_train, want_test = _flow_reference(s * K, s * KTE, Y, F0, G0, T)
+            np.testing.assert_allclose(np.asarray(train[i]), want_train, atol=1e-10)
+            np.testing.assert_allclose(np.asarray(test[i]), want_test, atol=1e-10)
+
+
+def test_jax_vmap_over_initial_outputs(jax):
+    jnp = jax.numpy
+    f0s = np.stack([F0, -F0, 2 * F0])
+    with _x64(jax):
+        fn = nt.gradient_descent_mse(jnp.asarray(K), jnp.asarray(Y))
+        tr, te = jax.vmap(lambda f: fn(1.5, f, jnp.asarray(G0), jnp.asarray(KTE)))(jnp.asarray(f0s))
+    for i in range(3):
+        want = _flow_reference(K, KTE, Y, f0s[i], G0, [1.5])
+        np.testing.assert_allclose(np.asarray(tr[i]), want[0][0], atol=1e-10)
+        np.testing.assert_allclose(np.asarray(te[i]), want[1][0], atol=1e-10)
+
+
+def test_jax_jit_gradient_descent_with_momentum_states(jax):
+    jnp = jax.numpy
+    with _x64(jax):
+        fn = jax.jit(nt.gradient_descent(Loss("mse"), jnp.asarray(K), jnp.asarray(Y), momentum=0.9))
+        state = nt.ODEState(jnp.asarray(F0), jnp.asarray(G0))
+        half = fn(1.0, state, None, jnp.asarray(KTE))
+        assert isinstance(half, nt.ODEState) and half.qx_train.shape == Y.shape
+        whole = fn(2.0, state, None, jnp.asarray(KTE))
+        resumed = fn(1.0, half, None, jnp.asarray(KTE))
+        np.testing.assert_allclose(
+            np.asarray(resumed.fx_test), np.asarray(whole.fx_test), atol=1e-6
+        )
+        # plain gradient descent through jit agrees with the closed form
+        gd = jax.jit(nt.gradient_descent(Loss("mse"), jnp.asarray(K), jnp.asarray(Y)))
+        got = gd(jnp.asarray(T), jnp.asarray(F0), jnp.asarray(G0), jnp.asarray(KTE))
+    want = _flow_reference(K, KTE, Y, F0, G0, T)
+    np.testing.assert_allclose(np.asarray(got[1]), want[1], atol=1e-6)
+
+
+def test_jax_jit_gp_inference_and_ensemble(jax):
+    jnp = jax.numpy
+    kdd = Kernel(nngp=NK, ntk=K)
+    with _x64(jax):
+        jk = lambda k: Kernel(nngp=jnp.asarray(k.nngp), ntk=jnp.asarray(k.ntk))  # noqa: E731
+        fn = nt.gp_inference(jk(kdd), jnp.asarray(Y), diag_reg=1e-3, diag_reg_absolute_scale=True)
+        g = jax.jit(lambda a, b: fn("nngp", a, b))(jnp.asarray(NKTE), jnp.asarray(NKTT))
+        assert isinstance(g, tf.Gaussian) and isinstance(g.mean, jax.Array)
+        mean, cov = _gp_reference(NK, NKTE, NKTT, Y, reg=1e-3)
+        np.testing.assert_allclose(np.asarray(g.mean), mean, atol=1e-10)
+        np.testing.assert_allclose(np.asarray(g.covariance), cov, atol=1e-10)
+
+        kernels = {"train": (NK, K), "tt": (NKTT, KTT)}
+
+        def kernel_fn(x1, x2=None, get=None):  # a JAX kernel_fn over stored kernels
+            if x2 is not None:
+                a = (jnp.asarray(NKTE), jnp.asarray(KTE))
+            else:
+                a = tuple(jnp.asarray(k) for k in kernels["train" if x1.shape[0] == 30 else "tt"])
+            a = tuple(v * (1.0 + 0.0 * x1.sum()) for v in a)  # depends on (traced) x1
+            if isinstance(get, str):
+                return a[get == "ntk"]
+            return Kernel(nngp=a[0], ntk=a[1])
+
+        ens = nt.gradient_descent_mse_ensemble(kernel_fn, jnp.asarray(X_TRAIN), jnp.asarray(Y))
+        got = jax.jit(lambda x: ens(2.0, x, "nngp", compute_cov=True))(jnp.asarray(X_TEST))
+    # NNGP ensemble at time t: mean K_te K⁻¹(I − e^{−Kt/n}) y (docs/numerics.md), by eigh
+    mu, v = np.linalg.eigh(NK)
+    e = np.exp(-mu * 2.0 / Y.size)
+    want_mean = NKTE @ v @ np.diag((1 - e) / mu) @ v.T @ Y
+    want_cov = NKTT - NKTE @ v @ np.diag((1 - e**2) / mu) @ v.T @ NKTE.T
+    np.testing.assert_allclose(np.asarray(got.mean), want_mean, atol=1e-9)
+    np.testing.assert_allclose(np.asarray(got.covariance), want_cov, atol=1e-9)
+
+
+class _JaxModule(types.ModuleType):
+    """The compat module seen through JAX: NumPy inputs as JAX arrays (kernel_fn results
+    too) and, with ``jit``, the predict functions wrapped in ``jax.jit``."""
+
+    def __init__(self, jax, jit):
+        super().__init__("nt_through_jax")
+        self._jax, self._jit = jax, jit
+        self.ODEState, self.Gaussian = nt.ODEState, nt.Gaussian
+
+    def _to_jax(self, v):
+        jnp = self._jax.numpy
+        if isinstance(v, np.ndarray):
+            return jnp.asarray(v)
+        if isinstance(v, tuple) and hasattr(v, "_fields"):
+            return type(v)(*[self._to_jax(x) for x in v])
+        if isinstance(v, (tuple, list)):
+            return type(v)(self._to_jax(x) for x in v)
+        if hasattr(v, "calls"):  # the checker's kernel_fn (NumPy inside)
+            return lambda x1, x2=None, get=None, **kw: self._to_jax(
+                v(np.asarray(x1), None if x2 is None else np.asarray(x2), get, **kw)
+            )
+        return v
+
+    def __getattr__(self, name):
+        f = getattr(nt, name)
+
+        def wrapped(*args, **kwargs):
+            out = f(*self._to_jax(list(args)), **{k: self._to_jax(v) for k, v in kwargs.items()})
+            if not callable(out):
+                return out
+            if self._jit and name != "gradient_descent_mse_ensemble":  # its kernel_fn is NumPy
+                out = self._jax.jit(out, static_argnames=("get",) if name == "gp_inference" else ())
+            return lambda *a, **kw: out(
+                *self._to_jax(list(a)), **{k: self._to_jax(v) for k, v in kw.items()}
+            )
+
+        return wrapped
+
+
+@pytest.mark.parametrize("jit", [False, True], ids=["jax-arrays", "jax-jit"])
+def test_reference_cases_through_jax(jax, jit):
+    """The neural-tangents reference cases (tests/data/nt) with JAX inputs, eagerly and
+    under jax.jit: same values, shapes and dtypes (x64 on, as the cases were made)."""
+    mod = _JaxModule(jax, jit)
+    manifest = json.loads((CASES_DIR / "manifest.json").read_text())
+    files, failed, n = {}, [], 0
+    with _x64(jax):
+        for case in manifest["cases"]:
+            if "raises" in case:  # errors inside a host callback surface as JAX runtime errors
+                continue
+            if case["file"] not in files:
+                with np.load(CASES_DIR / case["file"]) as z:
+                    files[case["file"]] = {k: z[k] for k in z.files}
+            actual = check_compat.call_case(case, mod, files[case["file"]])
+            ok, msg, _ = check_compat.compare(case, actual, files[case["file"]])
+            n += 1
+            if not ok:
+                failed.append(f"{case['id']}: {msg}")
+    assert n == 182
+    assert not failed, "\n".join(failed)
+
+
+def test_asymmetric_kernels_are_symmetrized_with_a_warning():
+    rng = np.random.default_rng(7)
+    skew = rng.normal(size=K.shape)
+    skew = 0.05 * np.abs(K).max() * (skew - skew.T) / np.abs(skew - skew.T).max()
+    k_asym = K + skew  # like neural-tangents' batched Monte Carlo kernels
+    with pytest.raises(ValueError, match="not symmetric"):
+        tf.Predictor(k_asym, Y)  # the native classes keep their check
+    share = f"{np.abs(k_asym - k_asym.T).max() / np.abs(k_asym).max():.2%}"
+    assert share == "10.00%"
+    with pytest.warns(
+        tf.NumericalWarning, match=rf"not symmetric.* {share} of max.*\(K \+ K\^T\)/2"
+    ):
+        got = nt.gradient_descent_mse(k_asym, Y)(T, F0, G0, KTE)
+    want = _flow_reference(K, KTE, Y, F0, G0, T)  # (K + K^T)/2 == K
+    np.testing.assert_allclose(got[1], want[1], atol=1e-10)
+    with pytest.warns(tf.NumericalWarning, match="k_test_test is not symmetric"):
+        g = nt.gp_inference(NK, Y)("nngp", NKTE, NKTT + 0.1 * np.triu(NKTT, 1))
+    sym_tt = NKTT + 0.05 * (np.triu(NKTT, 1) + np.triu(NKTT, 1).T)
+    np.testing.assert_allclose(g.covariance, _gp_reference(NK, NKTE, sym_tt, Y)[1], atol=1e-10)
+
+    def kernel_fn(x1, x2=None, get=None):
+        return k_asym if x2 is None else KTE
+
+    with pytest.warns(tf.NumericalWarning, match="not symmetric"):
+        mean = nt.gradient_descent_mse_ensemble(kernel_fn, X_TRAIN, Y)(None, X_TEST, "nngp")
+    np.testing.assert_allclose(mean, KTE @ np.linalg.solve(K, Y), atol=1e-10)
+    with pytest.warns(tf.NumericalWarning, match="not symmetric"):
+        lr = nt.max_learning_rate(k_asym)
+    assert lr == pytest.approx(2 * 30 / (np.linalg.eigvalsh(K)[-1] + 1e-12), rel=1e-12)
+
+
+@pytest.mark.parametrize("with_jax", [True, False], ids=["jax-tree-util", "no-jax"])
+def test_ensemble_keyword_pytrees_with_empty_leaves(monkeypatch, with_jax):
+    """stax-like ``params`` (tuples with ``()`` entries) and ``rng=(key, None)`` are array
+    pytrees, forwarded leaf by leaf as neural-tangents does."""
+    import sys
+
+    if with_jax:
+        pytest.importorskip("jax")
+    else:
+        monkeypatch.setitem(sys.modules, "jax", None)
+    calls = []
+
+    def kernel_fn(x1, x2=None, get=None, params=None, rng=None):
+        calls.append((x1.shape[0], None if x2 is None else x2.shape[0], params, rng))
+        w = params[0][0]
+        a = w * (x1 @ (x1 if x2 is None else x2).T) + 1.0
+        if x2 is None:
+            a = a + np.eye(len(x1))
+        return a if isinstance(get, str) else collections.namedtuple("K", "nngp ntk")(a, a)
+
+    rng = np.random.default_rng(3)
+    x_tr, x_te = rng.normal(size=(6, 2)), rng.normal(size=(3, 2))
+    params = [(np.array(0.5), np.zeros(1)), (), None, ((), (np.ones(2),))]
+    key_tr, key_te = np.array([1, 2], dtype=np.uint32), np.array([3, 4], dtype=np.uint32)
+    y = np.linspace(-1, 1, 6)[:, None]
+    fn = nt.gradient_descent_mse_ensemble(kernel_fn, x_tr, y, params=params, rng=(key_tr, None))
+    got = fn(None, x_te, "nngp", compute_cov=True, params=params, rng=(key_te, None))
+    td = [c for c in calls if c[1] == 6][0]
+    assert td[2] is params and td[3][0] is key_te and td[3][1] is key_tr  # pair recombined
+    tt = [c for c in calls if c[0] == 3 and c[1] is None][0]
+    assert tt[3][0] is key_te and tt[3][1] is None
+    kdd = 0.5 * x_tr @ x_tr.T + 1.0 + np.eye(6)
+    ktd, ktt = 0.5 * x_te @ x_tr.T + 1.0, 0.5 * x_te @ x_te.T + 1.0 + np.eye(3)
+    mean, cov = _gp_reference(kdd, ktd, ktt, y)
+    np.testing.assert_allclose(got.mean, mean, atol=1e-10)
+    np.testing.assert_allclose(got.covariance, cov, atol=1e-10)
+
+
+def test_ensemble_test_keywords_without_x_test_and_unknown_keywords():
+    kfn = make_kernel_fn("object")
+
+    def kernel_fn(x1, x2=None, get=None, pattern=None):
+        return kfn(x1, x2, get)
+
+    pat = np.ones(3)
+    fn = nt.gradient_descent_mse_ensemble(kernel_fn, X_TRAIN, Y, pattern=(pat, pat))
+    # neural-tangents accepts test-test keywords without x_test (they are not used)
+    got = fn(T, None, "ntk", pattern=(pat, pat))
+    np.testing.assert_allclose(got, _flow_reference(K, KTE, Y, 0 * Y, G0, T)[0], atol=1e-10)
+    for x_test in (None, X_TEST):
+        with pytest.raises(TypeError, match="'patern'.*not given to gradient_descent_mse_ensemble"):
+            fn(T, x_test, "ntk", patern=(pat, pat))
+
+
+def test_numpy_use_does_not_import_jax():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, numpy as np\n"
+        "from tangentflow.compat import neural_tangents as nt\n"
+        "k = np.eye(3) + 0.5\n"
+        "out = nt.gradient_descent_mse(k, np.ones((3, 1)))(1.0, 0.0, 0.0, k[:2])\n"
+        "nt.gp_inference(k, np.ones((3, 1)))('nngp', k[:2], k[:2, :2])\n"
+        "assert type(out[1]) is np.ndarray\n"
+        "assert 'jax' not in sys.modules, 'jax was imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
