@@ -6,12 +6,23 @@ state of one dynamics kernel, and the interleaving of flat covariances.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from . import _backends, _validate
+from ._errors import TangentflowError
 from ._gaussian import Gaussian
 from ._shapes import Layout, flatten_kernel
-from ._spectrum import Factorization, Spectrum, default_rcond
+from ._spectrum import (
+    Factorization,
+    Spectrum,
+    array_exponent,
+    cast_outputs,
+    default_rcond,
+    ldexp,
+    ldexp_float,
+)
 from ._validate import test_train_kernel as _test_train_kernel
 from ._validate import train_kernel as _train_kernel
 
@@ -93,7 +104,7 @@ class _Dynamics:
     def spectrum(self) -> Spectrum:
         if self._spec is None:
             w, _ = self.fact.ensure()
-            spec = Spectrum.of(w, self.shift, self.rcond, self.backend.xp)
+            spec = Spectrum.of(w, self.shift, self.rcond, self.backend.xp, self.fact.exp)
             spec.warn_if_not_psd(name=self.kname)
             self._spec = spec
         return self._spec
@@ -200,7 +211,7 @@ class Ensemble:
     @property
     def eigenvalues(self):
         """Eigenvalues of ``sym(k_dd) + λI`` of the dynamics kernel, ascending."""
-        return self._dyn.spectrum().mu
+        return self._dyn.spectrum().eigenvalues(self._backend.xp)
 
     def factorize(self) -> Ensemble:
         """Computes the eigendecomposition now (it is otherwise done on first use)."""
@@ -294,9 +305,21 @@ class Ensemble:
         _, v = dyn.fact.ensure()
         first = spec.first
         vr = v[:, first:]
-        scale = self._lr / lay.size
+        # Scaled units (docs/numerics.md §12, "Scale invariance"): the eigenvalues are those
+        # of 2^-e·A, so the time scale is η·2^e/n, the dynamics test–train kernel enters as
+        # 2^-e·Θ_td and dynamics-kernel-unit covariances come back times 2^e; the means are
+        # linear in Y, scaled by 2^-ey here and by 2^ey at the end.
+        e = spec.exp
+        lr_s = ldexp_float(self._lr, e)
+        if not math.isfinite(lr_s):
+            raise ValueError(
+                f"learning_rate {self._lr:.6g} times the kernel's scale 2^{e} overflows float64"
+            )
+        scale = lr_s / lay.size
         em1, phi = be.mode_factors("flow", [scale], spec.retained, ts)
         yf = xp.ascontiguousarray(lay.flatten(self._y, xp), dtype=cdt)
+        ey = array_exponent(xp, yf)
+        yf = ldexp(yf, -ey, xp)
         z = be.project(vr, -yf)  # −Vᵣᵀ Y
         nt = ts.shape[0]
         if test is None:
@@ -311,7 +334,9 @@ class Ensemble:
         else:
             th_td, k_td, k_tt, dims = test
             shape = lay.test_shape(dims)
-            p = th_td @ vr  # Θ_td Vᵣ (M × k); a BLAS GEMM beats the core's here
+            with np.errstate(under="ignore"):
+                th_s = ldexp(th_td, -e, xp)
+            p = th_s @ vr  # 2^-e·Θ_td Vᵣ (M × k); a BLAS GEMM beats the core's here
             mean = be.test_outputs_cached(
                 xp.ascontiguousarray(p), z, phi, xp.zeros((p.shape[0], yf.shape[1]), dtype=cdt)
             )
@@ -319,14 +344,21 @@ class Ensemble:
             if compute_cov:
                 if self.mode == "nngp":
                     _, phi2 = be.mode_factors("flow", [scale], spec.retained, 2.0 * ts)
-                    cov = self._nngp_test_cov(p, phi2, k_tt, nt)
+                    cov = self._nngp_test_cov(p, phi2, k_tt, nt, e)
                 else:
                     cov = self._ntk_test_cov(p, phi, k_td, k_tt, v, first, nt)
         out = self._out_dtype
+        with np.errstate(over="ignore"):
+            mean = ldexp(mean, ey, xp)
+        if not bool(xp.all(xp.isfinite(mean))):
+            raise TangentflowError(
+                "the ensemble mean overflows float64: the answer itself is not representable "
+                "(every intermediate is scaled by powers of two); rescale y_train"
+            )
         mean = lay.unflatten(mean, shape, xp)
-        mean = xp.reshape(mean, tuple(tshape) + shape).astype(out, copy=False)
+        mean = cast_outputs(xp.reshape(mean, tuple(tshape) + shape), out, "ensemble mean", xp)
         if cov is not None:
-            cov = _unflatten_cov(cov, dims, tshape, xp).astype(out, copy=False)
+            cov = cast_outputs(_unflatten_cov(cov, dims, tshape, xp), out, "covariance", xp)
         return Gaussian._with_layout(mean, cov, len(tshape), lay.traced)
 
     # -- covariances (flat, compute dtype, (T, D_t, D_t)) -----------------------------------
@@ -339,13 +371,14 @@ class Ensemble:
         if self.mode == "nngp":
             # A E(2s) = V diag(μ⁺ e(2s)) Vᵀ; cut modes keep e = 1.
             em1_2, _ = be.mode_factors("flow", [scale], spec.retained, 2.0 * ts)
-            mu_pos = xp.maximum(spec.mu, 0.0)
+            mu_pos = xp.maximum(spec.mu, 0.0)  # of 2^-e·A: the covariance is times 2^e
             for j in range(nt):
                 f = xp.concatenate([mu_pos[:first], mu_pos[first:] * (1.0 + em1_2[:, j])])
                 keep = xp.flatnonzero(f > 0)
                 w = v[:, keep] * xp.sqrt(f[keep]).astype(cdt)
                 out[j] = _sym(w @ w.T)
-            return out
+            with np.errstate(under="ignore", over="ignore"):
+                return ldexp(out, spec.exp, xp)
         # "ntk": E(s) K_dd E(s) = (V e) (Vᵀ K_dd V) (V e)ᵀ, cut modes keep e = 1.
         c = self._c_matrix(v)
         ones = xp.ones(first, dtype=xp.float64)
@@ -363,15 +396,17 @@ class Ensemble:
             self._c_full = (c + c.T) * 0.5
         return self._c_full
 
-    def _nngp_test_cov(self, q, phi2, k_tt, nt):
-        """``K_tt − Q diag(φ(2s)) Qᵀ`` with ``Q = K_td Vᵣ``."""
+    def _nngp_test_cov(self, q, phi2, k_tt, nt, e):
+        """``K_tt − Q diag(φ(2s)) Qᵀ`` with ``Q = K_td Vᵣ``, from the scaled ``2^-e·Q`` and
+        ``φ`` of the scaled eigenvalues: ``Q diag(φ) Qᵀ = 2^e·(2^-e Q) diag(φ̃) (2^-e Q)ᵀ``."""
         xp, cdt = self._backend.xp, self._dyn.cdt
         m = q.shape[0]
         out = xp.empty((nt, m, m), dtype=cdt)
         root = xp.sqrt(xp.maximum(phi2, 0.0)).astype(cdt)
         for j in range(nt):
             w = q * root[:, j]
-            out[j] = _sym(k_tt - w @ w.T)
+            with np.errstate(under="ignore", over="ignore"):
+                out[j] = _sym(k_tt - ldexp(w @ w.T, e, xp))
         return out
 
     def _ntk_test_cov(self, p, phi, k_td, k_tt, v, first, nt):

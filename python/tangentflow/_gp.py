@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from . import _backends
 from ._ensemble import (
     _Dynamics,
@@ -13,13 +15,21 @@ from ._ensemble import (
     _test_test_kernel,
     _unflatten_cov,
 )
-from ._errors import NumericalWarning, warn
+from ._errors import NumericalWarning, TangentflowError, warn
 from ._gaussian import Gaussian
 from ._predictor import CHOLESKY_MAX_COND
+from ._spectrum import array_exponent, cast_outputs, ldexp, ldexp_float
 from ._validate import test_train_kernel as _test_train_kernel
 from ._validate import train_kernel as _train_kernel
 
 __all__ = ["GaussianProcess"]
+
+
+def _ldexp(a, e, xp):
+    """``a·2^e``; results beyond the range become 0/inf silently here and are checked by
+    the caller where they matter."""
+    with np.errstate(over="ignore", under="ignore"):
+        return ldexp(a, e, xp)
 
 
 class GaussianProcess:
@@ -95,17 +105,18 @@ class GaussianProcess:
         return xp.ascontiguousarray(self._layout.flatten(self._y, xp), dtype=self._dyn.cdt)
 
     def _cholesky(self, rhs):
-        """``A⁻¹ rhs`` when the Cholesky fast path is safe (docs/numerics.md §3.2), else None."""
+        """``(Ã⁻¹ rhs, e)`` with ``A = 2^e·Ã`` when the Cholesky fast path is safe
+        (docs/numerics.md §3.2), else None."""
         dyn = self._dyn
         if dyn.fact.ready:
             return None
         res = self._backend.cholesky_solve(dyn.k, dyn.shift, rhs)
         if res is None:
             return None
-        x, norm_inf, mu_min_est, cond_est = res
+        x, norm_inf, mu_min_est, cond_est, e = res
         if not (cond_est <= CHOLESKY_MAX_COND and mu_min_est > 2.0 * dyn.rcond * norm_inf):
             return None
-        return x
+        return x, e
 
     def _spectral(self, what):
         dyn = self._dyn
@@ -135,7 +146,12 @@ class GaussianProcess:
         xp = be.xp
         lay = self._layout
         cdt = self._dyn.cdt
+        # Power-of-two scaling (docs/numerics.md §12, "Scale invariance"): Y by 2^-ey, K_td
+        # by 2^-ek (their own exponents), A by 2^-e (the factorization's), so that no
+        # intermediate (A⁻¹Y, K_td A⁻¹ K_dt) over- or underflows while the answer fits.
         yf = self._yflat()
+        ey = array_exponent(xp, yf)
+        yf = ldexp(yf, -ey, xp)
         r = yf.shape[1]
         if k_test_train is None:
             if k_test_test is not None:
@@ -148,26 +164,38 @@ class GaussianProcess:
             if k_test_test is not None:
                 ktt = _test_test_kernel(k_test_test, "k_test_test", be, dims, cdt)
             shape = lay.test_shape(dims)
+            ek = array_exponent(xp, kte)
+            kte = ldexp(kte, -ek, xp)
             rhs = yf if ktt is None else xp.concatenate([yf, kte.T], axis=1)
-            x = self._cholesky(xp.ascontiguousarray(rhs))
+            sol = self._cholesky(xp.ascontiguousarray(rhs))
             cov = None
-            if x is not None:
+            if sol is not None:
+                x, e = sol
                 mean = kte @ x[:, :r]
                 if ktt is not None:
-                    cov = _sym(ktt - kte @ x[:, r:])
+                    cov = _sym(ktt - _ldexp(kte @ x[:, r:], 2 * ek - e, xp))
             else:
                 spec, v = self._spectral("posterior")
+                e = spec.exp
                 vr = v[:, spec.first :]
                 inv_root = (1.0 / xp.sqrt(spec.retained)).astype(cdt)
-                q = be.test_basis(kte, vr) * inv_root  # K_td Vᵣ diag(μ^-½)
+                q = be.test_basis(kte, vr) * inv_root  # 2^-ek·K_td Vᵣ diag(μ̃^-½)
                 zy = be.project(vr, yf) * inv_root[:, None]
                 mean = q @ zy
                 if ktt is not None:
-                    cov = _sym(ktt - q @ q.T)
+                    cov = _sym(ktt - _ldexp(q @ q.T, 2 * ek - e, xp))
+            mean = _ldexp(mean, ek - e, xp)
         out = self._out_dtype
-        mean = xp.reshape(lay.unflatten(mean[None], shape, xp), shape).astype(out, copy=False)
+        mean = _ldexp(mean, ey, xp)
+        if not bool(xp.all(xp.isfinite(mean))):
+            raise TangentflowError(
+                "the posterior mean overflows float64: the answer itself is not representable "
+                "(every intermediate is scaled by powers of two); rescale y_train"
+            )
+        mean = xp.reshape(lay.unflatten(mean[None], shape, xp), shape)
+        mean = cast_outputs(mean, out, "posterior mean", xp)
         if cov is not None:
-            cov = _unflatten_cov(cov[None], dims, (), xp).astype(out, copy=False)
+            cov = cast_outputs(_unflatten_cov(cov[None], dims, (), xp), out, "covariance", xp)
         return Gaussian._with_layout(mean, cov, 0, lay.traced)
 
     def _train_posterior(self, yf):
@@ -183,7 +211,7 @@ class GaussianProcess:
         vr = v[:, first:]
         mean = vr @ self._backend.project(vr, yf)
         w = v[:, :first] * xp.sqrt(xp.maximum(spec.mu[:first], 0.0)).astype(cdt)
-        return mean, _sym(w @ w.T)
+        return mean, _ldexp(_sym(w @ w.T), spec.exp, xp)  # μ of 2^-e·A
 
     def log_marginal_likelihood(self) -> float:
         """``log p(Y)`` under ``N(0, A)``, summed over the output columns (traced axes).
@@ -195,10 +223,21 @@ class GaussianProcess:
         xp = be.xp
         spec, v = self._spectral("likelihood")
         vr = v[:, spec.first :]
-        mu = spec.retained
-        z = be.project(vr, self._yflat()).astype(xp.float64)
+        mu = spec.retained  # of 2^-e·A (docs/numerics.md §12, "Scale invariance")
+        yf = self._yflat()
+        ey = array_exponent(xp, yf)
+        z = be.project(vr, ldexp(yf, -ey, xp)).astype(xp.float64)
         r = z.shape[1]
         k = int(mu.shape[0])
-        quad = float(xp.sum((z * z) / mu[:, None]))
-        logdet = float(xp.sum(xp.log(mu)))
-        return -0.5 * quad - 0.5 * r * logdet - 0.5 * r * k * math.log(2.0 * math.pi)
+        # yᵀA⁺y = 2^(2ey − e)·Σ z̃²/μ̃ and log pdet A = Σ log μ̃ + k·e·log 2 (per column)
+        quad_s = float(xp.sum((z * z) / mu[:, None]))
+        quad = ldexp_float(quad_s, 2 * ey - spec.exp)
+        logdet = float(xp.sum(xp.log(mu))) + k * spec.exp * math.log(2.0)
+        out = -0.5 * quad - 0.5 * r * logdet - 0.5 * r * k * math.log(2.0 * math.pi)
+        if not math.isfinite(out):
+            log10_quad = math.log10(quad_s) + (2 * ey - spec.exp) * math.log10(2.0)
+            raise TangentflowError(
+                f"the log marginal likelihood is below the float64 range: its data-fit term "
+                f"y^T A^+ y is about 1e{log10_quad:.1f}; rescale y_train (or the kernel)"
+            )
+        return out

@@ -6,6 +6,7 @@ import numbers
 
 from . import _backends, _validate
 from ._shapes import flatten_kernel, kernel_dims
+from ._spectrum import ldexp_float
 
 
 def max_learning_rate(k_train_train, y_train_size=None, momentum=0.0, eps=1e-12) -> float:
@@ -22,7 +23,8 @@ def max_learning_rate(k_train_train, y_train_size=None, momentum=0.0, eps=1e-12)
     momentum : float in [0, 1)
         Heavy-ball momentum (0: plain gradient descent).
     eps : float
-        Added to ``μ_max`` (avoids division by zero for a zero kernel).
+        Added to ``μ_max`` (avoids division by zero for a zero kernel). It is absolute, as
+        in the reference: pass ``eps=0`` for a result that scales exactly with the kernel.
     """
     if isinstance(momentum, bool) or not isinstance(momentum, numbers.Real):
         raise TypeError(f"momentum must be a float in [0, 1), got {momentum!r}")
@@ -56,11 +58,15 @@ def max_learning_rate(k_train_train, y_train_size=None, momentum=0.0, eps=1e-12)
             raise ValueError(f"y_train_size must be a positive int, got {y_train_size!r}")
     if d == 0:
         raise ValueError("k_train_train is empty")
-    w, _ = be.eigh(k2, "float64")
-    mu_max = float(w[-1])
-    if not mu_max + eps > 0.0:
+    # eigenvalues of 2^-e·sym(K) (docs/numerics.md §12, "Scale invariance"); eps is absolute
+    w, _, e = be.eigh(k2, "float64")
+    mu_max = ldexp_float(float(w[-1]), e)
+    if not (float(w[-1]) > 0.0 if eps == 0.0 else mu_max + eps > 0.0):
         raise ValueError(
             f"k_train_train has no positive eigenvalue (largest {mu_max:.3e}): gradient "
             "descent on it does not train, so no learning rate is the largest stable one"
         )
+    if eps == 0.0:
+        # exact at every scale, also where mu_max itself is subnormal or huge
+        return ldexp_float(2.0 * (1.0 + float(momentum)) * n / float(w[-1]), -e)
     return 2.0 * (1.0 + float(momentum)) * n / (mu_max + eps)

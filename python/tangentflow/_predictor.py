@@ -13,7 +13,15 @@ import numpy as np
 from . import _backends, _validate
 from ._errors import TangentflowError
 from ._shapes import Layout
-from ._spectrum import Factorization, Spectrum, default_rcond
+from ._spectrum import (
+    Factorization,
+    Spectrum,
+    array_exponent,
+    cast_outputs,
+    default_rcond,
+    ldexp,
+    ldexp_float,
+)
 
 __all__ = ["Predictor", "Prediction", "Diagnostics", "TestSet"]
 
@@ -289,12 +297,12 @@ class Predictor:
     @property
     def eigenvalues(self):
         """Eigenvalues of ``sym(K) + λI``, ascending (factorizes if needed)."""
-        return self._spectrum().mu
+        return self._spectrum().eigenvalues(self._backend.xp)
 
     def _spectrum(self) -> Spectrum:
         if self._spec is None:
             w, _ = self._fact.ensure()
-            spec = Spectrum.of(w, self.shift, self.rcond, self._backend.xp)
+            spec = Spectrum.of(w, self.shift, self.rcond, self._backend.xp, self._fact.exp)
             spec.warn_if_not_psd()
             self._spec = spec
         return self._spec
@@ -405,33 +413,77 @@ class Predictor:
         out_dt = self._out_dtype
         if train is not None:
             train = layout.unflatten(train, layout.y_shape, xp)
-            train = xp.reshape(train, tshape + layout.y_shape).astype(out_dt, copy=False)
+            train = xp.reshape(train, tshape + layout.y_shape)
         if tst is not None:
             tst = layout.unflatten(tst, test.shape, xp)
-            tst = xp.reshape(tst, tshape + test.shape).astype(out_dt, copy=False)
+            tst = xp.reshape(tst, tshape + test.shape)
         for name, a in (("train", train), ("test", tst)):
             if a is not None and a.size and not bool(xp.all(xp.isfinite(a))):
-                raise TangentflowError(
-                    f"{name} outputs overflowed: with dynamics='gd' this means learning_rate "
-                    f"exceeds the largest stable rate ({self._max_lr_for(layout.size):.6g})"
-                )
+                raise TangentflowError(f"{name} outputs overflowed: {self._overflow_cause(layout)}")
+        train = cast_outputs(train, out_dt, "train outputs", xp)
+        tst = cast_outputs(tst, out_dt, "test outputs", xp)
         return Prediction(train, tst)
 
+    def _overflow_cause(self, layout):
+        if self._cfg.dynamics == "gd" and self._fact.ready:
+            lr_max = self._max_lr_for(layout.size)
+            if not self._cfg.learning_rate < lr_max:
+                return (
+                    f"with dynamics='gd' learning_rate {self._cfg.learning_rate:.6g} exceeds "
+                    f"the largest stable rate ({lr_max:.6g})"
+                )
+        return (
+            "the results exceed the float64 range (about 1.8e308); every intermediate is "
+            "scaled by powers of two, so it is the answer itself that is not representable "
+            "(rescale y_train / the initial outputs)"
+        )
+
+    def _scaled_lr(self):
+        """``η·2^e``: the learning rate that goes with the scaled eigenvalues (only ``η·A``
+        enters the dynamics; docs/numerics.md §12, "Scale invariance")."""
+        lr = ldexp_float(self._cfg.learning_rate, self._fact.exp)
+        if not math.isfinite(lr):
+            raise ValueError(
+                f"learning_rate {self._cfg.learning_rate:.6g} times the kernel's scale "
+                f"2^{self._fact.exp} overflows float64"
+            )
+        return lr
+
     def _dynamics(self, n):
+        """Dynamics of the scaled eigenvalues (``Spectrum.mu``)."""
         cfg = self._cfg
+        lr = self._scaled_lr()
         if cfg.momentum is not None:
-            return "momentum", [cfg.learning_rate, cfg.momentum, float(n)]
+            return "momentum", [lr, cfg.momentum, float(n)]
         if cfg.dynamics == "gd":
-            return "gd", [cfg.learning_rate / n]
-        return "flow", [cfg.learning_rate / n]
+            return "gd", [lr / n]
+        return "flow", [lr / n]
 
     def _closed_form(self, ts, layout, yf, f0, test, want_train=True):
+        """The MSE closed forms. The outputs are linear in ``(Y, f₀, g₀)``: these are scaled
+        by ``2^-ey`` (``ey`` the exponent of their largest entry) and the outputs by ``2^ey``,
+        so that no intermediate such as ``A⁻¹Y`` overflows while the answer is representable
+        (docs/numerics.md §12, "Scale invariance")."""
+        xp = self._backend.xp
+        g0 = None if test is None else test.g0
+        ey = array_exponent(xp, yf, f0, g0)
+        if ey:
+            yf, f0 = ldexp(yf, -ey, xp), ldexp(f0, -ey, xp)
+            g0 = None if g0 is None else ldexp(g0, -ey, xp)
+        train, tst = self._closed_form_scaled(ts, layout, yf, f0, test, g0, want_train)
+        if ey:
+            with np.errstate(over="ignore"):
+                train = None if train is None else ldexp(train, ey, xp)
+                tst = None if tst is None else ldexp(tst, ey, xp)
+        return train, tst
+
+    def _closed_form_scaled(self, ts, layout, yf, f0, test, g0, want_train):
         be = self._backend
         xp = be.xp
         n = layout.size
         all_inf = ts.size > 0 and bool(np.all(np.isinf(ts)))
         if all_inf and not self._fact.ready and self._cfg.dynamics == "flow":
-            fast = self._cholesky_limit(yf, f0, test, ts.size)
+            fast = self._cholesky_limit(yf, f0, test, g0, ts.size)
             if fast is not None:
                 return fast
         spec = self._spectrum()
@@ -448,9 +500,9 @@ class Predictor:
         if test is not None:
             if test.cached:
                 kv = test.basis()[:, spec.first :]
-                tst = be.test_outputs_cached(xp.ascontiguousarray(kv), z, phi, test.g0)
+                tst = be.test_outputs_cached(xp.ascontiguousarray(kv), z, phi, g0)
             else:
-                tst = be.test_outputs(test.k, vr, z, phi, test.g0)
+                tst = be.test_outputs(test.scaled_k(self._fact.exp), vr, z, phi, g0)
         return train, tst
 
     def _train_outputs(self, ts, spec, vr, z, em1, yf, f0, kind):
@@ -495,27 +547,30 @@ class Predictor:
             self._fact.train_memo = (key, lam, resid)
         return train
 
-    def _cholesky_limit(self, yf, f0, test, nt):
-        """t = ∞ by Cholesky when well conditioned (docs/numerics.md §3.2); None → spectral path."""
+    def _cholesky_limit(self, yf, f0, test, g0, nt):
+        """t = ∞ by Cholesky when well conditioned (docs/numerics.md §3.2); None → spectral path.
+
+        The core solves ``Ã x = Y − f₀`` with ``Ã = 2^-e·A``, so ``K_te A⁻¹ (Y − f₀)`` is
+        ``(2^-e·K_te) x``: the same bits at every kernel scale."""
         be = self._backend
         xp = be.xp
         res = be.cholesky_solve(self._k, self.shift, xp.ascontiguousarray(yf - f0))
         if res is None:
             return None
-        x, norm_inf, mu_min_est, cond_est = res
+        x, norm_inf, mu_min_est, cond_est, e = res
         if not (cond_est <= CHOLESKY_MAX_COND and mu_min_est > 2.0 * self.rcond * norm_inf):
             return None
         train = xp.broadcast_to(yf, (nt,) + yf.shape).copy()
         tst = None
         if test is not None:
-            g = test.g0 + test.k @ x
+            g = g0 + test.scaled_k(e) @ x
             tst = xp.broadcast_to(g, (nt,) + g.shape).copy()
         return train, tst
 
     def _check_steps_converge(self, ts, spec, n):
         """``t = ∞`` with discrete steps exists only below the largest stable rate."""
         if self._cfg.dynamics == "gd" and np.any(np.isinf(ts)):
-            if spec.retained.shape[0] and self._cfg.learning_rate * spec.mu_max / n >= 2.0:
+            if spec.retained.shape[0] and self._scaled_lr() * spec.s_max / n >= 2.0:
                 raise ValueError(
                     f"t=inf with dynamics='gd' diverges: learning_rate {self._cfg.learning_rate}"
                     f" >= the largest stable rate {self._max_lr_for(n):.6g}"
@@ -535,6 +590,9 @@ class Predictor:
         spec = self._spectrum()
         self._check_steps_converge(ts, spec, layout.size)
         _, v = self._fact.ensure()
+        # the loss is quadratic in the residual: scale it by 2^-ey, the loss by 2^(2·ey)
+        ey = array_exponent(xp, yf, f0)
+        yf, f0 = ldexp(yf, -ey, xp), ldexp(f0, -ey, xp)
         r0 = (f0 - yf).astype(xp.float64)
         z = be.project(v[:, spec.first :], f0 - yf).astype(xp.float64)
         zz = xp.sum(z * z, axis=1)
@@ -542,18 +600,21 @@ class Predictor:
         kind, params = self._dynamics(layout.size)
         em1, _ = be.mode_factors(kind, params, spec.retained, ts)
         loss = (xp.sum((1.0 + em1) ** 2 * zz[:, None], axis=0) + rest) / (2.0 * layout.size)
+        with np.errstate(over="ignore"):
+            loss = ldexp(loss, 2 * ey, xp)
         if not bool(xp.all(xp.isfinite(loss))):
-            raise TangentflowError(
-                "the training loss overflowed: with dynamics='gd' this means learning_rate "
-                f"exceeds the largest stable rate ({self._max_lr_for(layout.size):.6g})"
-            )
-        return xp.reshape(loss, tshape).astype(self._out_dtype)
+            raise TangentflowError(f"the training loss overflowed: {self._overflow_cause(layout)}")
+        return cast_outputs(xp.reshape(loss, tshape), self._out_dtype, "training loss", xp)
 
     # -- diagnostics -------------------------------------------------------------------------
     def _max_lr_for(self, n):
+        """``2(1 + m)·n/μ_max`` (docs/numerics.md §11); NaN without a positive eigenvalue,
+        where ``max_learning_rate()`` raises: no rate is then the largest stable one."""
         spec = self._spectrum()
         m = self._cfg.momentum or 0.0
-        return 2.0 * (1.0 + m) * n / (spec.mu_max + 1e-12)
+        if not spec.s_max > 0.0:
+            return math.nan
+        return ldexp_float(2.0 * (1.0 + m) * n / spec.s_max, -spec.exp)
 
     def diagnostics(self) -> Diagnostics:
         """Spectral diagnostics (factorizes if needed)."""
@@ -566,16 +627,19 @@ class Predictor:
         norm = float(xp.sqrt(xp.sum(mu * mu))) if mu.shape[0] else 0.0
         psd = float(xp.sqrt(xp.sum(neg * neg))) / norm if norm > 0 else 0.0
         n = self._y.size if self._y is not None else self._k.shape[0]
+        # mu is scaled by 2^-exp (Spectrum): ratios as they are, magnitudes unscaled
         mu_min_r = float(ret[0]) if ret.shape[0] else math.nan
-        cond = spec.mu_max / mu_min_r if ret.shape[0] else math.inf
+        cond = spec.s_max / mu_min_r if ret.shape[0] else math.inf
         t1 = (
-            n * math.log(100.0) / (self._cfg.learning_rate * mu_min_r) if ret.shape[0] else math.inf
+            ldexp_float(n * math.log(100.0) / (self._cfg.learning_rate * mu_min_r), -spec.exp)
+            if ret.shape[0]
+            else math.inf
         )
         return Diagnostics(
             min_eigenvalue=spec.mu_min,
             max_eigenvalue=spec.mu_max,
             n_cut=spec.n_cut,
-            max_cut_magnitude=float(xp.max(xp.abs(cut))) if spec.first else 0.0,
+            max_cut_magnitude=spec.unscale(float(xp.max(xp.abs(cut)))) if spec.first else 0.0,
             psd_correction=psd,
             condition_number=cond,
             max_learning_rate=self._max_lr_for(n),
@@ -596,6 +660,7 @@ class Predictor:
             "cfg": self._cfg.as_dict(),
             "y": self._y,
             "w": self._fact.w,
+            "exp": self._fact.exp,
             "v": self._fact.v,
             "count": self._fact.count,
         }
@@ -611,6 +676,7 @@ class Predictor:
         self._cfg = _Config(**state["cfg"])
         self._fact = Factorization(self._k, self._backend, np.dtype(self._cfg.precision))
         self._fact.w, self._fact.v, self._fact.count = state["w"], state["v"], state["count"]
+        self._fact.exp = int(state.get("exp", 0))  # older pickles hold unscaled w
         self._spec = None
         self._y = state["y"]
 
@@ -632,7 +698,8 @@ class _TestInputs:
         self.raw_k = k_test_train
         self.raw_g0 = fx_test_0
         self.cached = cached
-        self._shared = {"kv": None}  # K_te·V, shared by the with_params family of a TestSet
+        # 2^-e·K_te·V and 2^-e·K_te, shared by the with_params family of a TestSet
+        self._shared = {"kv": None, "ks": None}
         self._layout = None
         self.k = None
         self.shape = None
@@ -659,10 +726,22 @@ class _TestInputs:
         bound.g0 = self.p._flat(g0, layout, self.p._compute_dtype())
         return bound
 
+    def scaled_k(self, e):
+        """``2^-e·K_te`` (exact), the test kernel in the units of the scaled train kernel."""
+        if not e:
+            return self.k
+        ks = self._shared["ks"]
+        if ks is None or ks[0] != e:
+            with np.errstate(under="ignore"):
+                ks = (e, ldexp(self.k, -e, self.p._backend.xp))
+            self._shared["ks"] = ks
+        return ks[1]
+
     def basis(self):
+        """``2^-e·K_te·V`` of the shared factorization."""
         if self._shared["kv"] is None:
             _, v = self.p._fact.ensure()
-            self._shared["kv"] = self.p._backend.test_basis(self.k, v)
+            self._shared["kv"] = self.p._backend.test_basis(self.scaled_k(self.p._fact.exp), v)
         return self._shared["kv"]
 
     def rebind(self, predictor):

@@ -11,9 +11,11 @@ import math
 import numpy as np
 
 from .._errors import LinAlgError
+from .._spectrum import exponent, ldexp_float
 
-#: Probe vectors and steps of the inverse iteration of the condition estimate (as in Rust).
-_PROBES, _STEPS = 4, 3
+#: Iterations of Hager's 1-norm estimator and steps of the inverse iteration of the
+#: condition estimate, and the seed of its random start (as in the Rust core).
+_HAGER_ITERS, _INVERSE_STEPS, _SEED = 5, 3, 0x9E3779B97F4A7C15
 
 
 def cupy_or_none():
@@ -96,11 +98,22 @@ class XpBackend:
         blocks = self._row_blocks(a.shape[0])
         return all(bool(xp.all(a[i0:i1] == a[:, i0:i1].T)) for i0, i1 in blocks)
 
-    def _sym(self, k, dtype, shift=0.0):
-        """``sym(K) + shift·I`` in ``dtype``; an exactly symmetric kernel already in
-        ``dtype`` is used as it is (never written: the solvers copy their input)."""
+    def _scale_exponent(self, k, shift=0.0) -> int:
+        """``e`` of the power-of-two scaling ``Ã = 2^-e·A`` (docs/numerics.md, "Scale
+        invariance"): the binary exponent of ``max(max|K|, |shift|)``, as in the Rust core."""
+        max_abs = self.kernel_stats(k)[0] if k.size else 0.0
+        return exponent(max(max_abs, abs(float(shift))))
+
+    def _sym(self, k, dtype, shift=0.0, e=0):
+        """``2^-e·(sym(K) + shift·I)`` in ``dtype``; the scaling comes first (in the input
+        dtype, exact), then the conversion. An exactly symmetric kernel already in ``dtype``
+        with ``e = 0`` is used as it is (never written: the solvers copy their input)."""
         xp = self.xp
-        a = xp.asarray(k, dtype=dtype)
+        a = xp.asarray(k)
+        if e:
+            a = xp.ldexp(a, -int(e))  # a fresh array
+            shift = ldexp_float(shift, -e)
+        a = xp.asarray(a, dtype=dtype)
         if not shift and self._exactly_symmetric(a):
             return a
         a = a + a.T  # one N² temporary
@@ -112,16 +125,17 @@ class XpBackend:
 
     def eigh(self, k, dtype):
         xp = self.xp
-        a = self._sym(k, dtype)
+        e = self._scale_exponent(k)
+        a = self._sym(k, dtype, 0.0, e)
         try:
             with self._errstate():
                 w, v = xp.linalg.eigh(a)
-        except Exception as e:  # noqa: BLE001 - numpy/cupy LinAlgError or cuSOLVER error
-            raise LinAlgError(f"the symmetric eigensolver failed: {e}") from e
+        except Exception as err:  # noqa: BLE001 - numpy/cupy LinAlgError or cuSOLVER error
+            raise LinAlgError(f"the symmetric eigensolver failed: {err}") from err
         del a
         if not bool(xp.all(xp.isfinite(w))):
             raise LinAlgError("the symmetric eigensolver returned non-finite eigenvalues")
-        return w.astype(xp.float64), v
+        return w.astype(xp.float64), v, e
 
     def _solve_tri(self, l, b, lower, trans=False):
         if self._gpu:
@@ -134,9 +148,62 @@ class XpBackend:
                 return self.xp.linalg.solve(m, b)
         return solve_triangular(l, b, lower=lower, trans=1 if trans else 0, check_finite=False)
 
-    def cholesky_solve(self, k, shift, rhs):
+    def _chol_solve(self, l, b):
+        return self._solve_tri(l, self._solve_tri(l, b, lower=True), lower=True, trans=True)
+
+    def _hager(self, l, n):
+        """Hager–Higham lower bound of ``‖A⁻¹‖₁`` (LAPACK ``dlacn2``), ``A = L Lᵀ``."""
         xp = self.xp
-        a = self._sym(k, rhs.dtype, shift)
+        x = xp.full((n, 1), 1.0 / n, dtype=l.dtype)
+        est, last_j, last_signs = 0.0, -1, None
+        for it in range(_HAGER_ITERS):
+            y = self._chol_solve(l, x)
+            new_est = float(xp.sum(xp.abs(y)))
+            signs = xp.where(y >= 0, 1.0, -1.0).astype(l.dtype)
+            same = last_signs is not None and bool(xp.all(signs == last_signs))
+            if it > 0 and (new_est <= est or same):
+                est = max(est, new_est)
+                break
+            est = new_est
+            z = self._chol_solve(l, signs)
+            j = int(xp.argmax(xp.abs(z[:, 0])))
+            zmax = float(xp.abs(z[j, 0]))
+            ztx = float(xp.sum(z * x))
+            if it > 0 and (zmax <= ztx or j == last_j):
+                break
+            last_j, last_signs = j, signs
+            x = xp.zeros((n, 1), dtype=l.dtype)
+            x[j, 0] = 1.0
+        i = np.arange(n, dtype=np.float64)
+        alt = np.where(i % 2 == 0, 1.0, -1.0) * (1.0 + i / max(n - 1, 1))
+        y = self._chol_solve(l, xp.asarray(alt[:, None], dtype=l.dtype))
+        return max(est, 2.0 * float(xp.sum(xp.abs(y))) / (3.0 * n))
+
+    def _inverse_iteration(self, l, n):
+        """``max ‖A⁻¹x‖₂/‖x‖₂`` over inverse iteration from a seeded random start."""
+        xp = self.xp
+        x0 = np.random.default_rng(_SEED).uniform(-0.5, 0.5, (n, 1))
+        x = xp.asarray(x0, dtype=l.dtype)
+        best = 0.0
+        for _ in range(_INVERSE_STEPS):
+            nx = float(xp.linalg.norm(x))
+            if nx == 0.0 or not math.isfinite(nx):
+                break
+            x = x / nx
+            y = self._chol_solve(l, x)
+            ny = float(xp.linalg.norm(y))
+            if not math.isfinite(ny):
+                return math.inf
+            best = max(best, ny)
+            x = y
+        return best
+
+    def cholesky_solve(self, k, shift, rhs):
+        """``(Ã⁻¹·rhs, ‖Ã‖_∞, μ_min(Ã) estimate, cond estimate, e)`` with
+        ``Ã = 2^-e·(sym(K) + shift·I)``, or None if not positive definite (as the core)."""
+        xp = self.xp
+        e = self._scale_exponent(k, shift)
+        a = self._sym(k, rhs.dtype, shift, e)
         norm_inf = float(xp.max(xp.sum(xp.abs(a), axis=1))) if a.size else 0.0
         try:
             with self._errstate():
@@ -146,33 +213,15 @@ class XpBackend:
         del a
         if not bool(xp.all(xp.isfinite(xp.diagonal(l)))) or not bool(xp.all(xp.diagonal(l) > 0)):
             return None
-        n, r = rhs.shape
-        p = min(_PROBES, n)
-        i = xp.arange(n, dtype=xp.float64)[:, None] + 1.0
-        j = xp.arange(p, dtype=xp.float64)[None, :]
-        probes = xp.modf(i * (0.618033988749895 + j * 0.414213562))[0] - 0.5
-        probes, _ = xp.linalg.qr(probes)
-        x = xp.concatenate([rhs, probes.astype(rhs.dtype)], axis=1)
-        mu_min = math.inf
-        for step in range(_STEPS):
-            cols = x if step == 0 else x[:, r:]
-            before = cols[:, -p:].copy()
-            y = self._solve_tri(l, self._solve_tri(l, cols, lower=True), lower=True, trans=True)
-            if step == 0:
-                x = y
-            else:
-                x[:, r:] = y
-            g = before.T @ y[:, -p:]
-            g = self.to_numpy((g + g.T) * 0.5).astype(np.float64)
-            top = float(np.linalg.eigvalsh(g)[-1]) if p else 0.0
-            if top > 0:
-                mu_min = min(mu_min, 1.0 / top)
-            q, _ = xp.linalg.qr(x[:, r:])
-            x[:, r:] = q
-        if not math.isfinite(mu_min):
-            mu_min = 0.0
-        cond = norm_inf / mu_min if mu_min > 0 else math.inf
-        return x[:, :r], norm_inf, mu_min, cond
+        n = rhs.shape[0]
+        x = self._chol_solve(l, rhs)
+        if n == 0:
+            return x, norm_inf, 0.0, math.inf, e
+        inv2 = self._inverse_iteration(l, n)
+        inv = max(self._hager(l, n), inv2)
+        mu_min = 1.0 / inv2 if inv2 > 0 and math.isfinite(inv2) else 0.0
+        cond = norm_inf * inv if mu_min > 0 and math.isfinite(inv) else math.inf
+        return x, norm_inf, mu_min, cond, e
 
     # -- dynamics ------------------------------------------------------------------------
     def mode_factors(self, kind, params, mu, times):

@@ -1,46 +1,70 @@
-//! The `t = ∞` fast path: Cholesky of `A = sym(K) + λI` with a cheap condition estimate.
+//! The `t = ∞` fast path: Cholesky of `A = sym(K) + λI` with a condition estimate.
 //!
-//! Semantics §5: the factorization may replace the eigendecomposition only when it
-//! succeeds, the estimated condition number is at most a bound (1e6), and the estimated
-//! smallest eigenvalue is above the spectral cut (so both paths retain every mode). The
-//! estimate uses `‖A‖_∞ ≥ μ_max` (free, from the symmetrizing pass) and block inverse
-//! iteration through the factor for `μ_min`; the right-hand side rides along with the first
-//! iteration, so the estimate costs four extra passes over `L`.
+//! docs/numerics.md ("Cholesky fast path"): the factorization may replace the
+//! eigendecomposition only when it succeeds, the estimated condition number is at most a
+//! bound (1e6), and the estimated smallest eigenvalue is above the spectral cut (so both
+//! paths retain every mode). Everything works on `Ã = 2^-e·A` ([`crate::spectral`]'s
+//! power-of-two scaling), so the gate and the solves see the same bits at every kernel
+//! scale; [`solve_scaled_with_estimate`] returns `Ã⁻¹·rhs` and `e`.
+//!
+//! The condition estimate is `‖Ã‖₁·est(‖Ã⁻¹‖₁)` (`‖·‖₁ = ‖·‖_∞` for a symmetric matrix, as
+//! LAPACK's `dpocon`), with `est` the larger of two lower bounds of `‖Ã⁻¹‖₁`: Hager's
+//! 1-norm estimator with Higham's refinements (LAPACK `dlacn2`: at most five sign/unit
+//! vector iterations plus the alternating test vector) and the growth `‖Ã⁻¹x‖₂/‖x‖₂` of
+//! three steps of inverse iteration from a seeded pseudo-random start (≤ `‖Ã⁻¹‖₂ ≤ ‖Ã⁻¹‖₁`).
+//! The random start has a component along every eigenvector with probability one, so no
+//! fixed direction can hide a small eigenvalue from the estimate; each step costs two
+//! triangular solves with one vector.
 
-use crate::spectral::{check_square, symmetrize_lower};
+use crate::spectral::{check_square, ldexp, scale_exponent, symmetrize_lower_scaled};
 use crate::{Error, Real, Result};
 use faer::dyn_stack::{MemBuffer, MemStack};
 use faer::linalg::cholesky::llt::factor::{
     cholesky_in_place, cholesky_in_place_scratch, LltRegularization,
 };
-use faer::linalg::matmul::matmul;
 use faer::linalg::triangular_solve::{
     solve_lower_triangular_in_place, solve_upper_triangular_in_place,
 };
-use faer::reborrow::{Reborrow, ReborrowMut};
-use faer::{Accum, Mat, MatMut, MatRef, Par, Side};
+use faer::reborrow::ReborrowMut;
+use faer::{Mat, MatMut, MatRef, Par};
 
-/// Number of probe vectors of the inverse iteration.
-const PROBES: usize = 4;
-/// Inverse-iteration steps (the first shares its solves with the right-hand side).
-const STEPS: usize = 3;
+/// Iterations of Hager's estimator (LAPACK `dlacn2` uses 5).
+const HAGER_ITERS: usize = 5;
+/// Inverse-iteration steps from the random start.
+const INVERSE_STEPS: usize = 3;
+/// Seed of the random start (the estimate is deterministic).
+const SEED: u64 = 0x9E37_79B9_7F4A_7C15;
 
-/// What the fast path measured.
+/// What the fast path measured, in the units of the scaled matrix `Ã = 2^-e·A`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct CholeskyInfo {
-    /// `‖A‖_∞`, an upper bound of the largest eigenvalue.
+    /// `‖Ã‖_∞`, an upper bound of the largest eigenvalue of `Ã`.
     pub norm_inf: f64,
-    /// Estimate (from above) of the smallest eigenvalue.
+    /// Estimate (from above) of the smallest eigenvalue of `Ã`: `1/‖Ã⁻¹x‖₂` after inverse
+    /// iteration from the random start.
     pub mu_min_est: f64,
-    /// `norm_inf / mu_min_est`.
+    /// `norm_inf · max(Hager's ‖Ã⁻¹‖₁, 1/mu_min_est)`, the estimated 1-norm condition
+    /// number (scale-free).
     pub cond_est: f64,
+    /// The scaling exponent `e`: `A = 2^e·Ã`.
+    pub exp: i32,
 }
 
-/// Lower Cholesky factor of `sym(K) + shift·I` and `‖A‖_∞`.
+/// Lower Cholesky factor of `sym(K) + shift·I` and `‖A‖_∞` (unscaled).
 pub fn factor<S: Real, T: Real>(k: MatRef<'_, S>, shift: f64, par: Par) -> Result<(Mat<T>, f64)> {
+    factor_scaled(k, shift, 0, par)
+}
+
+/// Lower Cholesky factor of `2^-e·(sym(K) + shift·I)` and its ∞-norm.
+pub fn factor_scaled<S: Real, T: Real>(
+    k: MatRef<'_, S>,
+    shift: f64,
+    e: i32,
+    par: Par,
+) -> Result<(Mat<T>, f64)> {
     let n = check_square(k, "k_train_train")?;
     let mut l = Mat::<T>::zeros(n, n);
-    let norm = symmetrize_lower(k, shift, l.as_mut(), par)?;
+    let norm = symmetrize_lower_scaled(k, shift, e, l.as_mut(), par)?;
     let req = cholesky_in_place_scratch::<T>(n, par, Default::default());
     let mut buf = MemBuffer::new(req);
     let reg = LltRegularization {
@@ -77,31 +101,117 @@ pub fn solve_in_place<T: Real>(l: MatRef<'_, T>, mut rhs: MatMut<'_, T>, par: Pa
     solve_upper_triangular_in_place(l.transpose(), rhs, par);
 }
 
-/// Orthonormalizes the columns of `x` in place (modified Gram–Schmidt; `x` is thin).
-fn orthonormalize<T: Real>(mut x: MatMut<'_, T>) {
-    for j in 0..x.ncols() {
-        for i in 0..j {
-            let d: f64 = (0..x.nrows())
-                .map(|r| x[(r, i)].to_f64() * x[(r, j)].to_f64())
-                .sum();
-            for r in 0..x.nrows() {
-                x[(r, j)] = T::from_f64(x[(r, j)].to_f64() - d * x[(r, i)].to_f64());
-            }
-        }
-        let nrm: f64 = (0..x.nrows())
-            .map(|r| x[(r, j)].to_f64().powi(2))
-            .sum::<f64>()
-            .sqrt();
-        let inv = if nrm > 0.0 { 1.0 / nrm } else { 0.0 };
-        for r in 0..x.nrows() {
-            x[(r, j)] = T::from_f64(x[(r, j)].to_f64() * inv);
-        }
-    }
+/// `A⁻¹x` for one vector, through the factor (`A = L Lᵀ`).
+fn solve_vec<T: Real>(l: MatRef<'_, T>, x: &[f64]) -> Vec<f64> {
+    let n = x.len();
+    let mut m = Mat::<T>::from_fn(n, 1, |i, _| T::from_f64(x[i]));
+    solve_in_place(l, m.as_mut(), Par::Seq);
+    (0..n).map(|i| m[(i, 0)].to_f64()).collect()
 }
 
-/// Solves `A x = rhs` in place and estimates `cond(A)`; `Err(NotPositiveDefinite)` when
-/// the factorization fails.
-pub fn solve_with_estimate<S: Real, T: Real>(
+fn norm1(x: &[f64]) -> f64 {
+    x.iter().map(|v| v.abs()).sum()
+}
+
+/// Hager's lower bound of `‖A⁻¹‖₁` for a symmetric positive definite `A = L Lᵀ`
+/// (Higham's variant, LAPACK `dlacn2`).
+fn hager_inverse_norm1<T: Real>(l: MatRef<'_, T>) -> f64 {
+    let n = l.nrows();
+    if n == 0 {
+        return 0.0;
+    }
+    let mut x = vec![1.0 / n as f64; n];
+    let mut est = 0.0f64;
+    let mut last_j = usize::MAX;
+    let mut last_signs: Option<Vec<f64>> = None;
+    for iter in 0..HAGER_ITERS {
+        let y = solve_vec(l, &x);
+        let new_est = norm1(&y);
+        let signs: Vec<f64> = y
+            .iter()
+            .map(|v| if *v >= 0.0 { 1.0 } else { -1.0 })
+            .collect();
+        if iter > 0 && (new_est <= est || last_signs.as_ref() == Some(&signs)) {
+            est = est.max(new_est);
+            break;
+        }
+        est = new_est;
+        // A⁻ᵀ = A⁻¹ (symmetric): the subgradient direction
+        let z = solve_vec(l, &signs);
+        let (j, zmax) = z
+            .iter()
+            .enumerate()
+            .fold((0, f64::NEG_INFINITY), |(bj, bv), (i, v)| {
+                if v.abs() > bv {
+                    (i, v.abs())
+                } else {
+                    (bj, bv)
+                }
+            });
+        let ztx: f64 = z.iter().zip(&x).map(|(a, b)| a * b).sum();
+        if iter > 0 && (zmax <= ztx || j == last_j) {
+            break;
+        }
+        last_j = j;
+        last_signs = Some(signs);
+        x.fill(0.0);
+        x[j] = 1.0;
+    }
+    // Higham's extra test vector x_i = (−1)^i (1 + i/(n−1)), estimate 2‖A⁻¹x‖₁/(3n).
+    let denom = if n > 1 { (n - 1) as f64 } else { 1.0 };
+    let alt: Vec<f64> = (0..n)
+        .map(|i| {
+            let s = if i % 2 == 0 { 1.0 } else { -1.0 };
+            s * (1.0 + i as f64 / denom)
+        })
+        .collect();
+    let y = solve_vec(l, &alt);
+    est.max(2.0 * norm1(&y) / (3.0 * n as f64))
+}
+
+/// splitmix64: a tiny deterministic generator for the random start.
+fn splitmix(state: &mut u64) -> f64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    (z >> 11) as f64 / (1u64 << 53) as f64 - 0.5
+}
+
+/// `max_k ‖A⁻¹x_k‖₂/‖x_k‖₂` over inverse iteration from a seeded random start: a lower
+/// bound of `‖A⁻¹‖₂ = 1/μ_min` that converges to it.
+fn inverse_iteration_norm2<T: Real>(l: MatRef<'_, T>) -> f64 {
+    let n = l.nrows();
+    if n == 0 {
+        return 0.0;
+    }
+    let mut state = SEED;
+    let mut x: Vec<f64> = (0..n).map(|_| splitmix(&mut state)).collect();
+    let mut best = 0.0f64;
+    for _ in 0..INVERSE_STEPS {
+        let nx = x.iter().map(|v| v * v).sum::<f64>().sqrt();
+        if nx == 0.0 || !nx.is_finite() {
+            break;
+        }
+        for v in &mut x {
+            *v /= nx;
+        }
+        let y = solve_vec(l, &x);
+        let ny = y.iter().map(|v| v * v).sum::<f64>().sqrt();
+        if !ny.is_finite() {
+            return f64::INFINITY;
+        }
+        best = best.max(ny);
+        x = y;
+    }
+    best
+}
+
+/// Solves `Ã x = rhs` in place (`Ã = 2^-e·A`, `A = sym(K) + shift·I`, so the true solution
+/// is `2^-e·x`) and estimates the condition number; `Err(NotPositiveDefinite)` when the
+/// factorization fails.
+pub fn solve_scaled_with_estimate<S: Real, T: Real>(
     k: MatRef<'_, S>,
     shift: f64,
     mut rhs: MatMut<'_, T>,
@@ -115,57 +225,19 @@ pub fn solve_with_estimate<S: Real, T: Real>(
             got: rhs.nrows(),
         });
     }
-    let (l, norm_inf) = factor::<S, T>(k, shift, par)?;
+    let e = scale_exponent(k, shift, par)?;
+    let (l, norm_inf) = factor_scaled::<S, T>(k, shift, e, par)?;
     let l = l.as_ref();
-    let r = rhs.ncols();
-    let p = PROBES.min(n);
-    // [rhs | probes] solved together in the first step.
-    let mut x = Mat::<T>::zeros(n, r + p);
-    x.as_mut().subcols_mut(0, r).copy_from(rhs.rb());
-    for j in 0..p {
-        for i in 0..n {
-            // Deterministic, sign-varying probe vectors.
-            let h = ((i as f64 + 1.0) * (0.618_033_988_749_895 + j as f64 * 0.414_213_562)).fract();
-            x[(i, r + j)] = T::from_f64(h - 0.5);
-        }
-    }
-    orthonormalize(x.as_mut().subcols_mut(r, p));
-    let mut mu_min_est = f64::INFINITY;
-    for step in 0..STEPS {
-        let mut probes = if step == 0 {
-            x.as_mut()
-        } else {
-            x.as_mut().subcols_mut(r, p)
-        };
-        let before = probes.rb().subcols(probes.ncols() - p, p).to_owned();
-        solve_in_place(l, probes.rb_mut(), par);
-        let y = probes.rb().subcols(probes.ncols() - p, p);
-        // Rayleigh quotients of A⁻¹ on the probe block: G = Xᵀ A⁻¹ X.
-        let mut g = Mat::<T>::zeros(p, p);
-        matmul(
-            g.as_mut(),
-            Accum::Replace,
-            before.transpose(),
-            y,
-            T::from_f64(1.0),
-            Par::Seq,
-        );
-        let g64 = Mat::<f64>::from_fn(p, p, |i, j| 0.5 * (g[(i, j)].to_f64() + g[(j, i)].to_f64()));
-        let ev = g64
-            .self_adjoint_eigenvalues(Side::Lower)
-            .map_err(|_| Error::NoConvergence)?;
-        let top = ev.last().copied().unwrap_or(0.0);
-        if top > 0.0 {
-            mu_min_est = mu_min_est.min(1.0 / top);
-        }
-        orthonormalize(x.as_mut().subcols_mut(r, p));
-    }
-    rhs.copy_from(x.as_ref().subcols(0, r));
-    if !mu_min_est.is_finite() {
-        mu_min_est = 0.0;
-    }
-    let cond_est = if mu_min_est > 0.0 {
-        norm_inf / mu_min_est
+    solve_in_place(l, rhs.rb_mut(), par);
+    let inv2 = inverse_iteration_norm2(l);
+    let inv = hager_inverse_norm1(l).max(inv2);
+    let mu_min_est = if inv2 > 0.0 && inv2.is_finite() {
+        1.0 / inv2
+    } else {
+        0.0
+    };
+    let cond_est = if inv.is_finite() && mu_min_est > 0.0 {
+        norm_inf * inv
     } else {
         f64::INFINITY
     };
@@ -173,6 +245,31 @@ pub fn solve_with_estimate<S: Real, T: Real>(
         norm_inf,
         mu_min_est,
         cond_est,
+        exp: e,
+    })
+}
+
+/// Solves `A x = rhs` in place and estimates `cond(A)` (unscaled units: `norm_inf` and
+/// `mu_min_est` of `A`, `exp = 0`); `Err(NotPositiveDefinite)` when the factorization
+/// fails. Prefer [`solve_scaled_with_estimate`] where `A⁻¹·rhs` may leave the range.
+pub fn solve_with_estimate<S: Real, T: Real>(
+    k: MatRef<'_, S>,
+    shift: f64,
+    mut rhs: MatMut<'_, T>,
+    par: Par,
+) -> Result<CholeskyInfo> {
+    let info = solve_scaled_with_estimate(k, shift, rhs.rb_mut(), par)?;
+    let e = info.exp;
+    for j in 0..rhs.ncols() {
+        for i in 0..rhs.nrows() {
+            rhs[(i, j)] = T::from_f64(ldexp(rhs[(i, j)].to_f64(), -e));
+        }
+    }
+    Ok(CholeskyInfo {
+        norm_inf: ldexp(info.norm_inf, e),
+        mu_min_est: ldexp(info.mu_min_est, e),
+        cond_est: info.cond_est,
+        exp: 0,
     })
 }
 

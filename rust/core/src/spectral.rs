@@ -1,5 +1,13 @@
 //! `A = sym(K) + λI` and its symmetric eigendecomposition (faer's divide and conquer).
 //!
+//! Scaling (docs/numerics.md, "Scale invariance"): faer's divide-and-conquer tridiagonal
+//! solver compares against absolute numbers (its deflation tolerance is
+//! `8ε·max(max|d|, max|z|)` with `z` a unit vector, and its secular-equation iteration stops
+//! once `|Δf| ≤ ε`), so it is only accurate on matrices of norm about 1. Every factorization
+//! here therefore works on `2^-e·A` with `e` the binary exponent of `max|A_ij|`: a
+//! multiplication by a power of two changes no bit of the problem, and the eigenvalues are
+//! handed back together with `e` (or unscaled exactly, [`ldexp`]).
+//!
 //! Inputs are read through `MatRef` views of any stride; a C-contiguous NumPy array is
 //! the transpose of a column-major matrix, which for these symmetric measures changes
 //! nothing. The input is never written: the only copy is the lower triangle of `A`, in the
@@ -97,6 +105,77 @@ pub(crate) fn check_square<S>(k: MatRef<'_, S>, what: &'static str) -> Result<us
     }
 }
 
+/// The binary exponent `e` of `x`: `x = f·2^e` with `|f|` in `[0.5, 1)` (like C's `frexp`);
+/// 0 for zero and non-finite `x`. Subnormal `x` are handled exactly.
+#[must_use]
+pub fn exponent(x: f64) -> i32 {
+    if x == 0.0 || !x.is_finite() {
+        return 0;
+    }
+    let bits = x.abs().to_bits();
+    let biased = ((bits >> 52) & 0x7ff) as i32;
+    if biased == 0 {
+        // subnormal: scale into the normal range first (exact)
+        return exponent(x * f64::from_bits(0x4350_0000_0000_0000)) - 54; // 2^54
+    }
+    biased - 1022
+}
+
+/// `x·2^e`, exact whenever the result is a normal number (steps of at most 2^±1000, so no
+/// intermediate leaves the normal range before the last step).
+#[must_use]
+pub fn ldexp(mut x: f64, mut e: i32) -> f64 {
+    let big = f64::from_bits(((1023 + 1000) as u64) << 52); // 2^1000
+    let small = f64::from_bits(((1023 - 1000) as u64) << 52); // 2^-1000
+    while e > 1000 {
+        x *= big;
+        e -= 1000;
+    }
+    while e < -1000 {
+        x *= small;
+        e += 1000;
+    }
+    x * pow2(e)
+}
+
+/// `2^e` for `|e| ≤ 1000` (a normal number).
+fn pow2(e: i32) -> f64 {
+    debug_assert!((-1000..=1000).contains(&e));
+    f64::from_bits(((1023 + e) as u64) << 52)
+}
+
+/// Multiplication by `2^-e` as two normal factors (exact on normal results).
+#[derive(Debug, Clone, Copy)]
+struct Pow2Scale(f64, f64);
+
+impl Pow2Scale {
+    fn new(e: i32) -> Self {
+        let m = -e;
+        if m.abs() <= 1000 {
+            Pow2Scale(pow2(m), 1.0)
+        } else {
+            let first = if m > 0 { 1000 } else { -1000 };
+            Pow2Scale(pow2(first), pow2(m - first))
+        }
+    }
+    #[inline]
+    fn apply(self, x: f64) -> f64 {
+        x * self.0 * self.1
+    }
+}
+
+/// The exponent `e` the factorizations scale `A = sym(K) + shift·I` by (`2^-e·A`):
+/// that of `max(max|K_ij|, |shift|)`, so the scaled entries are at most 1 in magnitude.
+pub fn scale_exponent<S: Real>(k: MatRef<'_, S>, shift: f64, par: Par) -> Result<i32> {
+    let st = kernel_stats(k, par)?;
+    if !st.finite || !shift.is_finite() {
+        return Err(Error::NonFinite {
+            what: "k_train_train",
+        });
+    }
+    Ok(exponent(st.max_abs.max(shift.abs())))
+}
+
 /// Writes the lower triangle of `sym(K) + shift·I` into `out` (converted to `T`) and
 /// returns `max_i Σ_j |A_ij|`, the ∞-norm of `A` (an upper bound of its spectral radius).
 /// The strict upper triangle of `out` is left untouched.
@@ -106,7 +185,22 @@ pub fn symmetrize_lower<S: Real, T: Real>(
     out: MatMut<'_, T>,
     par: Par,
 ) -> Result<f64> {
+    symmetrize_lower_scaled(k, shift, 0, out, par)
+}
+
+/// [`symmetrize_lower`] of `2^-e·A`: the lower triangle of `2^-e·(sym(K) + shift·I)`
+/// (each entry scaled before it is symmetrized, so subnormal and huge kernels lose no bit)
+/// and its ∞-norm.
+pub fn symmetrize_lower_scaled<S: Real, T: Real>(
+    k: MatRef<'_, S>,
+    shift: f64,
+    e: i32,
+    out: MatMut<'_, T>,
+    par: Par,
+) -> Result<f64> {
     let n = check_square(k, "k_train_train")?;
+    let sc = Pow2Scale::new(e);
+    let shift = sc.apply(shift);
     if out.nrows() != n || out.ncols() != n {
         return Err(Error::DimensionMismatch {
             what: "output of symmetrize",
@@ -123,7 +217,8 @@ pub fn symmetrize_lower<S: Real, T: Real>(
             for jj in 0..cols.ncols() {
                 let j = j0 + jj;
                 for i in i0.max(j)..i1 {
-                    let mut a = 0.5 * k[(i, j)].to_f64() + 0.5 * k[(j, i)].to_f64();
+                    let mut a =
+                        0.5 * sc.apply(k[(i, j)].to_f64()) + 0.5 * sc.apply(k[(j, i)].to_f64());
                     if i == j {
                         a += shift;
                     }
@@ -210,8 +305,39 @@ pub fn eigh_lower<T: Real>(
         .map_err(|_| Error::NoConvergence)
 }
 
-/// `sym(K) + shift·I = V diag(w) Vᵀ` for a kernel `K` of element type `S`, computed in `T`.
-/// `K` is read only; one `N×N` buffer of `T` holds the symmetrized copy.
+/// `2^-e·(sym(K) + shift·I) = V diag(w) Vᵀ` for a kernel `K` of element type `S`, computed
+/// in `T`; returns `e` ([`scale_exponent`]). The eigenvalues `w` of the scaled matrix are
+/// float64 whatever `T`, so `w·2^e` can be formed exactly even where `T` would underflow.
+/// `K` is read only; one `N×N` buffer of `T` holds the symmetrized, scaled copy.
+pub fn sym_eigh_scaled<S: Real, T: Real>(
+    k: MatRef<'_, S>,
+    shift: f64,
+    w: &mut [f64],
+    v: MatMut<'_, T>,
+    par: Par,
+) -> Result<i32> {
+    let n = check_square(k, "k_train_train")?;
+    if w.len() != n {
+        return Err(Error::DimensionMismatch {
+            what: "eigenvalue output",
+            expected: n,
+            got: w.len(),
+        });
+    }
+    let e = scale_exponent(k, shift, par)?;
+    let mut a = Mat::<T>::zeros(n, n);
+    symmetrize_lower_scaled(k, shift, e, a.as_mut(), par)?;
+    let mut wt = vec![T::from_f64(0.0); n];
+    eigh_lower(a.as_ref(), &mut wt, v, par)?;
+    for (dst, src) in w.iter_mut().zip(&wt) {
+        *dst = src.to_f64();
+    }
+    Ok(e)
+}
+
+/// `sym(K) + shift·I = V diag(w) Vᵀ` for a kernel `K` of element type `S`, computed in `T`
+/// (on the scaled matrix of [`sym_eigh_scaled`]; the eigenvalues are unscaled exactly
+/// unless they leave the range of `T`). `K` is read only.
 pub fn sym_eigh<S: Real, T: Real>(
     k: MatRef<'_, S>,
     shift: f64,
@@ -219,10 +345,12 @@ pub fn sym_eigh<S: Real, T: Real>(
     v: MatMut<'_, T>,
     par: Par,
 ) -> Result<()> {
-    let n = check_square(k, "k_train_train")?;
-    let mut a = Mat::<T>::zeros(n, n);
-    symmetrize_lower(k, shift, a.as_mut(), par)?;
-    eigh_lower(a.as_ref(), w, v, par)
+    let mut w64 = vec![0.0; w.len()];
+    let e = sym_eigh_scaled(k, shift, &mut w64, v, par)?;
+    for (dst, src) in w.iter_mut().zip(&w64) {
+        *dst = T::from_f64(ldexp(*src, e));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

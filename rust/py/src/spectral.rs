@@ -47,16 +47,19 @@ stats_fn!(f32, kernel_stats_f32);
 
 macro_rules! kernel_fns {
     ($s:ty, $t:ty, $eigh:ident, $chol:ident) => {
-        /// Eigenvalues (ascending) and eigenvectors (Fortran order) of `sym(K) + shift·I`.
+        /// `(w, V, e)`: `2^-e·(sym(K) + shift·I) = V diag(w) Vᵀ`, eigenvalues ascending
+        /// (float64, of the scaled matrix), eigenvectors in Fortran order, `e` the
+        /// power-of-two scaling exponent (docs/numerics.md, "Scale invariance").
         #[pyfunction]
         pub fn $eigh<'py>(
             py: Python<'py>,
             k: PyReadonlyArray2<'py, $s>,
             shift: f64,
-        ) -> PyResult<(Bound<'py, PyArray1<$t>>, Bound<'py, PyArray2<$t>>)> {
+        ) -> PyResult<(Bound<'py, PyArray1<f64>>, Bound<'py, PyArray2<$t>>, i32)> {
             let n = k.as_array().nrows();
-            let w = PyArray1::<$t>::zeros(py, [n], false);
+            let w = PyArray1::<f64>::zeros(py, [n], false);
             let v = PyArray2::<$t>::zeros(py, [n, n], true);
+            let e;
             {
                 let kr = mat_ref(&k);
                 let mut wrw = w.readwrite();
@@ -65,26 +68,31 @@ macro_rules! kernel_fns {
                     .map_err(|_| internal("eigenvalue buffer"))?;
                 let mut vrw = v.readwrite();
                 let vm = mat_mut(&mut vrw);
-                py.detach(|| threads::install(|par| spectral::sym_eigh(kr, shift, ws, vm, par)))
+                e = py
+                    .detach(|| {
+                        threads::install(|par| spectral::sym_eigh_scaled(kr, shift, ws, vm, par))
+                    })
                     .map_err(to_py)?;
             }
-            Ok((w, v))
+            Ok((w, v, e))
         }
 
-        /// Solves `(sym(K) + shift·I) x = rhs` by Cholesky and estimates the condition
-        /// number: `(x, ‖A‖_∞, μ_min estimate, cond estimate)`, or `None` when `A` is not
-        /// positive definite.
+        /// Solves `Ã x = rhs` by Cholesky, `Ã = 2^-e·(sym(K) + shift·I)` (so `A⁻¹·rhs` is
+        /// `2^-e·x`), and estimates the condition number: `(x, ‖Ã‖_∞, μ_min(Ã) estimate,
+        /// cond estimate, e)`, or `None` when `A` is not positive definite.
         #[pyfunction]
         pub fn $chol<'py>(
             py: Python<'py>,
             k: PyReadonlyArray2<'py, $s>,
             shift: f64,
             rhs: PyReadonlyArray2<'py, $t>,
-        ) -> PyResult<Option<(Bound<'py, PyArray2<$t>>, f64, f64, f64)>> {
+        ) -> PyResult<Option<(Bound<'py, PyArray2<$t>>, f64, f64, f64, i32)>> {
             let kr = mat_ref(&k);
             let mut x = mat_ref(&rhs).to_owned();
             let res = py.detach(|| {
-                threads::install(|par| cholesky::solve_with_estimate(kr, shift, x.as_mut(), par))
+                threads::install(|par| {
+                    cholesky::solve_scaled_with_estimate(kr, shift, x.as_mut(), par)
+                })
             });
             match res {
                 Ok(info) => Ok(Some((
@@ -92,6 +100,7 @@ macro_rules! kernel_fns {
                     info.norm_inf,
                     info.mu_min_est,
                     info.cond_est,
+                    info.exp,
                 ))),
                 Err(tangentflow_core::Error::NotPositiveDefinite { .. }) => Ok(None),
                 Err(e) => Err(to_py(e)),
