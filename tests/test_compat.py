@@ -921,3 +921,19 @@ def test_numpy_use_does_not_import_jax():
         "assert 'jax' not in sys.modules, 'jax was imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_asymmetric_pair_interleaved_kernel_is_symmetrized_over_its_pairs():
+    b = np.array([[1.0, 0.3], [0.3, 0.8]])
+    inter = lambda a: np.einsum("ij,ab->iajb", a, b).transpose(0, 2, 1, 3)  # noqa: E731
+    flat = lambda a: a.transpose(0, 2, 1, 3).reshape(a.shape[0] * 2, a.shape[1] * 2)  # noqa: E731
+    kdd, ktd = inter(K), inter(KTE)
+    rng = np.random.default_rng(11)
+    e = rng.normal(size=kdd.shape) * 0.01
+    noisy = kdd + e  # asymmetric in the interleaved sense: K[i,j,a,b] != K[j,i,b,a]
+    y = np.stack([Y[:, 0], Y[:, 1]], axis=1)
+    with pytest.warns(tf.NumericalWarning, match="not symmetric"):
+        got = nt.gp_inference(noisy, y, trace_axes=())("nngp", ktd)
+    sym = 0.5 * (flat(noisy) + flat(noisy).T)
+    want = (flat(ktd) @ np.linalg.solve(sym, y.reshape(-1))).reshape(7, 2)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-9 * np.abs(want).max())

@@ -15,6 +15,7 @@ import math
 import numpy as np
 
 from . import _core
+from ._spectrum import exponent, ldexp_float
 
 __all__ = ["predict_ode", "solve_ode"]
 
@@ -70,9 +71,18 @@ def solve_ode(p, ts, layout, yf, f0, test, q_train_0=None, q_test_0=None):
         )
     k = np.ascontiguousarray(p._k, dtype=np.float64)
     k = (k + k.T) * 0.5
+    # Integrate the exactly equivalent problem with the kernel scaled by 2^-e and η by 2^e
+    # (only η·Θ enters), so the integrator sees the same bits at every kernel scale
+    # (docs/numerics.md §12, "Scale invariance"). With momentum e is even, so that the
+    # time τ = √η·t scales exactly, by 2^et; velocities (dF/dτ) scale by 2^-et.
+    e = exponent(float(np.max(np.abs(k)))) if k.size else 0
+    if cfg.momentum is not None:
+        e -= e % 2
+    et = e if cfg.momentum is None else e // 2
+    k = np.ldexp(k, -e)
     f0 = np.ascontiguousarray(f0, dtype=np.float64)
     yf = np.ascontiguousarray(yf, dtype=np.float64)
-    eta = cfg.learning_rate
+    eta = ldexp_float(cfg.learning_rate, e)
     if cfg.momentum is None:
         scale, damping = eta, None
     else:
@@ -86,7 +96,8 @@ def solve_ode(p, ts, layout, yf, f0, test, q_train_0=None, q_test_0=None):
             "t is too large for an ODE loss"
         )
     loss, n, classes = _loss_args(p, layout, yf)
-    q0 = None if q_train_0 is None else np.ascontiguousarray(q_train_0, dtype=np.float64)
+    q0 = None if q_train_0 is None else np.ldexp(np.asarray(q_train_0, dtype=np.float64), -et)
+    q0 = None if q0 is None else np.ascontiguousarray(q0)
     sol = _core.ode_solve(
         k,
         f0,
@@ -99,15 +110,15 @@ def solve_ode(p, ts, layout, yf, f0, test, q_train_0=None, q_test_0=None):
         damping=damping,
         rtol=cfg.rtol,
         atol=cfg.atol,
-        converge_tol=cfg.converge_tol if inf.any() else None,
+        converge_tol=ldexp_float(cfg.converge_tol, -et) if inf.any() else None,
     )
     idx = np.where(inf, len(finite), np.searchsorted(finite, np.where(inf, 0.0, ts)))
     tau_all = np.append(taus, sol["tau_end"])[idx]
     train = sol["f"][idx]
-    q_train = sol["q"][idx] if damping is not None else None
+    q_train = np.ldexp(sol["q"][idx], et) if damping is not None else None
     tst = q_test = None
     if test is not None:
-        kte = np.asarray(test.k, dtype=np.float64)
+        kte = np.ldexp(np.asarray(test.k, dtype=np.float64), -e)
         g0 = np.asarray(test.g0, dtype=np.float64)
         s = sol["s"][idx]
         tst = g0[None] - np.einsum("md,tdr->tmr", kte, s, optimize=True)
@@ -115,10 +126,11 @@ def solve_ode(p, ts, layout, yf, f0, test, q_train_0=None, q_test_0=None):
             p_int = sol["p"][idx]
             q_test = -np.einsum("md,tdr->tmr", kte, p_int, optimize=True)
             if q_test_0 is not None:
-                qt0 = np.asarray(q_test_0, dtype=np.float64)
+                qt0 = np.ldexp(np.asarray(q_test_0, dtype=np.float64), -et)
                 decay = np.exp(-damping * tau_all)[:, None, None]
                 tst = tst + qt0[None] * (-np.expm1(-damping * tau_all) / damping)[:, None, None]
                 q_test = q_test + decay * qt0[None]
+            q_test = np.ldexp(q_test, et)
     return train, tst, q_train, q_test
 
 
