@@ -109,3 +109,129 @@ def test_unaligned_inputs_are_copied_to_aligned_memory():
     a = tf.Predictor(ku, y).at(2.0, k_test_train=kte).test
     b = tf.Predictor(k, y).at(2.0, k_test_train=kte).test
     np.testing.assert_array_equal(a, b)
+
+
+# -- bounded thread counts -------------------------------------------------------------------
+@pytest.mark.parametrize("n", [tf.MAX_THREADS + 1, 10_000, 2**63, 2**64, np.int64(2**62)])
+def test_set_num_threads_rejects_huge_counts(n):
+    before = tf.get_num_threads()
+    with pytest.raises(ValueError, match=r"0 \(the default\) to 1024"):
+        tf.set_num_threads(n)
+    assert tf.get_num_threads() == before
+
+
+@pytest.mark.parametrize("n", [-1, -(2**64), np.int32(-3)])
+def test_set_num_threads_rejects_negative_counts(n):
+    with pytest.raises(ValueError, match="n must be an int from 0"):
+        tf.set_num_threads(n)
+
+
+@pytest.mark.parametrize("n", [True, False, np.bool_(True), 2.0, 2.5, "4", None])
+def test_set_num_threads_rejects_non_integers(n):
+    with pytest.raises(TypeError, match="n must be an int"):
+        tf.set_num_threads(n)
+
+
+def test_set_num_threads_accepts_the_bounds():
+    try:
+        tf.set_num_threads(1)
+        assert tf.get_num_threads() == 1
+        tf.set_num_threads(np.uint8(2))
+        assert tf.get_num_threads() == 2
+    finally:
+        tf.set_num_threads(0)
+
+
+@pytest.mark.parametrize("value", ["0", "-2", "1025", "99999999999999999999999", "two", "1.5"])
+def test_bad_env_var_is_a_clear_error(value):
+    code = "import tangentflow"
+    env = dict(os.environ, TANGENTFLOW_NUM_THREADS=value)
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode != 0
+    assert "ValueError: TANGENTFLOW_NUM_THREADS must be an integer from 1 to 1024" in out.stderr
+    assert repr(value) in out.stderr
+
+
+# -- Ctrl-C reaches long ODE integrations ----------------------------------------------------
+_SIGINT_CHILD = r"""
+import sys, time
+import numpy as np
+import tangentflow as tf
+
+rng = np.random.default_rng(0)
+x = rng.standard_normal((40, 3))
+k = 50.0 * np.exp(-0.5 * ((x[:, None] - x[None]) ** 2).sum(-1))
+y = np.eye(3)[rng.integers(0, 3, 40)]
+kind = sys.argv[1]
+if kind == "callable":
+    # a quadratic loss written in Python, slowed down: t = 1e5 takes ~1e5 steps of
+    # 6 evaluations each (about ten minutes)
+    def loss(f, yy):
+        time.sleep(1e-3)
+        return (f - yy) / f.size
+
+    p = tf.Predictor(k, y, loss=loss)
+else:
+    p = tf.Predictor(k, y, loss="cross_entropy")
+print("ready", flush=True)
+t0 = time.perf_counter()
+try:
+    p.at(1e5 if kind == "callable" else 1e19)
+except KeyboardInterrupt:
+    print(f"interrupted after {time.perf_counter() - t0:.2f} s", flush=True)
+    sys.exit(42)
+print("finished", flush=True)
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+@pytest.mark.parametrize("kind", ["callable", "cross_entropy"])
+def test_ctrl_c_interrupts_a_long_ode_integration(kind, tmp_path):
+    """SIGINT during a long integration (a Python loss, or the built-in cross-entropy run
+    in Rust) raises KeyboardInterrupt in the caller. The timeouts only guard against a
+    hang; they are not a timing claim."""
+    import signal
+    import time
+
+    script = tmp_path / "child.py"
+    script.write_text(_SIGINT_CHILD)
+    env = dict(os.environ, TANGENTFLOW_NUM_THREADS="1")
+    proc = subprocess.Popen(
+        [sys.executable, str(script), kind],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        time.sleep(1.0)  # well inside the integration
+        assert proc.poll() is None, "the integration ended before the signal"
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 42, (out, err)
+    assert "interrupted after" in out
+
+
+def test_hopeless_cross_entropy_horizon_fails_early():
+    """t = 1e300 with cross-entropy cannot be reached within max_steps: a clear error from
+    an early estimate instead of ten million steps."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((30, 3))
+    k = np.exp(-0.5 * ((x[:, None] - x[None]) ** 2).sum(-1) / 0.3)
+    y = np.eye(3)[rng.integers(0, 3, 30)]
+    p = tf.Predictor(k, y, loss="cross_entropy")
+    with pytest.raises(tf.TangentflowError, match=r"tau = 1e300 is out of reach") as e:
+        p.at(1e300)
+    steps = int(str(e.value).split("after ")[1].split(" steps")[0])
+    assert steps < 1_000_000  # far below max_steps = 10 million
+    assert "max_steps" in str(e.value) and 'loss="mse"' in str(e.value)
+    # a reachable horizon of the same problem still works, and is finite
+    out = p.at(1e6).train
+    assert np.all(np.isfinite(out))

@@ -46,12 +46,27 @@ def _loss_args(p, layout, yf):
         user = loss
 
     def grad(f2d):
-        g = np.asarray(user(layout.unflatten(np.asarray(f2d), y_shape), y_full), dtype=np.float64)
+        ret = user(layout.unflatten(np.asarray(f2d), y_shape), y_full)
+        try:
+            g = np.asarray(ret, dtype=np.float64)
+        except (TypeError, ValueError) as e:
+            raise TypeError(
+                f"loss must return the gradient dL/df as an array of numbers of shape {y_shape}, "
+                f"got {type(ret).__name__} {_short_repr(ret)} ({e})"
+            ) from None
         if g.shape != y_shape:
-            raise ValueError(f"the loss gradient returned shape {g.shape}, expected {y_shape}")
+            raise ValueError(
+                f"loss returned a gradient of shape {g.shape}, expected the shape of y_train "
+                f"{y_shape}"
+            )
         return np.ascontiguousarray(layout.flatten(g))
 
     return grad, n, None
+
+
+def _short_repr(ob, limit: int = 60) -> str:
+    text = repr(ob)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def solve_ode(p, ts, layout, yf, f0, test, q_train_0=None, q_test_0=None):

@@ -375,6 +375,35 @@ pub fn integrate<G: Gradient + ?Sized>(
     opts: &OdeOptions,
     par: Par,
 ) -> Result<OdeSolution> {
+    integrate_with_interrupt(
+        theta,
+        f0,
+        q0,
+        damping,
+        grad,
+        times,
+        converge_tol,
+        opts,
+        par,
+        &mut || Ok(()),
+    )
+}
+
+/// [`integrate`] with a cancellation hook: `interrupt()` is called before every step
+/// attempt, and an error it returns stops the integration and is returned unchanged (the
+/// Python bindings use it to deliver Ctrl-C).
+pub fn integrate_with_interrupt<G: Gradient + ?Sized>(
+    theta: MatRef<'_, f64>,
+    f0: MatRef<'_, f64>,
+    q0: Option<MatRef<'_, f64>>,
+    damping: Option<f64>,
+    grad: &mut G,
+    times: &[f64],
+    converge_tol: Option<f64>,
+    opts: &OdeOptions,
+    par: Par,
+    interrupt: &mut dyn FnMut() -> Result<()>,
+) -> Result<OdeSolution> {
     if let Some(t) = times.iter().find(|t| !(t.is_finite() && **t >= 0.0)) {
         return Err(Error::InvalidArgument(format!(
             "ODE output times must be finite and >= 0, got {t}"
@@ -403,7 +432,41 @@ pub fn integrate<G: Gradient + ?Sized>(
         par,
         n_evals: 0,
     };
-    Driver::new(&sys, f0, q0, times, converge_tol).run(&mut sys, opts)
+    Driver::new(&sys, f0, q0, times, converge_tol).run(&mut sys, opts, interrupt)
+}
+
+/// Accepted steps before the first reachability check of the last output time; later
+/// checks follow at doubling step counts.
+const PACE_FIRST_CHECK: usize = 256;
+
+/// Steps still needed to reach `t_end` from `t` if the pace seen since the previous check
+/// (from `t_prev` with step size `h_prev`, `window` accepted steps ago; step size `h` now)
+/// continues. A step size that did not grow over the window (while the step count doubled)
+/// is pinned, by stiffness or by the error control at the tolerance floor: then
+/// `(t_end − t)/h`. (A step size that grows, however slowly, is not read as pinned: on a
+/// cross-entropy flow it grows slowly while the logits are small, then by orders of
+/// magnitude.) Otherwise `τ` is read as growing geometrically by the factor observed per
+/// window (the optimistic reading of a relaxing flow), or linearly when that factor is
+/// below 1.5. Each reading is optimistic unless the pace accelerates.
+fn steps_to_reach(t_prev: f64, t: f64, t_end: f64, window: usize, h_prev: f64, h: f64) -> f64 {
+    let w = window as f64;
+    if t >= t_end {
+        return 0.0;
+    }
+    if !(t > 0.0 && t_prev > 0.0 && t > t_prev) {
+        return f64::INFINITY;
+    }
+    if h > 0.0 && h_prev > 0.0 && h <= h_prev {
+        return (t_end - t) / h;
+    }
+    let linear = w * (t_end - t) / (t - t_prev);
+    let ratio = t / t_prev;
+    if ratio >= 1.5 {
+        let geometric = w * ((t_end / t).ln() / ratio.ln()).max(0.0);
+        geometric.min(linear)
+    } else {
+        linear
+    }
 }
 
 fn check_inputs(
@@ -551,6 +614,7 @@ impl<'t> Driver<'t> {
         mut self,
         sys: &mut System<'_, G>,
         opts: &OdeOptions,
+        interrupt: &mut dyn FnMut() -> Result<()>,
     ) -> Result<OdeSolution> {
         let dr = sys.block();
         if !self.y.iter().all(|v| v.is_finite()) {
@@ -589,6 +653,10 @@ impl<'t> Driver<'t> {
         let mut attempts = 0usize;
         // Convergence mode: best rate so far and the step that last improved it by 1%.
         let (mut best_rate, mut best_step) = (f64::INFINITY, 0usize);
+        // Reachability of the last output time: (accepted steps, τ, step size) at the last
+        // check.
+        let (mut pace_step, mut pace_t, mut pace_h) = (0usize, 0.0f64, 0.0f64);
+        let mut next_pace_check = PACE_FIRST_CHECK;
         loop {
             // One accepted step from t.
             let t_bound = bound(self.converged);
@@ -601,6 +669,7 @@ impl<'t> Driver<'t> {
                         "step size became too small at tau = {t:e} (non-finite or stiff derivative?)"
                     )));
                 }
+                interrupt()?;
                 attempts += 1;
                 if attempts > opts.max_steps {
                     return Err(Error::IntegrationFailed(format!(
@@ -669,6 +738,26 @@ impl<'t> Driver<'t> {
                          Hessian| x (atol + rtol |f|)); use a larger converge_tol or smaller rtol/atol"
                     )));
                 }
+            }
+            if self.converged && self.sol.n_steps >= next_pace_check && t_new < last_time {
+                // A horizon the step budget cannot reach fails now, not after max_steps.
+                let window = self.sol.n_steps - pace_step;
+                let more = steps_to_reach(pace_t, t_new, last_time, window, pace_h, h_abs);
+                if pace_t > 0.0 && attempts as f64 + more > 2.0 * opts.max_steps as f64 {
+                    return Err(Error::IntegrationFailed(format!(
+                        "tau = {last_time:e} is out of reach: after {} steps the integrator is at \
+                         tau = {t_new:e} with step size {h_abs:.3e}, and at that pace it needs about \
+                         {more:.1e} more steps (max_steps = {}): the step size is limited (the flow \
+                         is stiff, about 3.3 / (|kernel| x |loss Hessian|), or at the error \
+                         tolerance's limit). Ask for a smaller t, or use loss=\"mse\", whose \
+                         closed form has no step limit",
+                        self.sol.n_steps, opts.max_steps
+                    )));
+                }
+                pace_step = self.sol.n_steps;
+                pace_t = t_new;
+                pace_h = h_abs;
+                next_pace_check = 2 * self.sol.n_steps;
             }
             t = t_new;
             std::mem::swap(&mut self.y, &mut self.y_new);
@@ -1277,5 +1366,130 @@ mod tests {
             );
             assert!(matches!(e, Err(Error::InvalidArgument(_))));
         }
+    }
+
+    #[test]
+    fn interrupt_stops_the_integration_and_its_error_is_returned() {
+        let (theta, f0, y) = problem(4, 2);
+        let opts = OdeOptions::default();
+        let mut loss = Mse { y, n: 8.0 };
+        let mut calls = 0usize;
+        let mut hook = || {
+            calls += 1;
+            if calls > 5 {
+                Err(Error::InvalidArgument("stop".into()))
+            } else {
+                Ok(())
+            }
+        };
+        let e = integrate_with_interrupt(
+            theta.as_ref(),
+            f0.as_ref(),
+            None,
+            None,
+            &mut loss,
+            &[1e6],
+            None,
+            &opts,
+            Par::Seq,
+            &mut hook,
+        );
+        assert!(matches!(e, Err(Error::InvalidArgument(ref m)) if m == "stop"));
+        assert_eq!(calls, 6); // called before each step attempt, stopped at the first error
+                              // a hook that never fires changes nothing
+        let plain = integrate(
+            theta.as_ref(),
+            f0.as_ref(),
+            None,
+            None,
+            &mut loss,
+            &[3.0],
+            None,
+            &opts,
+            Par::Seq,
+        )
+        .unwrap();
+        let hooked = integrate_with_interrupt(
+            theta.as_ref(),
+            f0.as_ref(),
+            None,
+            None,
+            &mut loss,
+            &[3.0],
+            None,
+            &opts,
+            Par::Seq,
+            &mut || Ok(()),
+        )
+        .unwrap();
+        assert_eq!(plain, hooked);
+    }
+
+    #[test]
+    fn unreachable_horizon_fails_early() {
+        // Cross-entropy to tau = 1e300: the step size cannot grow fast enough for the
+        // budget. It must fail long before max_steps attempts.
+        let (theta, _, _) = problem(6, 3);
+        let f0 = Mat::<f64>::zeros(6, 3);
+        let y = Mat::<f64>::from_fn(6, 3, |i, j| f64::from(u8::from(i % 3 == j)));
+        let mut loss = CrossEntropy {
+            y,
+            n: 18.0,
+            classes: 3,
+        };
+        let opts = OdeOptions {
+            max_steps: 200_000,
+            ..OdeOptions::default()
+        };
+        let mut attempts = 0usize;
+        let e = integrate_with_interrupt(
+            theta.as_ref(),
+            f0.as_ref(),
+            None,
+            None,
+            &mut loss,
+            &[1e300],
+            None,
+            &opts,
+            Par::Seq,
+            &mut || {
+                attempts += 1;
+                Ok(())
+            },
+        );
+        match e {
+            Err(Error::IntegrationFailed(m)) => assert!(m.contains("out of reach"), "{m}"),
+            other => panic!("expected an early failure, got {other:?}"),
+        }
+        assert!(attempts < opts.max_steps / 4, "{attempts} attempts");
+        // a reachable horizon of the same flow still integrates
+        let ok = integrate(
+            theta.as_ref(),
+            f0.as_ref(),
+            None,
+            None,
+            &mut loss,
+            &[1e3],
+            None,
+            &opts,
+            Par::Seq,
+        );
+        assert!(ok.is_ok(), "{ok:?}");
+    }
+
+    #[test]
+    fn pace_extrapolation() {
+        // a pinned step size: (t_end - t) / h
+        let s = steps_to_reach(100.0, 200.0, 1600.0, 100, 1.0, 1.0);
+        assert!((s - 1400.0).abs() < 1e-9, "{s}");
+        // a growing step size, tau doubling per window: geometric
+        let s = steps_to_reach(100.0, 200.0, 1600.0, 100, 1.0, 1.2);
+        assert!((s - 300.0).abs() < 1e-9, "{s}");
+        // slow progress with a growing step size: linear
+        let s = steps_to_reach(100.0, 110.0, 210.0, 10, 1.0, 2.0);
+        assert!((s - 100.0).abs() < 1e-9, "{s}");
+        // no progress: unreachable; past the end: nothing left
+        assert!(steps_to_reach(100.0, 100.0, 200.0, 10, 1.0, 2.0).is_infinite());
+        assert_eq!(steps_to_reach(100.0, 200.0, 150.0, 10, 1.0, 1.0), 0.0);
     }
 }

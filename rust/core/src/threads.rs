@@ -27,15 +27,38 @@ fn register_atfork() {
     });
 }
 
-/// Threads used when nothing was configured: `TANGENTFLOW_NUM_THREADS`, else the number of
-/// available cores.
+/// The largest thread count accepted by [`set_num_threads`] and `TANGENTFLOW_NUM_THREADS`
+/// (far above any useful value; a larger request is a mistake, and building a pool of
+/// millions of threads would not return).
+pub const MAX_THREADS: usize = 1024;
+
+/// `TANGENTFLOW_NUM_THREADS` parsed: `Ok(None)` when unset or empty, an error naming the
+/// variable when it is not an integer from 1 to [`MAX_THREADS`].
+pub fn env_num_threads() -> crate::Result<Option<usize>> {
+    let Ok(raw) = std::env::var("TANGENTFLOW_NUM_THREADS") else {
+        return Ok(None);
+    };
+    let v = raw.trim();
+    if v.is_empty() {
+        return Ok(None);
+    }
+    match v.parse::<usize>() {
+        Ok(n) if (1..=MAX_THREADS).contains(&n) => Ok(Some(n)),
+        _ => Err(crate::Error::InvalidArgument(format!(
+            "TANGENTFLOW_NUM_THREADS must be an integer from 1 to {MAX_THREADS}, got {raw:?}"
+        ))),
+    }
+}
+
+/// Threads used when nothing was configured: `TANGENTFLOW_NUM_THREADS` (when valid), else
+/// the number of available cores (at most [`MAX_THREADS`]).
 #[must_use]
 pub fn default_num_threads() -> usize {
-    std::env::var("TANGENTFLOW_NUM_THREADS")
-        .ok()
-        .and_then(|v| v.trim().parse::<usize>().ok())
-        .filter(|&n| n > 0)
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from))
+    env_num_threads().ok().flatten().unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map_or(1, usize::from)
+            .min(MAX_THREADS)
+    })
 }
 
 fn build(n: usize) -> crate::Result<Arc<ThreadPool>> {
@@ -47,8 +70,14 @@ fn build(n: usize) -> crate::Result<Arc<ThreadPool>> {
         .map_err(|e| crate::Error::InvalidArgument(format!("cannot build thread pool: {e}")))
 }
 
-/// Sets the number of threads of the library's pool (`0`: back to the default).
+/// Sets the number of threads of the library's pool (`0`: back to the default); more than
+/// [`MAX_THREADS`] is an error.
 pub fn set_num_threads(n: usize) -> crate::Result<()> {
+    if n > MAX_THREADS {
+        return Err(crate::Error::InvalidArgument(format!(
+            "the number of threads must be from 0 (the default) to {MAX_THREADS}, got {n}"
+        )));
+    }
     register_atfork();
     let n = if n == 0 { default_num_threads() } else { n };
     let pool = build(n)?;
@@ -116,5 +145,9 @@ mod tests {
         assert!(matches!(install(|par| par), Par::Seq));
         set_num_threads(0).unwrap();
         assert_eq!(num_threads(), default_num_threads());
+        assert!(set_num_threads(MAX_THREADS + 1).is_err());
+        assert!(set_num_threads(usize::MAX).is_err());
+        assert_eq!(num_threads(), default_num_threads());
+        assert!((1..=MAX_THREADS).contains(&default_num_threads()));
     }
 }

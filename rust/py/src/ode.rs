@@ -1,9 +1,14 @@
 //! Bindings of the ODE integrator (`tangentflow._core.ode_solve`).
 //!
-//! The train system is integrated in the core with the GIL released. A Python gradient
-//! callable is invoked with the GIL re-acquired (`Python::attach`) for each evaluation; an
-//! exception it raises stops the integration and is re-raised unchanged. Test outputs are
-//! reconstructed by the caller from the returned `S` (and `P`) blocks (core `ode` docs).
+//! The train system is integrated in the core with the GIL released, on a helper thread
+//! (inside the library's pool), while the calling thread waits and checks for signals
+//! (`py.check_signals()`) every [`SIGNAL_POLL`]: Ctrl-C sets a cancellation flag that the
+//! integrator checks before every step attempt, and the `KeyboardInterrupt` is re-raised
+//! on the calling thread. (Signal handlers run only on Python's main thread, so a loop that
+//! never returns to it could not be interrupted.) A Python gradient callable is invoked
+//! with the GIL re-acquired (`Python::attach`) for each evaluation; an exception it raises
+//! stops the integration and is re-raised unchanged. Test outputs are reconstructed by the
+//! caller from the returned `S` (and `P`) blocks (core `ode` docs).
 
 use crate::convert::{mat_mut, mat_ref};
 use crate::errors::to_py;
@@ -15,8 +20,14 @@ use numpy::{
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Condvar, Mutex, PoisonError};
+use std::time::Duration;
 use tangentflow_core::ode::{self, CrossEntropy, Gradient, Mse, OdeOptions};
 use tangentflow_core::{threads, Error};
+
+/// How often the waiting thread checks for signals.
+const SIGNAL_POLL: Duration = Duration::from_millis(20);
 
 /// A Python callable `grad(F) -> array (D, R)`.
 struct PyGradient {
@@ -239,21 +250,64 @@ pub fn ode_solve<'py>(
         max_steps: max_steps.unwrap_or(defaults.max_steps),
         first_step,
     };
-    let result = py.detach(|| {
-        threads::install(|par| {
-            ode::integrate(
-                kr,
-                fr,
-                qr,
-                damping,
-                &mut loss,
-                &times,
-                converge_tol,
-                &opts,
-                par,
-            )
-        })
+    let cancel = AtomicBool::new(false);
+    let mut signal: Option<PyErr> = None;
+    let done = (Mutex::new(false), Condvar::new());
+    let result = std::thread::scope(|scope| {
+        let (loss, times, opts, cancel, done_ref) = (&mut loss, &times, &opts, &cancel, &done);
+        let worker = scope.spawn(move || {
+            let out = threads::install(|par| {
+                ode::integrate_with_interrupt(
+                    kr,
+                    fr,
+                    qr,
+                    damping,
+                    loss,
+                    times,
+                    converge_tol,
+                    opts,
+                    par,
+                    &mut || {
+                        if cancel.load(Ordering::Relaxed) {
+                            Err(Error::IntegrationFailed("interrupted".into()))
+                        } else {
+                            Ok(())
+                        }
+                    },
+                )
+            });
+            *done_ref.0.lock().unwrap_or_else(PoisonError::into_inner) = true;
+            done_ref.1.notify_all();
+            out
+        });
+        loop {
+            let finished = py.detach(|| {
+                let guard = done.0.lock().unwrap_or_else(PoisonError::into_inner);
+                let (guard, _) = done
+                    .1
+                    .wait_timeout_while(guard, SIGNAL_POLL, |d| !*d)
+                    .unwrap_or_else(PoisonError::into_inner);
+                *guard
+            });
+            if finished {
+                break;
+            }
+            if signal.is_none() {
+                if let Err(e) = py.check_signals() {
+                    signal = Some(e);
+                    cancel.store(true, Ordering::Relaxed);
+                }
+            }
+        }
+        py.detach(|| worker.join())
     });
+    let result = match result {
+        Ok(r) => r,
+        Err(panic) => std::panic::resume_unwind(panic),
+    };
+    if let Some(e) = signal {
+        return Err(e);
+    }
     if let Loss::Callable(g) = &mut loss {
         if let Some(e) = g.err.take() {
             return Err(e);
