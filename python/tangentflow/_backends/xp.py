@@ -272,36 +272,41 @@ class XpBackend:
     def test_basis(self, kte, v):
         return kte @ v
 
-    def _apply(self, basis, z, factor, base, sign):
+    def _per_time(self, basis, z, factor, sign, base=None, then=None):
+        """``out[t] = base + sign·then·(basis·(factor(:, t) ⊙ z))`` one time at a time, each
+        product of the same shape (at least two columns: a single column would take a
+        matrix–vector kernel that rounds differently), so a time's outputs are the same bits
+        whatever the other times of the call (docs/numerics.md §3.1)."""
         xp = self.xp
         k, nt = factor.shape
         r = z.shape[1]
-        w = (factor.astype(z.dtype)[:, :, None] * z[:, None, :]).reshape(k, nt * r)
-        c = (basis @ w).reshape(basis.shape[0], nt, r)
-        out = xp.transpose(c, (1, 0, 2))
-        return base[None] + out if sign > 0 else base[None] - out
+        rows = basis.shape[0] if then is None else then.shape[0]
+        out = xp.empty((nt, rows, r), dtype=z.dtype)
+        pad = r < 2
+        f = factor.astype(z.dtype)
+        for j in range(nt):
+            w = f[:, j : j + 1] * z
+            if pad:
+                w = xp.concatenate([w, xp.zeros((k, 2 - r), dtype=z.dtype)], axis=1)
+            c = basis @ w
+            if then is not None:
+                c = then @ c
+            c = c[:, :r]
+            out[j] = base + c if sign > 0 else base - c
+        return out
 
     def train_outputs(self, v, z, em1, f0):
         if v.shape[1] == 0:
             return self.xp.broadcast_to(f0, (em1.shape[1],) + f0.shape).copy()
-        return self._apply(v, z, em1, f0, +1)
+        return self._per_time(v, z, em1, +1, base=f0)
 
     def test_outputs(self, kte, v, z, phi, g0):
-        m, n = kte.shape
-        k = v.shape[1]
-        tr = phi.shape[1] * z.shape[1]
-        if k == 0:
+        """``g₀ − K_te·(V (φ ⊙ z))``: one order for every call, as the Rust core."""
+        if v.shape[1] == 0:
             return self.xp.broadcast_to(g0, (phi.shape[1],) + g0.shape).copy()
-        if m * n * k + m * k * tr <= n * k * tr + m * n * tr:
-            return self._apply(kte @ v, z, phi, g0, -1)
-        xp = self.xp
-        nt, r = phi.shape[1], z.shape[1]
-        w = (phi.astype(z.dtype)[:, :, None] * z[:, None, :]).reshape(k, nt * r)
-        y = v @ w
-        c = (kte @ y).reshape(m, nt, r)
-        return g0[None] - xp.transpose(c, (1, 0, 2))
+        return self._per_time(v, z, phi, -1, base=g0, then=kte)
 
     def test_outputs_cached(self, kv, z, phi, g0):
         if kv.shape[1] == 0:
             return self.xp.broadcast_to(g0, (phi.shape[1],) + g0.shape).copy()
-        return self._apply(kv, z, phi, g0, -1)
+        return self._per_time(kv, z, phi, -1, base=g0)
