@@ -937,3 +937,17 @@ def test_asymmetric_pair_interleaved_kernel_is_symmetrized_over_its_pairs():
     sym = 0.5 * (flat(noisy) + flat(noisy).T)
     want = (flat(ktd) @ np.linalg.solve(sym, y.reshape(-1))).reshape(7, 2)
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-9 * np.abs(want).max())
+
+
+def test_gradient_descent_loss_that_cannot_be_jitted(jax):
+    jnp = jax.numpy
+
+    def loss(fx, y):  # Python control flow on the targets: jax.grad works, jax.jit does not
+        if float(jnp.abs(y).max()) > 1e6:
+            return jnp.inf
+        return 0.5 * jnp.mean((fx - y) ** 2)
+
+    with _x64(jax):
+        got = nt.gradient_descent(loss, K, Y)(T, F0, G0, KTE)
+    want = _flow_reference(K, KTE, Y, F0, G0, T)
+    np.testing.assert_allclose(got[1], want[1], atol=1e-6)

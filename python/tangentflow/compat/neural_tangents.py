@@ -576,7 +576,19 @@ def _jax_grad(loss):
         import jax.numpy as jnp
     except ImportError:
         return None
-    g = jax.grad(loss)
+    plain = jax.grad(loss)
+    jit = getattr(jax, "jit", None)
+    # compiled once per shape and dtype; dropped for a loss that cannot be jitted
+    jitted = [jit(plain)] if jit is not None else []
+    not_jittable = getattr(getattr(jax, "errors", None), "JAXTypeError", TypeError)
+
+    def g(fx, y_hat):
+        if jitted:
+            try:
+                return jitted[0](fx, y_hat)
+            except not_jittable:  # e.g. Python control flow on values
+                jitted.clear()
+        return plain(fx, y_hat)
 
     def grad(fx, y_hat):
         ctx = None
