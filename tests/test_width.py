@@ -176,9 +176,9 @@ def test_bisection_finds_the_known_adequate_width():
     assert st.bisection and all((b["relative_gap"] <= tol) == b["passes"] for b in st.bisection)
     assert st.kernel_distance_inf is None and st.exponent_kernel_reference == "widest"
     # none passes: None, with the power-law estimate beyond the widest width
-    none = check(_KnownGap(c), x, y, xt, widths=(16, 32, 64), seeds=1, steps=10, tol=tol)
+    none = check(_KnownGap(c), x, y, xt, widths=(128, 256, 512), seeds=1, steps=10, tol=tol)
     assert none.adequate_width is None
-    assert 200 < none.adequate_width_estimate < 3000
+    assert 0.7 * exact < none.adequate_width_estimate < 1.5 * exact
 
 
 def test_bisect_width_on_a_monotone_function():
@@ -356,8 +356,9 @@ def test_jax_family_agrees_with_the_numpy_mlp(activation):
     ja, jb = jnet.fit(x, y, 0.5, 20, [5, 20], xt)
     na, nb = nnet.fit(x, y, 0.5, 20, [5, 20], xt)
     assert np.allclose(ja, na, atol=1e-4) and np.allclose(jb, nb, atol=1e-4)
-    st = check(fam, x, y, xt, widths=(8, 16), seeds=2, steps=5)
-    assert st.rmse_test.shape == (2,) and st.kernel_distance_inf is None
+    if activation == "relu":  # the study itself, once (every network compiles anew)
+        st = check(fam, x, y, xt, widths=(8, 16), seeds=1, steps=5, bisect=0)
+        assert st.rmse_test.shape == (2,) and st.kernel_distance_inf is None
 
 
 def test_torch_family_agrees_with_the_numpy_mlp():

@@ -9,6 +9,7 @@ one-hot, ten outputs and a ``(N, N, 10, 10)`` kernel, about ten times the kernel
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -228,8 +229,15 @@ def run(args, parser=None, out=None) -> int:
         if parser is not None:
             parser.error(msg)
         raise ValueError(msg)
+    limits = contextlib.nullcontext()
     if args.threads is not None:
         tangentflow.set_num_threads(args.threads)
+        try:
+            from threadpoolctl import threadpool_limits
+        except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
+            pass
+        else:
+            limits = threadpool_limits(args.threads, user_api="blas")
     progress = _Progress(args.seeds, not args.no_progress)
     try:
         x_tr, y_tr, x_te = digits_data(args.n_train, args.n_test, args.target)
@@ -240,20 +248,21 @@ def run(args, parser=None, out=None) -> int:
             f"{args.steps} steps",
             file=out,
         )
-        study = check(
-            model,
-            x_tr,
-            y_tr,
-            x_te,
-            widths=args.widths,
-            seeds=args.seeds,
-            rate_fraction=args.lr_fraction,
-            steps=args.steps,
-            tol=args.tol,
-            bisect=args.bisect,
-            force=args.force,
-            progress=progress,
-        )
+        with limits:
+            study = check(
+                model,
+                x_tr,
+                y_tr,
+                x_te,
+                widths=args.widths,
+                seeds=args.seeds,
+                rate_fraction=args.lr_fraction,
+                steps=args.steps,
+                tol=args.tol,
+                bisect=args.bisect,
+                force=args.force,
+                progress=progress,
+            )
     except ImportError as e:
         progress.close()
         print(f"tangentflow width: error: {e}", file=sys.stderr)

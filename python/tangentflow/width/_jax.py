@@ -3,7 +3,7 @@
 ``apply_fn(params, x)`` in the style of plain JAX, Flax (``model.apply`` with the variables
 as params), Equinox (a partitioned model) or stax. The empirical NTK is built from
 per-example Jacobians (``jax.vmap`` of ``jax.jacrev``, in blocks of examples) contracted
-block by block; training is full-batch gradient descent on ``‖f − y‖²/(2n)`` with
+block by block in float64; training is full-batch gradient descent on ``‖f − y‖²/(2n)`` with
 ``jax.grad`` in a jitted loop. JAX is imported only when a model is built.
 """
 
@@ -109,29 +109,25 @@ class _JaxNet(Network):
         return out
 
     def _blocks(self, x):
-        """Per-example Jacobians ``(b·K, P)`` over consecutive blocks of examples."""
+        """Per-example Jacobians ``(b·K, P)`` (NumPy, float64) over blocks of examples."""
         k = self.d_out
-        per = max(1, _BLOCK_BYTES // (k * self.n_params * self.dtype.itemsize))
+        per = max(1, _BLOCK_BYTES // (k * self.n_params * 8))
         xa = self._x(x)
         for s in range(0, xa.shape[0], per):
-            jb = self._jac(self.theta, xa[s : s + per])  # (b, K, P)
-            yield s, self.jnp.reshape(jb, (-1, self.n_params))
+            jb = np.asarray(self._jac(self.theta, xa[s : s + per]), dtype=np.float64)
+            yield s, jb.reshape(-1, self.n_params)  # (b, K, P) -> rows i·K + k
 
     def ntk(self, x1, x2=None):
         k = self.d_out
-        jnp = self.jnp
         second = x1 if x2 is None else x2
         n1, n2 = len(x1), len(second)
         out = np.empty((n1 * k, n2 * k))
         cache = None
-        if n2 * k * self.n_params * self.dtype.itemsize <= _CACHE_BYTES:
+        if n2 * k * self.n_params * 8 <= _CACHE_BYTES:
             cache = list(self._blocks(second))
         for s1, j1 in self._blocks(x1):
             for s2, j2 in cache if cache is not None else self._blocks(second):
-                blk = jnp.matmul(j1, j2.T, precision="highest")
-                out[s1 * k : s1 * k + j1.shape[0], s2 * k : s2 * k + j2.shape[0]] = np.asarray(
-                    blk, dtype=np.float64
-                )
+                out[s1 * k : s1 * k + j1.shape[0], s2 * k : s2 * k + j2.shape[0]] = j1 @ j2.T
         return out
 
     def fit(self, x, y, learning_rate, steps, checkpoints, x_test=None, progress=None):

@@ -20,6 +20,7 @@ one GEMM per layer over ``(N·K, n)`` blocks. Training is full-batch gradient de
 
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
 
@@ -33,6 +34,22 @@ _ACTIVATIONS = ("relu", "erf")
 _TWO_OVER_SQRT_PI = 2.0 / math.sqrt(math.pi)
 #: Bytes of the per-layer Δ blocks one kernel chunk may hold.
 _CHUNK_BYTES = 1 << 27
+
+
+#: Below this many multiply-adds per GEMM, training runs BLAS on one thread: small GEMMs
+#: gain nothing from threads and lose much when the cores are shared.
+_SMALL_GEMM = 1e8
+
+
+def _blas_threads(macs: float):
+    """One BLAS thread for small GEMMs (through threadpoolctl, when installed)."""
+    if macs >= _SMALL_GEMM:
+        return contextlib.nullcontext()
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
+        return contextlib.nullcontext()
+    return threadpool_limits(1, user_api="blas")
 
 
 def _erf_fn():
@@ -179,6 +196,13 @@ class MLP(Family):
     def ntk_flat(self, params, x1, x2=None) -> np.ndarray:
         """The empirical NTK flat ``(N1·K, N2·K)``, float64 (row ``i·K + k``)."""
         k_out = params[-1][0].shape[1]
+        n2 = len(x1) if x2 is None else len(x2)
+        width = max(w.shape[1] for w, _ in params[:-1])
+        with _blas_threads(len(x1) * n2 * k_out * k_out * width):
+            return self._ntk_flat(params, x1, x2)
+
+    def _ntk_flat(self, params, x1, x2):
+        k_out = params[-1][0].shape[1]
         width = max(w.shape[1] for w, _ in params[:-1])
         same = x2 is None
         f2, zs2, ds2 = self._forward(params, x1 if same else x2)
@@ -241,11 +265,17 @@ class MLP(Family):
         """Full-batch gradient descent on ``‖f − y‖²/(2n)`` in place; returns the train
         and test outputs after each checkpoint's number of steps (``(C, N, K)``, float64)."""
         y = np.asarray(y, dtype=self.dtype).reshape(len(x), -1)
-        scale = 1.0 / y.size
         ck = {int(c): i for i, c in enumerate(checkpoints)}
         f_tr = np.empty((len(ck), len(x), y.shape[1]))
         f_te = None if x_test is None else np.empty((len(ck), len(x_test), y.shape[1]))
         eta = float(learning_rate)
+        widest = max(w.shape[1] for w, _ in params[:-1])
+        with _blas_threads(len(x) * widest * widest):
+            self._steps(params, x, y, eta, steps, ck, x_test, f_tr, f_te, progress)
+        return f_tr, f_te
+
+    def _steps(self, params, x, y, eta, steps, ck, x_test, f_tr, f_te, progress):
+        scale = 1.0 / y.size
         last = len(params) - 1
         for t in range(steps + 1):
             f, zs, ds = self._forward(params, x)
@@ -270,7 +300,6 @@ class MLP(Family):
                 w -= zs[l].T @ step
                 if l > 0:
                     delta = nxt
-        return f_tr, f_te
 
     def build(self, width, seed, d_in, d_out) -> Network:
         return _MLPNet(self, self.init(width, d_in, d_out, seed))
