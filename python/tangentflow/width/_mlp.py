@@ -182,7 +182,9 @@ class MLP(Family):
         for l in range(len(ds) - 1, 0, -1):  # Δ_l from Δ_{l+1} through W_l
             w = params[l][0]
             a = self.w_std / math.sqrt(w.shape[0])
-            delta = (delta @ w.T) * (a * ds[l - 1])[:, None, :]
+            n, k = delta.shape[0], delta.shape[1]
+            back = (delta.reshape(n * k, -1) @ w.T).reshape(n, k, -1)  # one 2-D GEMM
+            delta = back * (a * ds[l - 1])[:, None, :]
             out[l - 1] = delta
         return out
 
