@@ -171,3 +171,127 @@ def test_more_edge_cases():
     with pytest.raises(TypeError, match="n must be"):
         tf.set_num_threads(2.0)
     tf.set_num_threads(0)
+
+
+# -- messages that say what was expected ---------------------------------------------------
+def _rbf(n, m, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n + m, 3))
+    k = np.exp(-0.5 * ((x[:, None] - x[None]) ** 2).sum(-1))
+    return k[:n, :n], k[n:, :n], rng.standard_normal((n, 2))
+
+
+def test_transposed_k_test_train_names_expected_and_given_shape():
+    k, kte, y = _rbf(20, 7)
+    p = tf.Predictor(k, y)
+    with pytest.raises(ValueError) as e:
+        p.at(None, k_test_train=kte.T)
+    msg = str(e.value)
+    assert "k_test_train has shape (20, 7)" in msg
+    assert "expected (M, 20)" in msg
+    assert "k_test_train.T" in msg  # the transpose would fit
+    # a shape that is simply wrong gets no transpose hint
+    with pytest.raises(ValueError) as e:
+        p.at(None, k_test_train=np.zeros((7, 19)))
+    assert "has shape (7, 19), expected (M, 20)" in str(e.value)
+    assert ".T" not in str(e.value)
+    # the right one works and matches a dense solve
+    got = p.at(None, k_test_train=kte).test
+    np.testing.assert_allclose(got, kte @ np.linalg.solve(k, y), rtol=1e-9, atol=1e-12)
+
+
+def test_none_inside_an_array_of_times_explains_np_inf():
+    k, _, y = _rbf(12, 0)
+    p = tf.Predictor(k, y)
+    for bad in ([0, 1, None], np.array([0.0, None], dtype=object)):
+        for call in (p.train_loss, p.at):
+            with pytest.raises(TypeError) as e:
+                call(bad)
+            msg = str(e.value)
+            assert "None means t = ∞" in msg and "only as a scalar" in msg and "np.inf" in msg
+    # what the message recommends works, and agrees with the scalar None
+    loss = p.train_loss([0, 1, np.inf])
+    assert loss[2] == pytest.approx(float(p.train_loss(None)), abs=1e-15)
+    assert loss[0] == pytest.approx(float((y**2).sum() / (2 * y.size)), rel=1e-12)
+
+
+@pytest.mark.parametrize("ret", ["abc", object(), {"a": 1}])
+def test_loss_returning_non_numbers_names_the_argument(ret):
+    k, _, y = _rbf(6, 0)
+    p = tf.Predictor(k, y, loss=lambda f, yy: ret)
+    with pytest.raises(TypeError) as e:
+        p.at(1.0)
+    msg = str(e.value)
+    assert msg.startswith("loss must return the gradient") and "(6, 2)" in msg
+    assert type(ret).__name__ in msg
+
+
+def test_loss_returning_the_wrong_shape_names_the_argument():
+    k, _, y = _rbf(6, 0)
+    p = tf.Predictor(k, y, loss=lambda f, yy: (f - yy)[:, :1])
+    with pytest.raises(ValueError, match=r"loss returned a gradient of shape \(6, 1\), expected"):
+        p.at(1.0)
+
+
+def test_trace_axes_generator_is_read_once():
+    """A generator works like the tuple it yields (it is consumed exactly once)."""
+    k, kte, _ = _rbf(10, 4)
+    rng = np.random.default_rng(3)
+    y = rng.standard_normal((10, 3))
+    want = tf.Predictor(k, y, trace_axes=(1,)).at(5.0, k_test_train=kte)
+    got = tf.Predictor(k, y, trace_axes=(a for a in [1])).at(5.0, k_test_train=kte)
+    np.testing.assert_array_equal(got.train, want.train)
+    np.testing.assert_array_equal(got.test, want.test)
+    # the dense reference: train outputs Y + e^{-K s}(f0 - Y) with f0 = 0, s = 5 / y.size
+    w, v = np.linalg.eigh(k)
+    ref = y - v @ (np.exp(-w * 5.0 / y.size)[:, None] * (v.T @ y))
+    np.testing.assert_allclose(got.train, ref, rtol=1e-10, atol=1e-12)
+    ktt = kte @ np.linalg.solve(k, kte.T) + np.eye(4)  # any PSD test-test block
+    kw = dict(nngp_test_train=kte, nngp_test_test=ktt)
+    e_want = tf.Ensemble(k, y, trace_axes=(1,)).at(2.0, **kw)
+    e_got = tf.Ensemble(k, y, trace_axes=iter([1])).at(2.0, **kw)
+    np.testing.assert_array_equal(e_got.mean, e_want.mean)
+    np.testing.assert_array_equal(e_got.covariance, e_want.covariance)
+    g_want = tf.GaussianProcess(k, y, trace_axes=(1,)).posterior(k_test_train=kte).mean
+    g_got = tf.GaussianProcess(k, y, trace_axes=(a for a in (1,))).posterior(k_test_train=kte)
+    np.testing.assert_array_equal(g_got.mean, g_want)
+
+
+@pytest.mark.parametrize("bad", [(a for a in ["x"]), (a for a in [1.5]), "1", True, 2.0])
+def test_trace_axes_of_non_ints_is_a_clear_error(bad):
+    k, _, y = _rbf(6, 0)
+    with pytest.raises(TypeError, match="trace_axes must be a tuple of ints"):
+        tf.Predictor(k, y, trace_axes=bad)
+
+
+def test_corrupted_pickle_says_what_is_wrong():
+    import pickle
+
+    k, kte, y = _rbf(50, 5)
+    p = tf.Predictor(k, y).factorize()
+    good = p.__getstate__()
+    cases = {
+        "'v' has shape (50, 49)": dict(v=good["v"][:, :49]),
+        "'w' holds 49 eigenvalues": dict(w=good["w"][:49]),
+        "do not match the kernel": dict(y=good["y"][:49, :1]),
+        "do not multiply to the kernel size 49": dict(k=good["k"][:49, :49]),
+        "both present or both absent": dict(v=None),
+        "'w' contains NaN": dict(w=np.full(50, np.nan)),
+        "missing entries ['k']": dict(k=None, _drop="k"),
+        "'count' must be a non-negative int": dict(count=-1),
+    }
+    for needle, change in cases.items():
+        state = dict(good)
+        drop = change.pop("_drop", None)
+        state.update(change)
+        if drop:
+            del state[drop]
+        q = tf.Predictor.__new__(tf.Predictor)
+        with pytest.raises(ValueError) as e:
+            q.__setstate__(state)
+        assert "corrupted Predictor pickle" in str(e.value) and needle in str(e.value), needle
+    # an intact pickle round-trips to the same numbers
+    back = pickle.loads(pickle.dumps(p))
+    np.testing.assert_array_equal(
+        back.at(3.0, k_test_train=kte).test, p.at(3.0, k_test_train=kte).test
+    )

@@ -13,7 +13,7 @@ import numpy as np
 from . import _backends, _validate
 from ._errors import TangentflowError
 from ._gaussian import Gaussian
-from ._shapes import Layout, flatten_kernel
+from ._shapes import Layout, flatten_kernel, freeze_trace_axes
 from ._spectrum import (
     Factorization,
     Spectrum,
@@ -168,6 +168,7 @@ class Ensemble:
         _backend=None,
     ):
         self._lr = _validate.positive_float(learning_rate, "learning_rate")
+        trace_axes = freeze_trace_axes(trace_axes)  # a generator is read once
         opts = _Options(diag_reg, diag_reg_absolute_scale, precision, rcond)
         be = _backends.select(nngp_train_train, _backend)
         self._backend = be

@@ -18,6 +18,7 @@ from ._ensemble import (
 from ._errors import NumericalWarning, TangentflowError, warn
 from ._gaussian import Gaussian
 from ._predictor import CHOLESKY_MAX_COND
+from ._shapes import freeze_trace_axes
 from ._spectrum import array_exponent, cast_outputs, ldexp, ldexp_float
 from ._validate import test_train_kernel as _test_train_kernel
 from ._validate import train_kernel as _train_kernel
@@ -68,6 +69,7 @@ class GaussianProcess:
         rcond=None,
         _backend=None,
     ):
+        trace_axes = freeze_trace_axes(trace_axes)  # a generator is read once
         opts = _Options(diag_reg, diag_reg_absolute_scale, precision, rcond)
         be = _backends.select(k_train_train, _backend)
         self._backend = be

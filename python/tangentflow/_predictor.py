@@ -12,7 +12,7 @@ import numpy as np
 
 from . import _backends, _validate
 from ._errors import TangentflowError
-from ._shapes import Layout
+from ._shapes import Layout, freeze_trace_axes
 from ._spectrum import (
     Factorization,
     Spectrum,
@@ -114,7 +114,7 @@ class _Config:
         self.learning_rate, self.diag_reg = lr, reg
         self.diag_reg_absolute_scale = bool(kw["diag_reg_absolute_scale"])
         self.momentum, self.loss, self.dynamics = m, loss, dyn
-        self.trace_axes = kw["trace_axes"]
+        self.trace_axes = freeze_trace_axes(kw["trace_axes"])  # a generator is read once
         self.precision, self.rcond, self.rtol, self.atol, self.converge_tol = (
             prec,
             rc,
@@ -667,6 +667,7 @@ class Predictor:
         return state
 
     def __setstate__(self, state):
+        _validate.predictor_state(state)
         name = state["backend"]
         self._backend = _backends.select(state["k"], None if name == "cpu" else name)
         self._k = state["k"]

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Layout", "kernel_dims", "flatten_kernel", "normalize_trace_axes"]
+__all__ = ["Layout", "kernel_dims", "flatten_kernel", "normalize_trace_axes", "freeze_trace_axes"]
 
 
 def kernel_dims(shape: tuple[int, ...], name: str) -> tuple[int, ...]:
@@ -44,6 +44,25 @@ def flatten_kernel(k, xp=np):
     rows = math.prod(k.shape[0::2])
     cols = math.prod(k.shape[1::2])
     return xp.reshape(xp.transpose(k, perm), (rows, cols)) if nd else k
+
+
+def freeze_trace_axes(trace_axes, name: str = "trace_axes"):
+    """``trace_axes`` as given by the caller, read exactly once: None, or a tuple of ints
+    (an int, a list, a generator or any other iterable of ints is accepted)."""
+    if trace_axes is None:
+        return None
+    if isinstance(trace_axes, (int, np.integer)) and not isinstance(trace_axes, bool):
+        return (int(trace_axes),)
+    if isinstance(trace_axes, (str, bytes, bool, np.bool_)):
+        raise TypeError(f"{name} must be a tuple of ints, got {trace_axes!r}")
+    try:
+        entries = tuple(trace_axes)
+    except TypeError:
+        raise TypeError(f"{name} must be a tuple of ints, got {trace_axes!r}") from None
+    for a in entries:
+        if isinstance(a, (bool, np.bool_)) or not isinstance(a, (int, np.integer)):
+            raise TypeError(f"{name} must be a tuple of ints, got an entry {a!r}")
+    return tuple(int(a) for a in entries)
 
 
 def normalize_trace_axes(trace_axes, ndim: int, name: str = "trace_axes") -> tuple[int, ...]:

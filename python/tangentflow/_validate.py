@@ -71,8 +71,15 @@ def times(t, *, steps: bool = False):
         arr = np.asarray(t._array if hasattr(t, "_array") else t)
     except Exception as e:  # noqa: BLE001
         raise TypeError(f"t must be a number, an array of numbers or None: {e}") from None
+    if arr.dtype == object and arr.ndim > 0 and any(v is None for v in arr.reshape(-1)):
+        raise TypeError(
+            "t contains None: None means t = ∞ (converged) only as a scalar (t=None); "
+            "in an array of times use np.inf, e.g. [0, 1, np.inf]"
+        )
     if arr.dtype == object or np.dtype(arr.dtype).kind not in "iuf":
-        raise TypeError(f"t must be numeric, got dtype {arr.dtype}")
+        raise TypeError(
+            f"t must be numeric (a number, an array of numbers or None), got dtype {arr.dtype}"
+        )
     arr = arr.astype(np.float64)
     flat = arr.reshape(-1)
     if np.any(np.isnan(flat)):
@@ -125,8 +132,93 @@ def test_train_kernel(raw, name, backend, kdims, dtype):
             f"got shape {tuple(k.shape)}"
         )
     if tuple(k.shape[1::2]) != tuple(kdims):
+        if len(kdims) == 1:
+            expected = f"(M, {kdims[0]})"
+        else:
+            expected = "(" + ", ".join(f"M{i}, {d}" for i, d in enumerate(kdims)) + ")"
+        hint = ""
+        if tuple(k.shape[0::2]) == tuple(kdims):
+            hint = (
+                f"; it looks transposed (train axes first): pass {name}.T"
+                if len(kdims) == 1
+                else "; its test and train axes look swapped (train axes first)"
+            )
         raise ValueError(
-            f"{name} of shape {tuple(k.shape)} does not match the train kernel: its train "
-            f"axes (1, 3, ...) must have sizes {tuple(kdims)}"
+            f"{name} has shape {tuple(k.shape)}, expected {expected}: test axes at "
+            f"positions 0, 2, ... (any sizes), train axes at 1, 3, ... with the train "
+            f"kernel's sizes {tuple(kdims)}{hint}"
         )
     return xp.ascontiguousarray(flatten_kernel(k, xp), dtype=dtype), tuple(k.shape[0::2])
+
+
+_STATE_KEYS = ("backend", "k", "kdims", "out_dtype", "trace", "cfg", "y", "w", "v", "count")
+
+
+def predictor_state(state) -> None:
+    """Checks a pickled Predictor's state before it is used: a corrupted or foreign pickle
+    is a ValueError that says what is wrong, not a failure deep inside a later call."""
+
+    def bad(what: str):
+        return ValueError(f"corrupted Predictor pickle: {what}")
+
+    if not isinstance(state, dict):
+        raise bad(f"the state is a {type(state).__name__}, not a dict")
+    missing = [k for k in _STATE_KEYS if k not in state]
+    if missing:
+        raise bad(f"missing entries {missing}")
+
+    def array(key, ndim):
+        a = state[key]
+        shape = getattr(a, "shape", None)
+        dtype = getattr(a, "dtype", None)
+        if shape is None or dtype is None or len(shape) != ndim:
+            raise bad(f"{key!r} must be a {ndim}-D array, got {type(a).__name__} {shape}")
+        if np.dtype(dtype) not in _FLOATS:
+            raise bad(f"{key!r} must be float32 or float64, got {dtype}")
+        return a
+
+    k = array("k", 2)
+    d = int(k.shape[0])
+    if k.shape != (d, d):
+        raise bad(f"the kernel 'k' must be square, got shape {tuple(k.shape)}")
+    kdims = state["kdims"]
+    try:
+        kdims = tuple(int(x) for x in kdims)
+    except (TypeError, ValueError):
+        raise bad(f"'kdims' must be a tuple of ints, got {kdims!r}") from None
+    if math.prod(kdims) != d:
+        raise bad(f"'kdims' {kdims} do not multiply to the kernel size {d}")
+    try:
+        out = np.dtype(state["out_dtype"])
+    except TypeError:
+        raise bad(f"'out_dtype' is not a dtype: {state['out_dtype']!r}") from None
+    if out not in _FLOATS:
+        raise bad(f"'out_dtype' must be float32 or float64, got {out}")
+    if not isinstance(state["cfg"], dict):
+        raise bad("'cfg' must be a dict")
+    y = state["y"]
+    if getattr(y, "shape", None) is None or int(np.prod(y.shape)) % d:
+        raise bad(
+            f"the targets 'y' (shape {getattr(y, 'shape', None)}) do not match the kernel "
+            f"(shape {tuple(k.shape)})"
+        )
+    w, v = state["w"], state["v"]
+    if (w is None) != (v is None):
+        raise bad("the eigenvalues 'w' and eigenvectors 'v' must be both present or both absent")
+    if w is not None:
+        w = array("w", 1)
+        v = array("v", 2)
+        if w.shape != (d,):
+            raise bad(f"'w' holds {w.shape[0]} eigenvalues, the kernel needs {d}")
+        if v.shape != (d, d):
+            raise bad(f"'v' has shape {tuple(v.shape)}, the kernel needs ({d}, {d})")
+    count = state["count"]
+    if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 0:
+        raise bad(f"'count' must be a non-negative int, got {count!r}")
+    exp = state.get("exp", 0)
+    if isinstance(exp, bool) or not isinstance(exp, (int, np.integer)) or abs(int(exp)) > 2100:
+        raise bad(f"'exp' must be an int exponent, got {exp!r}")
+    for key in ("k", "y", "w", "v"):
+        a = state[key]
+        if isinstance(a, np.ndarray) and a.size and not bool(np.all(np.isfinite(a))):
+            raise bad(f"{key!r} contains NaN or infinity")
