@@ -1046,8 +1046,6 @@ def gradient_descent_mse_ensemble(
 
     def sym_train(g, k):
         """Host copy of a train kernel, symmetrized once (with one warning) per kernel."""
-        if _is_tracer(k):
-            raise AssertionError("unreachable")  # pragma: no cover
         if g not in host_kdd:
             host_kdd[g] = _symmetric(_arr(_host(k)), "kernel_fn(x_train, None) kernel")
         return host_kdd[g]
