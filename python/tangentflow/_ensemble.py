@@ -51,6 +51,15 @@ def _test_test_kernel(raw, name, backend, test_dims, dtype):
     return (k2 + k2.T) * 0.5
 
 
+def _wide(raw, cdt):
+    """The dtype a test–train kernel is read in: float64 when the compute dtype is float32
+    and the kernel is float64, so that its power-of-two scaling happens before the rounding
+    (a tiny kernel must not become float32 subnormals; docs/numerics.md §12)."""
+    if np.dtype(cdt) == np.float32 and getattr(raw, "dtype", None) == np.float64:
+        return np.dtype(np.float64)
+    return np.dtype(cdt)
+
+
 def _zip(dims):
     return tuple(d for d in dims for _ in (0, 1))
 
@@ -256,9 +265,11 @@ class Ensemble:
         dims = None
         k_td = None
         if nngp_test_train is not None:
-            k_td, dims = _test_train_kernel(nngp_test_train, "nngp_test_train", be, kd, cdt)
+            wdt = _wide(nngp_test_train, cdt) if self.mode == "nngp" else cdt
+            k_td, dims = _test_train_kernel(nngp_test_train, "nngp_test_train", be, kd, wdt)
         if self.mode == "ntk":
-            th_td, tdims = _test_train_kernel(ntk_test_train, "ntk_test_train", be, kd, cdt)
+            wdt = _wide(ntk_test_train, cdt)
+            th_td, tdims = _test_train_kernel(ntk_test_train, "ntk_test_train", be, kd, wdt)
             if dims is not None and tdims != dims:
                 raise ValueError(
                     f"ntk_test_train (test dims {tdims}) and nngp_test_train (test dims {dims}) "
@@ -266,7 +277,8 @@ class Ensemble:
                 )
             dims = tdims
         else:
-            th_td = k_td
+            th_td = k_td  # possibly float64 with float32 compute: scaled, then converted
+            k_td = None if k_td is None else k_td.astype(cdt, copy=False)
         k_tt = None
         if nngp_test_test is not None:
             if dims is None:
@@ -336,7 +348,7 @@ class Ensemble:
             th_td, k_td, k_tt, dims = test
             shape = lay.test_shape(dims)
             with np.errstate(under="ignore"):
-                th_s = ldexp(th_td, -e, xp)
+                th_s = ldexp(th_td, -e, xp).astype(cdt, copy=False)
             p = th_s @ vr  # 2^-e·Θ_td Vᵣ (M × k); a BLAS GEMM beats the core's here
             mean = be.test_outputs_cached(
                 xp.ascontiguousarray(p), z, phi, xp.zeros((p.shape[0], yf.shape[1]), dtype=cdt)

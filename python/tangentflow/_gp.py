@@ -14,6 +14,7 @@ from ._ensemble import (
     _targets,
     _test_test_kernel,
     _unflatten_cov,
+    _wide,
 )
 from ._errors import NumericalWarning, TangentflowError, warn
 from ._gaussian import Gaussian
@@ -161,13 +162,14 @@ class GaussianProcess:
             mean, cov = self._train_posterior(yf)
             dims, shape = self._kdims, lay.y_shape
         else:
-            kte, dims = _test_train_kernel(k_test_train, "k_test_train", be, self._kdims, cdt)
+            wdt = _wide(k_test_train, cdt)
+            kte, dims = _test_train_kernel(k_test_train, "k_test_train", be, self._kdims, wdt)
             ktt = None
             if k_test_test is not None:
                 ktt = _test_test_kernel(k_test_test, "k_test_test", be, dims, cdt)
             shape = lay.test_shape(dims)
             ek = array_exponent(xp, kte)
-            kte = ldexp(kte, -ek, xp)
+            kte = xp.ascontiguousarray(ldexp(kte, -ek, xp), dtype=cdt)
             rhs = yf if ktt is None else xp.concatenate([yf, kte.T], axis=1)
             sol = self._cholesky(xp.ascontiguousarray(rhs))
             cov = None

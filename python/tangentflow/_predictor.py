@@ -711,8 +711,13 @@ class _TestInputs:
         # kernel conversion and checks happen once per handle
         if self._prepared is None:
             p = self.p
+            # float32 compute with a float64 kernel: kept in float64 until scaled_k has
+            # scaled it (so a tiny kernel does not become float32 subnormals first)
+            dt = p._compute_dtype()
+            if dt == np.float32 and getattr(self.raw_k, "dtype", None) == np.float64:
+                dt = np.dtype(np.float64)
             self._prepared = _validate.test_train_kernel(
-                self.raw_k, "k_test_train", p._backend, p._kdims, p._compute_dtype()
+                self.raw_k, "k_test_train", p._backend, p._kdims, dt
             )
         return self._prepared
 
@@ -728,13 +733,16 @@ class _TestInputs:
         return bound
 
     def scaled_k(self, e):
-        """``2^-e·K_te`` (exact), the test kernel in the units of the scaled train kernel."""
-        if not e:
+        """``2^-e·K_te`` (exact) in the compute dtype: the test kernel in the units of the
+        scaled train kernel."""
+        dt = self.p._compute_dtype()
+        if not e and self.k.dtype == dt:
             return self.k
         ks = self._shared["ks"]
         if ks is None or ks[0] != e:
+            xp = self.p._backend.xp
             with np.errstate(under="ignore"):
-                ks = (e, ldexp(self.k, -e, self.p._backend.xp))
+                ks = (e, xp.ascontiguousarray(ldexp(self.k, -e, xp), dtype=dt))
             self._shared["ks"] = ks
         return ks[1]
 
