@@ -165,8 +165,8 @@ def test_progress_text_bar_without_tqdm(monkeypatch):
 def test_bench_runs_tiny(tmp_path, capsys):
     path = tmp_path / "b.json"
     argv = ["bench", "--sizes", "200", "--json", str(path), "--test-points", "30"]
-    argv += ["--n-times", "8", "--n-regs", "3", "--repeats", "1", "--no-progress"]
-    assert main(argv) == 0
+    argv += ["--n-times", "8", "--n-regs", "3", "--repeats", "3", "--min-time", "0.01"]
+    assert main([*argv, "--no-progress"]) == 0
     text = capsys.readouterr().out
     for label in ("first call", "repeat", "t=None", "sweep", "peak RSS", "small problems"):
         assert label in text
@@ -179,6 +179,60 @@ def test_bench_runs_tiny(tmp_path, capsys):
     assert size["inf_max_abs_diff"] < 1e-8
     assert res["small"]["max_abs_diff"] < 1e-8
     assert math.isfinite(size["memory_first_n2"])
+    # every ratio is the median of 3 paired samples, with its spread
+    assert res["timing"] == {"min_sample_s": 0.01, "pairs": 3}
+    for key in ("first_vs_eigh", "repeat_vs_first", "inf_vs_cholesky", "sweep_vs_eigh"):
+        st = size["ratios"][key]
+        assert st["pairs"] == 3 and st["min"] <= st["median"] <= st["max"]
+        assert size[key] == st["median"]
+    st = size["ratios"]["first_vs_eigh"]
+    assert f"{st['median']:.2f}x ({st['min']:.2f}–{st['max']:.2f})" in text
+    assert "median of 3 paired samples" in text
+
+
+def test_paired_timing_alternates_and_takes_the_median(monkeypatch):
+    """_paired: calibrated samples of >= min_time, alternating order, median of the paired
+    ratios. A fake clock makes the check exact."""
+    from tangentflow import _bench
+
+    clock = [0.0]
+    monkeypatch.setattr(_bench.time, "perf_counter", lambda: clock[0])
+    calls = []
+    cost = {"fn": iter([0.05] * 2 + [0.05, 0.06, 0.04] * 40), "base": iter([0.1] * 200)}
+
+    def make(name):
+        def f():
+            calls.append(name)
+            clock[0] += next(cost[name])
+            return name
+
+        return f
+
+    t_fn, t_base, st, out, ref = _bench._paired(make("fn"), make("base"), 3, min_time=0.2)
+    assert (out, ref) == ("fn", "base")
+    # calibration: fn 0.05 s per call -> ceil(1.2 * 0.2 / 0.05) = 5 calls; base 0.1 s -> 3
+    assert st["calls_per_sample"] == [5, 3] and st["pairs"] == 3
+    timed = [c for c in calls[4:]]  # after 2 + 2 calibration calls
+    assert timed[:3] == ["base"] * 3 and timed[3:8] == ["fn"] * 5  # pair 1: base first
+    assert timed[8:13] == ["fn"] * 5 and timed[13:16] == ["base"] * 3  # pair 2: fn first
+    assert t_base == pytest.approx(0.1)
+    assert st["min"] <= st["median"] <= st["max"]
+    assert st["median"] == pytest.approx(t_fn / t_base, rel=0.2)
+
+
+def test_short_calls_are_repeated_within_a_sample(monkeypatch):
+    from tangentflow import _bench
+
+    clock = [0.0]
+    monkeypatch.setattr(_bench.time, "perf_counter", lambda: clock[0])
+
+    def f():
+        clock[0] += 1e-3
+
+    t, _ = _bench._best(f, 3, min_time=0.2)
+    assert t == pytest.approx(1e-3)
+    calls, _ = _bench._calibrate(f, 0.2)
+    assert calls * 1e-3 >= 0.2
 
 
 def test_bench_script_calls_the_same_code(monkeypatch):

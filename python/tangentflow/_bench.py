@@ -1,6 +1,10 @@
 """``tangentflow bench``: the end-to-end benchmark of the Predictor against NumPy/SciPy.
 
-Every ratio is measured in one run on the same matrices (docs/numerics.md §14): for each N,
+Every ratio is measured in one run on the same matrices (docs/numerics.md §14): each
+figure is a sample of at least ``MIN_SAMPLE_S`` = 0.2 s (a shorter call is repeated within
+the sample), baseline and tangentflow samples alternate, and the ratio reported is the
+median of ``DEFAULT_PAIRS`` = 3 paired ratios with their min–max spread, so a verdict does
+not flip between runs. For each N,
 an analytic ReLU NTK of random unit-norm inputs (3 hidden layers), R = 10 outputs,
 M = 1000 test points and T = 100 times on a log grid:
 
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import math
 import os
 import platform
 import subprocess
@@ -99,14 +104,72 @@ def _times(k, n_times, n_outputs, seed=0):
 
 
 # -- timing helpers ----------------------------------------------------------------------------
-def _best(fn, repeats):
-    best = np.inf
-    out = None
-    for _ in range(repeats):
-        t0 = time.perf_counter()
+#: Every timed sample lasts at least this long (a call shorter than that is repeated within
+#: the sample and the mean per call is taken), so timer resolution and scheduler noise
+#: stay small against it.
+MIN_SAMPLE_S = 0.2
+#: Paired samples per ratio (baseline and tangentflow alternating); the median is reported.
+DEFAULT_PAIRS = 3
+
+
+def _calibrate(fn, min_time):
+    """``(calls per sample, output)``: enough calls that one sample takes ``>= min_time``
+    (the first call also warms caches and imports)."""
+    t0 = time.perf_counter()
+    out = fn()
+    once = time.perf_counter() - t0
+    if once >= min_time:
+        return 1, out
+    t0 = time.perf_counter()
+    fn()
+    once = max(min(once, time.perf_counter() - t0), 1e-7)
+    return max(1, math.ceil(1.2 * min_time / once)), out
+
+
+def _sample(fn, calls):
+    """Mean seconds per call over ``calls`` calls, and the last output."""
+    t0 = time.perf_counter()
+    for _ in range(calls):
         out = fn()
-        best = min(best, time.perf_counter() - t0)
-    return best, out
+    return (time.perf_counter() - t0) / calls, out
+
+
+def _best(fn, repeats, min_time=MIN_SAMPLE_S):
+    """Median seconds per call over ``repeats`` samples of ``>= min_time`` each."""
+    calls, out = _calibrate(fn, min_time)
+    samples = []
+    for _ in range(max(1, repeats)):
+        t, out = _sample(fn, calls)
+        samples.append(t)
+    return float(np.median(samples)), out
+
+
+def _paired(fn, base, pairs, min_time=MIN_SAMPLE_S):
+    """Times ``fn`` against ``base`` in alternating samples (base, fn, fn, base, ...), each
+    sample ``>= min_time``, and returns ``(fn seconds, base seconds, ratio stats, fn output,
+    base output)``: seconds are medians per call, the ratio is the median of the paired
+    ratios, with their min and max (the spread between runs)."""
+    n_fn, out = _calibrate(fn, min_time)
+    n_base, ref = _calibrate(base, min_time)
+    t_fn, t_base, ratios = [], [], []
+    for i in range(max(1, pairs)):
+        order = ((base, n_base, t_base), (fn, n_fn, t_fn))
+        for f, calls, acc in order if i % 2 == 0 else order[::-1]:
+            t, o = _sample(f, calls)
+            acc.append(t)
+            if f is fn:
+                out = o
+            else:
+                ref = o
+        ratios.append(t_fn[-1] / t_base[-1])
+    stats = {
+        "median": float(np.median(ratios)),
+        "min": float(np.min(ratios)),
+        "max": float(np.max(ratios)),
+        "pairs": len(ratios),
+        "calls_per_sample": [n_fn, n_base],
+    }
+    return float(np.median(t_fn)), float(np.median(t_base)), stats, out, ref
 
 
 _CHILD = r"""
@@ -164,7 +227,7 @@ def _memory(inp, ts):
 
 
 # -- measurements -----------------------------------------------------------------------------
-def _small(repeats):
+def _small(pairs, min_time):
     """(f): N=100, 10 times, 50 test points, vs eigh + matrix products in NumPy."""
     from tangentflow import Predictor
 
@@ -186,15 +249,18 @@ def _small(repeats):
     def tf():
         return Predictor(k, y).at(ts, k_test_train=kte, fx_train_0=f0, fx_test_0=g0)
 
-    tf()
-    numpy_impl()
-    t_tf, out = _best(tf, repeats)
-    t_np, ref = _best(numpy_impl, repeats)
+    t_tf, t_np, stats, out, ref = _paired(tf, numpy_impl, pairs, min_time)
     err = max(float(np.max(np.abs(out.train - ref[0]))), float(np.max(np.abs(out.test - ref[1]))))
-    return {"tangentflow_s": t_tf, "numpy_s": t_np, "ratio": t_tf / t_np, "max_abs_diff": err}
+    return {
+        "tangentflow_s": t_tf,
+        "numpy_s": t_np,
+        "ratio": stats["median"],
+        "ratio_stats": stats,
+        "max_abs_diff": err,
+    }
 
 
-def _one_size(n, m, n_times, n_regs, repeats, memory, step):
+def _one_size(n, m, n_times, n_regs, pairs, min_time, memory, step):
     from tangentflow import Predictor
 
     res = {"n": n, "m": m, "r": N_OUTPUTS, "t": n_times}
@@ -204,26 +270,32 @@ def _one_size(n, m, n_times, n_regs, repeats, memory, step):
         ts = _times(k, n_times, N_OUTPUTS)
         ts2 = _times(k, n_times, N_OUTPUTS, seed=1)
 
-    with step(f"N={n}: numpy eigh"):
-        res["eigh_s"], (w, _) = _best(lambda: np.linalg.eigh(k), repeats)
-    res["cond"] = float(w[-1] / w[0]) if w[0] > 0 else float("inf")
-
-    with step(f"N={n}: first call"):
+    ratios = res["ratios"] = {}
+    with step(f"N={n}: first call vs numpy eigh"):
+        w = np.linalg.eigvalsh(k)
+        res["cond"] = float(w[-1] / w[0]) if w[0] > 0 else float("inf")
 
         def first():
             return Predictor(k, y).at(ts, k_test_train=kte, fx_train_0=f0, fx_test_0=g0)
 
-        res["first_s"], out = _best(first, repeats)
+        def eigh():
+            return np.linalg.eigh(k)
+
+        res["first_s"], res["eigh_s"], ratios["first_vs_eigh"], out, _ = _paired(
+            first, eigh, pairs, min_time
+        )
         # breakdown (information): the factorization alone
-        res["factorize_s"], _ = _best(lambda: Predictor(k, y).factorize(), repeats)
+        res["factorize_s"], _ = _best(lambda: Predictor(k, y).factorize(), pairs, min_time)
 
     with step(f"N={n}: repeat call"):
         p = Predictor(k, y)
         tset = p.test_set(kte, fx_test_0=g0)
         tset.at(ts, fx_train_0=f0)  # warm: factorization and K_te·V
-        res["repeat_s"], rep = _best(lambda: tset.at(ts2, fx_train_0=f0), repeats)
+        res["repeat_s"], _, ratios["repeat_vs_first"], rep, _ = _paired(
+            lambda: tset.at(ts2, fx_train_0=f0), first, pairs, min_time
+        )
         # information: the same call without asking for train outputs
-        res["repeat_test_only_s"], _ = _best(lambda: tset.at(ts2, fx_train_0=None), repeats)
+        res["repeat_test_only_s"], _ = _best(lambda: tset.at(ts2, fx_train_0=None), pairs, min_time)
 
     with step(f"N={n}: t=None vs Cholesky"):
         # Well conditioned: the kernel itself when cond <= 1e5, else shifted to cond ~1e5.
@@ -234,12 +306,12 @@ def _one_size(n, m, n_times, n_regs, repeats, memory, step):
             p = Predictor(k, y, diag_reg=lam, diag_reg_absolute_scale=True)
             return p.at(None, k_test_train=kte, fx_train_0=f0, fx_test_0=g0)
 
-        res["inf_s"], out_inf = _best(tf_inf, repeats)
         try:
             import scipy.linalg as sl
         except ImportError:
             sl = None
         if sl is None:
+            res["inf_s"], _ = _best(tf_inf, pairs, min_time)
             res["cholesky_s"] = None
             res["cholesky_note"] = "scipy not installed: skipped"
         else:
@@ -250,7 +322,9 @@ def _one_size(n, m, n_times, n_regs, repeats, memory, step):
                 x = sl.cho_solve(c, y - f0, check_finite=False)
                 return g0 + kte @ x
 
-            res["cholesky_s"], ref = _best(chol, repeats)
+            res["inf_s"], res["cholesky_s"], ratios["inf_vs_cholesky"], out_inf, ref = _paired(
+                tf_inf, chol, pairs, min_time
+            )
             res["inf_max_abs_diff"] = float(np.max(np.abs(out_inf.test - ref)))
 
     with step(f"N={n}: diag_reg sweep"):
@@ -265,7 +339,7 @@ def _one_size(n, m, n_times, n_regs, repeats, memory, step):
                 tset.with_params(diag_reg=float(lam_r)).at(ts, fx_train_0=f0)
             return p.factorizations
 
-        res["sweep_s"], nfact = _best(sweep, 1)
+        res["sweep_s"], _, ratios["sweep_vs_eigh"], nfact, _ = _paired(sweep, eigh, pairs, min_time)
         assert nfact == 1, f"the sweep ran {nfact} factorizations, expected 1"
         res["sweep_factorizations"] = nfact
         res["n_regs"] = n_regs
@@ -327,6 +401,13 @@ def machine_info():
     return info
 
 
+def _ratio_text(r, key, percent=False):
+    st = r["ratios"][key]
+    if percent:
+        return f"{100 * st['median']:.1f}% ({100 * st['min']:.1f}–{100 * st['max']:.1f})"
+    return f"{st['median']:.2f}x ({st['min']:.2f}–{st['max']:.2f})"
+
+
 def _verdict(value, bound):
     if value is None:
         return "skip"
@@ -336,14 +417,13 @@ def _verdict(value, bound):
 def _rows(r):
     """(label, tangentflow, baseline, ratio text, target text, verdict) for one size."""
     rows = []
-    ratio = r["first_s"] / r["eigh_s"]
-    r["first_vs_eigh"] = ratio
+    ratio = r["first_vs_eigh"] = r["ratios"]["first_vs_eigh"]["median"]
     rows.append(
         (
             "(b) first call vs (a) numpy eigh",
             f"{r['first_s']:.4f} s",
             f"eigh {r['eigh_s']:.4f} s",
-            f"{ratio:.2f}x",
+            _ratio_text(r, "first_vs_eigh"),
             f"<= {TARGETS['first_vs_eigh']}x",
             _verdict(ratio, TARGETS["first_vs_eigh"]),
         )
@@ -358,14 +438,13 @@ def _rows(r):
             "",
         )
     )
-    ratio = r["repeat_s"] / r["first_s"]
-    r["repeat_vs_first"] = ratio
+    ratio = r["repeat_vs_first"] = r["ratios"]["repeat_vs_first"]["median"]
     rows.append(
         (
             f"(c) repeat, {r['t']} new times",
             f"{r['repeat_s']:.4f} s",
             f"first {r['first_s']:.4f} s",
-            f"{100 * ratio:.1f}%",
+            _ratio_text(r, "repeat_vs_first", percent=True),
             f"<= {100 * TARGETS['repeat_vs_first']:.0f}%",
             _verdict(ratio, TARGETS["repeat_vs_first"]),
         )
@@ -381,7 +460,7 @@ def _rows(r):
         )
     )
     if r.get("cholesky_s"):
-        ratio = r["inf_s"] / r["cholesky_s"]
+        ratio = r["ratios"]["inf_vs_cholesky"]["median"]
         base = f"cholesky {r['cholesky_s']:.4f} s"
     else:
         ratio, base = None, r.get("cholesky_note", "skipped")
@@ -391,19 +470,18 @@ def _rows(r):
             "(d) t=None vs scipy cho_solve",
             f"{r['inf_s']:.4f} s",
             base,
-            "-" if ratio is None else f"{ratio:.2f}x",
+            "-" if ratio is None else _ratio_text(r, "inf_vs_cholesky"),
             f"<= {TARGETS['inf_vs_cholesky']}x",
             _verdict(ratio, TARGETS["inf_vs_cholesky"]),
         )
     )
-    ratio = r["sweep_s"] / r["eigh_s"]
-    r["sweep_vs_eigh"] = ratio
+    ratio = r["sweep_vs_eigh"] = r["ratios"]["sweep_vs_eigh"]["median"]
     rows.append(
         (
             f"(e) sweep {r['n_regs']} diag_reg x {r['t']} t",
             f"{r['sweep_s']:.4f} s",
             f"eigh {r['eigh_s']:.4f} s",
-            f"{ratio:.2f}x",
+            _ratio_text(r, "sweep_vs_eigh"),
             f"<= {TARGETS['sweep_vs_eigh']}x",
             _verdict(ratio, TARGETS["sweep_vs_eigh"]),
         )
@@ -447,7 +525,7 @@ def format_report(result) -> str:
         f"kernel    analytic ReLU NTK ({HIDDEN_LAYERS} hidden layers) of random unit-norm "
         f"inputs in {D_INPUT} dimensions; {N_OUTPUTS} outputs; times on a log grid"
     )
-    widths = (34, 17, 24, 8, 14, 5)
+    widths = (34, 17, 24, 22, 14, 5)
     head = ("measurement", "tangentflow", "baseline", "ratio", "target", "")
     for r in result["sizes"]:
         lines.append("")
@@ -471,12 +549,21 @@ def format_report(result) -> str:
             lines.append(f"  (t=None used diag_reg {r['inf_diag_reg']:.3g} absolute on both sides)")
     s = result["small"]
     s["small_vs_numpy"] = s["ratio"]
+    st = s["ratio_stats"]
     lines.append("")
     lines.append(
         f"(f) small problems (N=100, T=10, M=50): tangentflow {1e3 * s['tangentflow_s']:.3f} ms, "
         f"numpy {1e3 * s['numpy_s']:.3f} ms, ratio {s['ratio']:.2f}x "
+        f"({st['min']:.2f}–{st['max']:.2f}) "
         f"(target <= {TARGETS['small_vs_numpy']}x: "
         f"{_verdict(s['ratio'], TARGETS['small_vs_numpy'])})"
+    )
+    t = result.get("timing", {})
+    lines.append("")
+    lines.append(
+        f"timing: every sample >= {t.get('min_sample_s', MIN_SAMPLE_S):g} s (short calls "
+        f"repeated within it); ratios are the median of {t.get('pairs', DEFAULT_PAIRS)} paired "
+        "samples, baseline and tangentflow alternating, with (min–max) over the pairs"
     )
     return "\n".join(lines)
 
@@ -493,6 +580,7 @@ def run_bench(
     memory=True,
     progress=True,
     out=None,
+    min_time=MIN_SAMPLE_S,
 ) -> dict:
     """Runs the benchmark, prints the report to ``out`` (stdout) and returns the numbers."""
     import tangentflow
@@ -502,13 +590,20 @@ def run_bench(
         tangentflow.set_num_threads(threads)
     per_size = 7 if memory else 6
     bar = Progress(1 + per_size * len(sizes), "bench", enabled=progress)
-    result = {"machine": machine_info(), "targets": dict(TARGETS), "sizes": []}
+    pairs = DEFAULT_PAIRS if repeats is None else int(repeats)
+    result = {
+        "machine": machine_info(),
+        "targets": dict(TARGETS),
+        "timing": {"min_sample_s": float(min_time), "pairs": pairs},
+        "sizes": [],
+    }
     try:
         with bar("small problems"):
-            result["small"] = _small(repeats or 50)
+            result["small"] = _small(pairs, min_time)
         for n in sizes:
-            reps = repeats or (3 if n <= 2000 else 1)
-            result["sizes"].append(_one_size(n, test_points, n_times, n_regs, reps, memory, bar))
+            result["sizes"].append(
+                _one_size(n, test_points, n_times, n_regs, pairs, min_time, memory, bar)
+            )
     finally:
         bar.close()
     print(format_report(result), file=out)

@@ -148,7 +148,18 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--test-points", type=pos, default=1000, help=hidden)
     bench.add_argument("--n-times", type=pos, default=100, help=hidden)
     bench.add_argument("--n-regs", type=pos, default=20, help=hidden)
-    bench.add_argument("--repeats", type=pos, default=None, help=hidden)
+    bench.add_argument("--repeats", type=pos, default=None, help=hidden)  # paired samples
+
+    def _min_time(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+        if not 0.0 < v <= 60.0:
+            raise argparse.ArgumentTypeError(f"expected seconds in (0, 60], got {text!r}")
+        return v
+
+    bench.add_argument("--min-time", type=_min_time, default=None, help=hidden)
     bench.add_argument("--no-memory", action="store_true", help=hidden)
     from .width._cli import add_parser as add_width_parser
 
@@ -278,6 +289,7 @@ def main(argv=None) -> int:
             n_regs=args.n_regs,
             repeats=args.repeats,
             memory=not args.no_memory,
+            **({} if args.min_time is None else {"min_time": args.min_time}),
             progress=not args.no_progress,
         )
     except (ImportError, RuntimeError, OSError) as e:
