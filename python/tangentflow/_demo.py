@@ -123,7 +123,8 @@ def load_digits_split(n_train: int, seed: int = 0):
         from sklearn.datasets import load_digits
     except ImportError as e:  # pragma: no cover - exercised only without scikit-learn
         raise RuntimeError(
-            "the demo needs scikit-learn for its data set: pip install 'tangentflow[demo]'"
+            "the demo needs scikit-learn for its data set: pip install scikit-learn "
+            "(or install the tangentflow wheel with its [demo] extra)"
         ) from e
     data = load_digits()
     x = np.asarray(data.data, dtype=np.float64)

@@ -35,7 +35,8 @@ def select(kernel, override: str | None = None) -> Backend:
         if cp is None:
             raise TypeError(
                 "k_train_train is a GPU array but CuPy is not installed: "
-                'pip install "tangentflow[cuda12]" (or [cuda13])'
+                "pip install cupy-cuda12x (or cupy-cuda13x; the same as the wheel's "
+                "[cuda12]/[cuda13] extras)"
             )
         return XpBackend(cp)
     if override not in (None, "cpu"):
