@@ -227,7 +227,7 @@ def test_hopeless_cross_entropy_horizon_fails_early():
     k = np.exp(-0.5 * ((x[:, None] - x[None]) ** 2).sum(-1) / 0.3)
     y = np.eye(3)[rng.integers(0, 3, 30)]
     p = tf.Predictor(k, y, loss="cross_entropy")
-    with pytest.raises(tf.TangentflowError, match=r"tau = 1e300 is out of reach") as e:
+    with pytest.raises(tf.TangentflowError, match=r"^t = 1e\+300 is out of reach") as e:
         p.at(1e300)
     steps = int(str(e.value).split("after ")[1].split(" steps")[0])
     assert steps < 1_000_000  # far below max_steps = 10 million

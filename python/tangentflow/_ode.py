@@ -15,6 +15,7 @@ import math
 import numpy as np
 
 from . import _core
+from ._errors import TangentflowError
 from ._spectrum import exponent, ldexp_float
 
 __all__ = ["predict_ode", "solve_ode"]
@@ -113,20 +114,29 @@ def solve_ode(p, ts, layout, yf, f0, test, q_train_0=None, q_test_0=None):
     loss, n, classes = _loss_args(p, layout, yf)
     q0 = None if q_train_0 is None else np.ldexp(np.asarray(q_train_0, dtype=np.float64), -et)
     q0 = None if q0 is None else np.ascontiguousarray(q0)
-    sol = _core.ode_solve(
-        k,
-        f0,
-        taus,
-        loss,
-        y=yf,
-        n=n,
-        classes=classes,
-        q0=q0,
-        damping=damping,
-        rtol=cfg.rtol,
-        atol=cfg.atol,
-        converge_tol=ldexp_float(cfg.converge_tol, -et) if inf.any() else None,
-    )
+    try:
+        sol = _core.ode_solve(
+            k,
+            f0,
+            taus,
+            loss,
+            y=yf,
+            n=n,
+            classes=classes,
+            q0=q0,
+            damping=damping,
+            rtol=cfg.rtol,
+            atol=cfg.atol,
+            converge_tol=ldexp_float(cfg.converge_tol, -et) if inf.any() else None,
+        )
+    except TangentflowError as err:
+        if "is out of reach" not in str(err) or not finite.size:
+            raise
+        # the core counts time in the integrator's (scaled) units: name the caller's t too
+        raise TangentflowError(
+            f"t = {float(finite[-1]):g} is out of reach of the ODE integrator within its step "
+            f"budget (integrator time tau = t·{scale:g}): {err}"
+        ) from None
     idx = np.where(inf, len(finite), np.searchsorted(finite, np.where(inf, 0.0, ts)))
     tau_all = np.append(taus, sol["tau_end"])[idx]
     train = sol["f"][idx]
