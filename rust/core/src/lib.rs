@@ -14,6 +14,7 @@ pub mod cholesky;
 pub mod dynamics;
 pub mod error;
 pub mod kernels;
+pub mod krylov;
 pub mod momentum;
 pub mod ode;
 pub mod scalar;
