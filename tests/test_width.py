@@ -357,7 +357,9 @@ def test_jax_family_agrees_with_the_numpy_mlp(activation):
     na, nb = nnet.fit(x, y, 0.5, 20, [5, 20], xt)
     assert np.allclose(ja, na, atol=1e-4) and np.allclose(jb, nb, atol=1e-4)
     if activation == "relu":  # the study itself, once (every network compiles anew)
-        st = check(fam, x, y, xt, widths=(8, 16), seeds=1, steps=5, bisect=0)
+        # a bare factory is recognized as a JAX family
+        st = check(_jax_mlp(mlp, 4, 2), x, y, xt, widths=(8, 16), seeds=1, steps=5, bisect=0)
+        assert st.model.startswith("JAX model")
         assert st.rmse_test.shape == (2,) and st.kernel_distance_inf is None
 
 
