@@ -122,6 +122,33 @@ def test_linearized_prediction_matches_real_training_at_large_width():
     assert gaps[2] < 0.01, gaps
 
 
+def test_multi_output_kernel_layout_matches_explicit_linear_steps():
+    """With K outputs the study hands Predictor the full (N, N, K, K) kernel: its
+    prediction equals explicit steps f <- f - (eta/n) Θ_flat (f - y) on the flat kernel."""
+    from tangentflow.width._mlp import unflatten
+
+    x, y, xt = _data(n=9, d=3, m=4, k=3)
+    mlp = MLP(1, "erf", b_std=0.2)
+    net = mlp.build(16, 2, 3, 3)  # narrow: large output-mixing blocks
+    th, th_te = net.ntk(x), net.ntk(xt, x)
+    f0, g0 = net.outputs(x), net.outputs(xt)
+    off = th.reshape(9, 3, 9, 3)[:, 0, :, 1]
+    assert np.abs(off).max() > 0.05 * np.abs(th).max()  # the blocks are not Θ ⊗ I
+    p = Predictor(unflatten(th, 3), y, dynamics="gd", trace_axes=())
+    eta = 0.3 * p.diagnostics().max_learning_rate
+    out = (
+        p.with_params(learning_rate=eta)
+        .test_set(unflatten(th_te, 3), fx_test_0=g0)
+        .at(np.array([7]), fx_train_0=f0)
+    )
+    f, g = f0.ravel(), g0.ravel()
+    for _ in range(7):
+        r = f - y.ravel()
+        f, g = f - eta / y.size * th @ r, g - eta / y.size * th_te @ r
+    assert np.allclose(out.train[0].ravel(), f, atol=1e-10)
+    assert np.allclose(out.test[0].ravel(), g, atol=1e-10)
+
+
 class _KnownGap(Family):
     """Exactly linear networks (fixed random features, so Predictor is exact) whose
     reported outputs carry a known relative error c/width: rmse/movement = (c/n)/(1+c/n)."""
@@ -395,34 +422,24 @@ def test_torch_family_agrees_with_the_numpy_mlp():
 
 def test_cli_width_small_run(tmp_path, capsys):
     pytest.importorskip("sklearn")
+    import importlib.util
+
     from tangentflow.cli import main
 
     js, png = tmp_path / "w.json", tmp_path / "w.png"
-    argv = [
-        "width",
-        "--widths",
-        "16,32",
-        "--seeds",
-        "1",
-        "--steps",
-        "5",
-        "--n-train",
-        "30",
-        "--n-test",
-        "20",
-        "--json",
-        str(js),
-        "--plot",
-        str(png),
-        "--no-progress",
-    ]
-    if __import__("importlib").util.find_spec("matplotlib") is None:
-        argv[-3:-1] = ["--no-plot"]
+    argv = ["width", "--widths", "16,32", "--seeds", "1", "--steps", "5", "--n-train", "30"]
+    argv += ["--n-test", "20", "--json", str(js)]
+    has_mpl = importlib.util.find_spec("matplotlib") is not None
+    argv += ["--plot", str(png)] if has_mpl else ["--no-plot"]
     assert main(argv) == 0
-    out = capsys.readouterr().out
-    assert "fitted exponents" in out and "adequate width" in out
+    captured = capsys.readouterr()
+    assert "fitted exponents" in captured.out and "adequate width" in captured.out
+    assert "width     32  seed 1/1  step      5/5" in captured.err  # progress on stderr
     data = json.loads(js.read_text())
     assert data["widths"] == [16, 32] and data["config"]["n_train"] == 30
+    assert data["config"]["n_test"] == 20 and len(data["rmse_test"]) == 2
+    if has_mpl:
+        assert png.read_bytes()[:4] == b"\x89PNG"
 
 
 def test_cli_checks_output_paths_before_any_work(tmp_path, capsys, monkeypatch):
