@@ -11,8 +11,9 @@
 //! gradient-descent steps (`(1 − ημ/n)^t`) or heavy-ball momentum (a damped oscillator,
 //! [`crate::momentum`]). Both factors are computed without cancellation (`expm1`, series
 //! for tiny arguments), so `t = 0` gives exactly `f₀`, `g₀`, and `t = ∞` the limits
-//! `(−1, 1/μ)`. Outputs at `T` times come from one GEMM `V · W` with `W` of shape
-//! `k × (T·R)`; no `(T, N, N)` array is ever formed.
+//! `(−1, 1/μ)`. Outputs at `T` times come from GEMMs `V · W` with `W` a block of
+//! `k × (c·R)` (`c` times, `c·R` a multiple of 16, the same shape whatever `T`, so a time's
+//! outputs do not depend on the other times of the call); no `(T, N, N)` array is formed.
 
 use crate::{Error, Real, Result};
 use faer::linalg::matmul::matmul;
@@ -203,13 +204,27 @@ enum Side {
     Test,
 }
 
-/// Number of time points per GEMM so that temporaries stay near `N × max(N, 1024)`.
-fn time_chunk(rows: usize, ncols_out: usize) -> usize {
-    (rows.max(1024) / ncols_out.max(1)).max(1)
+/// Number of time points per product, from the shapes only (never the number of times):
+/// a multiple of `16/gcd(16, R)` (so `chunk·R` columns are a multiple of 16) giving about
+/// `clamp(rows/8, 16, 256)` columns: wide enough for an efficient product over many
+/// times, narrow enough that a single time stays cheap next to the factorization.
+fn fixed_chunk(r: usize, rows: usize) -> usize {
+    let r = r.max(1);
+    let mut g = 16;
+    let mut b = r % 16;
+    while b != 0 {
+        (g, b) = (b, g % b);
+    }
+    let base = 16 / g;
+    let target = (rows / 8).clamp(16, 256);
+    let step = base * r;
+    base * ((target + step / 2) / step).max(1)
 }
 
-/// `out[t] = base + sign · basis · (factor(:, t) ⊙ z)` for all `t`, `out` C-ordered
-/// `(T, rows, R)`.
+/// `out[t] = base + sign · [then ·] basis · (factor(:, t) ⊙ z)` for all `t`, `out` C-ordered
+/// `(T, rows, R)` with `rows` those of `then` if given, else of `basis`. Times go through
+/// the products in chunks of a size that depends on the shapes only (not on `T`).
+#[allow(clippy::too_many_arguments)]
 fn reconstruct<T: Real>(
     side: Side,
     basis: MatRef<'_, T>,
@@ -217,15 +232,26 @@ fn reconstruct<T: Real>(
     factor: MatRef<'_, f64>,
     base: MatRef<'_, T>,
     out: &mut [T],
+    then: Option<MatRef<'_, T>>,
     par: Par,
 ) -> Result<()> {
-    let (rows, k, r, nt) = (basis.nrows(), basis.ncols(), z.ncols(), factor.ncols());
+    let (k, r, nt) = (basis.ncols(), z.ncols(), factor.ncols());
+    let rows = then.map_or(basis.nrows(), |m| m.nrows());
     if z.nrows() != k || factor.nrows() != k {
         return Err(Error::DimensionMismatch {
             what: "modes of z / factors",
             expected: k,
             got: z.nrows(),
         });
+    }
+    if let Some(m) = then {
+        if m.ncols() != basis.nrows() {
+            return Err(Error::DimensionMismatch {
+                what: "k_test_train columns",
+                expected: basis.nrows(),
+                got: m.ncols(),
+            });
+        }
     }
     if base.nrows() != rows || base.ncols() != r {
         return Err(Error::DimensionMismatch {
@@ -249,14 +275,17 @@ fn reconstruct<T: Real>(
         Side::Test => -1.0,
     };
     let block = rows * r;
-    let chunk = time_chunk(rows, r);
-    // At least two columns: faer multiplies a single column by a matrix–vector kernel that
-    // rounds differently from its matrix–matrix kernel, whose columns come out the same
-    // whatever the width and position. So every time's outputs are the same bits whatever
-    // the other times of the call (docs/numerics.md §3.1; tests/test_scale.py checks it).
-    let width = (chunk.min(nt) * r).max(2);
+    // Every product has the same shape whatever `T`: `chunk` times (`chunk·R` columns, a
+    // multiple of 16) per product, the last chunk padded with zero columns. faer computes a
+    // product's columns independently of their position, but not of the product's width
+    // (one column takes a matrix–vector kernel; small-row products change kernel with the
+    // width), so fixed shapes make every time's outputs the same bits whatever the other
+    // times of the call (docs/numerics.md §3.1; tests/test_scale.py checks it).
+    let chunk = fixed_chunk(r, basis.nrows().max(rows));
+    let width = chunk * r;
     let mut w = Mat::<T>::zeros(k, width);
-    let mut c = Mat::<T>::zeros(rows, width);
+    let mut c = Mat::<T>::zeros(basis.nrows(), width);
+    let mut d = then.map(|m| Mat::<T>::zeros(m.nrows(), width));
     for (ci, out_chunk) in out.chunks_mut(chunk * block).enumerate() {
         let t0 = ci * chunk;
         let tc = out_chunk.len() / block.max(1);
@@ -264,15 +293,19 @@ fn reconstruct<T: Real>(
             // rows * r == 0: nothing to write.
             continue;
         }
-        for tt in 0..tc {
+        for tt in 0..chunk {
             for rr in 0..r {
                 for i in 0..k {
-                    w[(i, tt * r + rr)] =
-                        T::from_f64(sign * factor[(i, t0 + tt)] * z[(i, rr)].to_f64());
+                    // padding columns (past the last time) are zero
+                    w[(i, tt * r + rr)] = if tt < tc {
+                        T::from_f64(sign * factor[(i, t0 + tt)] * z[(i, rr)].to_f64())
+                    } else {
+                        T::from_f64(0.0)
+                    };
                 }
             }
         }
-        let cols = (tc * r).max(2); // a padded second column is zero (w is zeroed once)
+        let cols = width;
         if k > 0 {
             matmul(
                 c.as_mut().subcols_mut(0, cols),
@@ -285,7 +318,17 @@ fn reconstruct<T: Real>(
         } else {
             c.as_mut().subcols_mut(0, cols).fill(T::from_f64(0.0));
         }
-        let c = c.as_ref();
+        if let (Some(m), Some(d)) = (then, d.as_mut()) {
+            matmul(
+                d.as_mut().subcols_mut(0, cols),
+                Accum::Replace,
+                m,
+                c.as_ref().subcols(0, cols),
+                T::from_f64(1.0),
+                par,
+            );
+        }
+        let c = d.as_ref().map_or(c.as_ref(), Mat::as_ref);
         let scatter = |(tt, dst): (usize, &mut [T])| {
             for i in 0..rows {
                 for rr in 0..r {
@@ -315,7 +358,7 @@ pub fn train_outputs<T: Real>(
     out: &mut [T],
     par: Par,
 ) -> Result<()> {
-    reconstruct(Side::Train, v, z, em1, f0, out, par)
+    reconstruct(Side::Train, v, z, em1, f0, out, None, par)
 }
 
 /// Test outputs from a cached `K_te V_R` (`M × k`): `out[t] = g₀ − KV (phi(:, t) ⊙ z)`.
@@ -327,7 +370,7 @@ pub fn test_outputs_cached<T: Real>(
     out: &mut [T],
     par: Par,
 ) -> Result<()> {
-    reconstruct(Side::Test, kv, z, phi, g0, out, par)
+    reconstruct(Side::Test, kv, z, phi, g0, out, None, par)
 }
 
 /// Test outputs without a cache: `out[t] = g₀ − K_te·(V_R (phi(:, t) ⊙ z))`.
@@ -369,43 +412,8 @@ pub fn test_outputs<T: Real>(
             got: kte.ncols(),
         });
     }
-    // Map coefficients back to the training rows, one chunk of times at a time, then apply
-    // K_te: y = V_R (phi ⊙ z) has shape (N, chunk·R).
-    let (rows, r, nt) = (kte.nrows(), z.ncols(), phi.ncols());
-    let block = rows * r;
-    if out.len() != nt * block {
-        return Err(Error::DimensionMismatch {
-            what: "output buffer",
-            expected: nt * block,
-            got: out.len(),
-        });
-    }
-    let chunk = time_chunk(v.nrows(), r);
-    for (ci, out_chunk) in out.chunks_mut((chunk * block).max(1)).enumerate() {
-        let t0 = ci * chunk;
-        let tc = out_chunk.len().checked_div(block).unwrap_or(0);
-        if tc == 0 {
-            continue;
-        }
-        let phi_c = phi.subcols(t0, tc);
-        // y (N × tc·R) as the "train" reconstruction with a zero base; then K_te · y.
-        let mut y = vec![T::from_f64(0.0); tc * v.nrows() * r];
-        let zero = Mat::<T>::zeros(v.nrows(), r);
-        reconstruct(Side::Train, v, z, phi_c, zero.as_ref(), &mut y, par)?;
-        // y is C-ordered (tc, N, R): for time tt, the N×R block is row-major.
-        for tt in 0..tc {
-            let yt = MatRef::from_row_major_slice(
-                &y[tt * v.nrows() * r..(tt + 1) * v.nrows() * r],
-                v.nrows(),
-                r,
-            );
-            let dst = &mut out_chunk[tt * block..(tt + 1) * block];
-            let mut dm = MatMut::from_row_major_slice_mut(dst, rows, r);
-            dm.copy_from(g0);
-            matmul(dm, Accum::Add, kte, yt, T::from_f64(-1.0), par);
-        }
-    }
-    Ok(())
+    // y = V_R (phi ⊙ z) for a chunk of times at once, then K_te · y in one product.
+    reconstruct(Side::Test, v, z, phi, g0, out, Some(kte), par)
 }
 
 /// Validates retained eigenvalues (used by the bindings before any reconstruction).
