@@ -268,6 +268,8 @@ def test_study_fields(small_study):
         for arr in (getattr(st, name), getattr(st, name + "_std")):
             assert arr.shape == (w,) and np.all(np.isfinite(arr))
     assert np.allclose(st.lr_fraction, 0.5)
+    # one factorization per (width, seed) serves every checkpoint, train and test
+    assert st.config["factorizations"] == st.config["runs"] == 2 * (3 + len(st.bisection))
     assert st.rmse_test_checkpoints.shape == (w, len(st.checkpoints)) and st.checkpoints[-1] == 30
     assert np.allclose(st.rmse_test, st.rmse_test_checkpoints[:, -1])
     assert np.allclose(st.movement, st.movement_test)

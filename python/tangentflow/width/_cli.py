@@ -165,7 +165,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         metavar="N",
         type=_int_arg("an integer", 1, 1024),
         default=None,
-        help="threads of the Rust core (factorizations)",
+        help="threads of the Rust core (factorizations) and of BLAS (training, kernels)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
     p.set_defaults(plot=DEFAULT_PLOT)

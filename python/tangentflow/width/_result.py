@@ -221,6 +221,11 @@ class WidthStudy:
             for k in ("training", "kernel", "factorization", "prediction", "limit")
         )
         lines.append(f"time: {t['total']:.1f} s ({parts})")
+        if "factorizations" in c:
+            lines.append(
+                f"{c['runs']} trained networks, {c['factorizations']} factorizations "
+                "(one per network serves all its checkpoints)"
+            )
         return "\n".join(lines)
 
     def __repr__(self):

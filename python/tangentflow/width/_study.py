@@ -93,6 +93,7 @@ class _Runner:
         self.progress = progress
         self.timings = dict.fromkeys(("kernel", "factorization", "prediction", "training"), 0.0)
         self.timings["limit"] = 0.0
+        self.factorizations = 0  # O(D³) eigendecompositions run: one per (width, seed)
         self.limit = None
         self._warned = set()
 
@@ -143,6 +144,7 @@ class _Runner:
             f_tr, f_te = self._timed(
                 "training", net.fit, x, y, eta, cfg["steps"], cfg["checkpoints"], xt, step_progress
             )
+            self.factorizations += p.factorizations  # all checkpoints: one factorization
             theta_end = self._timed("kernel", net.ntk, x)
             out = {
                 "rmse_train_checkpoints": np.sqrt(np.mean((f_tr - lin_tr) ** 2, axis=(1, 2))),
@@ -370,6 +372,8 @@ def check(
             "outputs": int(y.shape[1]),
             "criterion": "test" if xt is not None else "train",
             "has_limit": runner.limit is not None,
+            "factorizations": runner.factorizations,
+            "runs": sum(len(r) for r in per_width.values()),
         },
         timings=timings,
         fit=(loglog_slope, extrapolate_width),
