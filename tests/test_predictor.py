@@ -399,7 +399,9 @@ def test_sweep_memo_with_cut_modes():
         ((4, 3), (0, 1), (), (), (4, 3)),
     ],
 )
-def test_shape_contract_of_trace_axes_examples(y_shape, trace_axes, kdd_shape, ktd_shape, test_shape):
+def test_shape_contract_of_trace_axes_examples(
+    y_shape, trace_axes, kdd_shape, ktd_shape, test_shape
+):
     rng = np.random.default_rng(12)
     d = int(np.prod(kdd_shape[0::2])) if kdd_shape else 1
     dt = int(np.prod(ktd_shape[0::2])) if ktd_shape else 1
