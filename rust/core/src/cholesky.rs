@@ -276,7 +276,7 @@ pub fn solve_with_estimate<S: Real, T: Real>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spectral::tests::with_spectrum;
+    use crate::spectral::{ldexp, tests::with_spectrum};
 
     #[test]
     fn solves_and_estimates_condition() {
@@ -302,6 +302,67 @@ mod tests {
             lams[0]
         );
         assert!(info.cond_est > 0.3 * true_cond);
+    }
+
+    #[test]
+    fn estimate_finds_a_small_eigenvalue_hidden_from_fixed_probes() {
+        // A = I + (δ − 1) u uᵀ, u orthogonal to the four fixed probe vectors an earlier
+        // estimate used and to the all-ones start of Hager's estimator
+        let n = 64;
+        let mut basis: Vec<Vec<f64>> = (0..4u8)
+            .map(|j| {
+                (0..n)
+                    .map(|i| {
+                        ((i as f64 + 1.0) * (0.618_033_988_749_895 + f64::from(j) * 0.414_213_562))
+                            .fract()
+                            - 0.5
+                    })
+                    .collect()
+            })
+            .collect();
+        basis.push(vec![1.0; n]);
+        let mut u: Vec<f64> = (0..n).map(|i| ((i * i) as f64 * 0.37).sin()).collect();
+        for _ in 0..2 {
+            for b in &basis {
+                let bb: f64 = b.iter().map(|x| x * x).sum();
+                let ub: f64 = u.iter().zip(b).map(|(x, y)| x * y).sum();
+                u.iter_mut().zip(b).for_each(|(x, y)| *x -= ub / bb * y);
+            }
+        }
+        let nu = u.iter().map(|x| x * x).sum::<f64>().sqrt();
+        for x in &mut u {
+            *x /= nu;
+        }
+        let delta = 1e-8;
+        let k = Mat::<f64>::from_fn(n, n, |i, j| {
+            f64::from(u8::from(i == j)) + (delta - 1.0) * u[i] * u[j]
+        });
+        let mut x = Mat::<f64>::from_fn(n, 1, |i, _| i as f64);
+        let info = solve_scaled_with_estimate(k.as_ref(), 0.0, x.as_mut(), Par::Seq).unwrap();
+        let true_cond = 1.0 / delta;
+        assert!(info.cond_est >= 0.5 * true_cond, "{:e}", info.cond_est);
+        assert!(ldexp(info.mu_min_est, info.exp) <= 2.0 * delta);
+    }
+
+    #[test]
+    fn solution_and_estimate_do_not_depend_on_scale() {
+        let lams: Vec<f64> = (0..40).map(|i| 1e-2 * 1.2f64.powi(i)).collect();
+        let k = with_spectrum(&lams);
+        let b = Mat::<f64>::from_fn(40, 1, |i, _| (i as f64).cos());
+        let mut x0 = b.clone();
+        let i0 = solve_scaled_with_estimate(k.as_ref(), 0.1, x0.as_mut(), Par::Seq).unwrap();
+        for e in [-300, -1, 7, 300] {
+            let ks = Mat::<f64>::from_fn(40, 40, |i, j| ldexp(k[(i, j)], e));
+            let mut x = b.clone();
+            let info = solve_scaled_with_estimate(ks.as_ref(), ldexp(0.1, e), x.as_mut(), Par::Seq)
+                .unwrap();
+            assert_eq!(info.exp, i0.exp + e);
+            assert_eq!(
+                (info.cond_est, info.norm_inf, info.mu_min_est),
+                (i0.cond_est, i0.norm_inf, i0.mu_min_est)
+            );
+            assert_eq!(x, x0);
+        }
     }
 
     #[test]

@@ -419,6 +419,60 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn exponent_and_ldexp_are_exact() {
+        assert_eq!(exponent(0.75), 0);
+        assert_eq!(exponent(1.0), 1);
+        assert_eq!(exponent(-3.0), 2);
+        assert_eq!(exponent(f64::MAX), 1024);
+        assert_eq!(exponent(f64::MIN_POSITIVE), -1021);
+        assert_eq!(exponent(5e-324), -1073);
+        assert_eq!(exponent(0.0), 0);
+        assert_eq!(exponent(f64::NAN), 0);
+        for x in [1.0, 0.3, -7.25, 5e-324, 1e-310, 1.7e308] {
+            let e = exponent(x);
+            let m = ldexp(x, -e);
+            assert!((0.5..1.0).contains(&m.abs()), "{x} {m}");
+            assert_eq!(ldexp(m, e), x, "round trip of {x}");
+        }
+        assert_eq!(ldexp(1.0, -1074), 5e-324);
+        assert_eq!(ldexp(5e-324, 2097), f64::MAX.mul_add(0.0, 2f64.powi(1023)));
+    }
+
+    #[test]
+    fn eigendecomposition_is_scale_invariant() {
+        // n ≥ 128: faer's divide and conquer (whose thresholds are absolute) is used
+        let lams: Vec<f64> = (0..150).map(|i| 1e-3 + 1.05f64.powi(i) * 1e-2).collect();
+        let k = with_spectrum(&lams);
+        let n = lams.len();
+        let mut w0 = vec![0.0; n];
+        let mut v0 = Mat::<f64>::zeros(n, n);
+        let e0 = sym_eigh_scaled(k.as_ref(), 0.0, &mut w0, v0.as_mut(), Par::Seq).unwrap();
+        for e in [-1040, -100, -40, 40, 100, 1000] {
+            let ks = Mat::<f64>::from_fn(n, n, |i, j| ldexp(k[(i, j)], e));
+            let mut w = vec![0.0; n];
+            let mut v = Mat::<f64>::zeros(n, n);
+            let got = sym_eigh_scaled(ks.as_ref(), 0.0, &mut w, v.as_mut(), Par::rayon(2)).unwrap();
+            assert_eq!(got, e0 + e);
+            let lmax = lams.iter().copied().fold(0.0, f64::max);
+            // the same scaled problem, up to the entries that 2^-1040 made subnormal
+            let tol = if e < -1000 { 1e-9 } else { 1e-13 };
+            for (a, b) in w.iter().zip(&w0) {
+                assert!((a - b).abs() <= tol * ldexp(lmax, -e0), "2^{e}: {a} vs {b}");
+            }
+            let mut wu = vec![0.0; n];
+            sym_eigh(ks.as_ref(), 0.0, &mut wu, v.as_mut(), Par::Seq).unwrap();
+            if e.abs() < 1000 {
+                for (a, b) in wu.iter().zip(&lams) {
+                    assert!(
+                        (ldexp(*a, -e) - b).abs() <= 1e-13 * lmax,
+                        "2^{e}: {a} vs {b}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
     fn symmetrize_converts_and_bounds_norm() {
         let k = Mat::<f32>::from_fn(3, 3, |i, j| (i + 2 * j) as f32);
         let mut a = Mat::<f64>::zeros(3, 3);
