@@ -7,7 +7,11 @@ from typing import Any, Protocol
 
 class Backend(Protocol):
     """Numerical primitives. ``k`` is a ``(D, D)`` kernel in its input dtype; all other
-    arrays are in the compute dtype. ``mu`` are retained eigenvalues (float64)."""
+    arrays are in the compute dtype. ``mu`` are retained eigenvalues (float64).
+
+    ``eigh`` and ``cholesky_solve`` factorize ``Ã = 2^-e·(sym(K) + shift·I)`` and return
+    ``e`` last: eigenvalues of ``Ã`` (float64), and ``Ã⁻¹·rhs`` with ``‖Ã‖_∞`` and the
+    estimates for ``Ã`` (docs/numerics.md §12, "Scale invariance"; §3.2 for the gate)."""
 
     name: str
     xp: Any
