@@ -22,7 +22,7 @@ from tangentflow import _core
 from conftest import orthogonal, rbf_problem, with_spectrum
 
 TOL = 1e-9
-EXPS = (-100, -57, -40, -1, 1, 40, 77, 100)
+EXPS = (-100, -40, -1, 57, 100)
 EVEN_EXPS = (-100, -40, 40, 100)
 KINDS = ("well", "ill", "singular")
 N, M, R = 60, 7, 2
@@ -150,23 +150,26 @@ def test_infinite_time_before_and_after_factorize(backend, kind, e):
     close(before, after)
 
 
+@pytest.mark.parametrize("backend", (None, "numpy"))
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("e", EXPS)
-def test_momentum_and_steps_follow_learning_rate_times_kernel(kind, e):
+def test_momentum_and_steps_follow_learning_rate_times_kernel(backend, kind, e):
     """Only η·K enters: the kernel scaled by s equals the learning rate scaled by s."""
     k, kte, _, y, f0, g0 = make(kind)
     s = 2.0**e
     kw = dict(fx_train_0=f0, fx_test_0=g0)
     ts = np.array([0.0, 0.7, 20.0, 900.0, np.inf])
-    ref = tf.Predictor(k, y, learning_rate=s * 0.8, momentum=0.9).at(ts, k_test_train=kte, **kw)
-    out = tf.Predictor(s * k, y, learning_rate=0.8, momentum=0.9)
+    ref = tf.Predictor(k, y, learning_rate=s * 0.8, momentum=0.9, _backend=backend)
+    ref = ref.at(ts, k_test_train=kte, **kw)
+    out = tf.Predictor(s * k, y, learning_rate=0.8, momentum=0.9, _backend=backend)
     out = out.at(ts, k_test_train=s * kte, **kw)
     close(out.train, ref.train)
     close(out.test, ref.test)
     lr = 0.5 * tf.max_learning_rate(k, y.size, eps=0.0)
     steps = np.array([0, 1, 7, 50, np.inf])
-    ref = tf.Predictor(k, y, learning_rate=lr, dynamics="gd").at(steps, k_test_train=kte, **kw)
-    out = tf.Predictor(s * k, y, learning_rate=lr / s, dynamics="gd")
+    ref = tf.Predictor(k, y, learning_rate=lr, dynamics="gd", _backend=backend)
+    ref = ref.at(steps, k_test_train=kte, **kw)
+    out = tf.Predictor(s * k, y, learning_rate=lr / s, dynamics="gd", _backend=backend)
     out = out.at(steps, k_test_train=s * kte, **kw)
     close(out.train, ref.train)
     close(out.test, ref.test)
@@ -213,26 +216,29 @@ def test_ode_momentum_follows_learning_rate_times_kernel(e):
 
 
 # -- Ensemble and GaussianProcess -------------------------------------------------------------
+@pytest.mark.parametrize("backend", (None, "numpy"))
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("e", EXPS)
-def test_ensemble_scales(kind, e):
+def test_ensemble_scales(backend, kind, e):
     k, kte, ktt, y, _, _ = make(kind)
     s = 2.0**e
     ts = np.array([0.0, 2.0, 60.0, np.inf])
     tests = dict(nngp_test_train=kte, nngp_test_test=ktt)
     scaled = {a: s * b for a, b in tests.items()}
-    ref = tf.Ensemble(k, y).at(ts, **tests)
-    out = tf.Ensemble(s * k, y).at(ts / s, **scaled)
+    ref = tf.Ensemble(k, y, _backend=backend).at(ts, **tests)
+    out = tf.Ensemble(s * k, y, _backend=backend).at(ts / s, **scaled)
     close(out.mean, ref.mean)
     close(out.covariance / s, ref.covariance)
-    ref_tr = tf.Ensemble(k, y).at(ts)
-    out_tr = tf.Ensemble(s * k, y).at(ts / s)
+    ref_tr = tf.Ensemble(k, y, _backend=backend).at(ts)
+    out_tr = tf.Ensemble(s * k, y, _backend=backend).at(ts / s)
     close(out_tr.mean, ref_tr.mean)
     close(out_tr.covariance / s, ref_tr.covariance)
     # "ntk" mode: only the NTK is scaled; means and covariances do not change
     th, th_te = 1.3 * k + 0.1 * np.eye(N), 1.3 * kte
-    ref = tf.Ensemble(k, y, ntk_train_train=th).at(ts, ntk_test_train=th_te, **tests)
-    out = tf.Ensemble(k, y, ntk_train_train=s * th).at(ts / s, ntk_test_train=s * th_te, **tests)
+    ref = tf.Ensemble(k, y, ntk_train_train=th, _backend=backend)
+    ref = ref.at(ts, ntk_test_train=th_te, **tests)
+    out = tf.Ensemble(k, y, ntk_train_train=s * th, _backend=backend)
+    out = out.at(ts / s, ntk_test_train=s * th_te, **tests)
     close(out.mean, ref.mean)
     close(out.covariance, ref.covariance)
 
