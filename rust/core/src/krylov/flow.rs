@@ -247,10 +247,6 @@ fn factors(ritz: &Ritz, s: f64) -> (Vec<f64>, Vec<f64>) {
     (e, p)
 }
 
-fn should_check(it: usize) -> bool {
-    it <= 10 || it % (it / 10).max(1) == 0
-}
-
 /// Block Lanczos for `exp(−sA) r₀` until the bound at `max(times)` is at most
 /// `rtol · max|r₀|`, the space is invariant, or `max_iter` block steps were taken.
 /// `times` are scaled times `s = η t / n` (docs/numerics.md §3), `≥ 0`, `∞` allowed.
@@ -280,11 +276,12 @@ pub fn flow<O: LinOp + ?Sized>(
     }
     let mut lz = BlockLanczos::new(r0, opts.drop_tol)?;
     let target = opts.rtol * scale;
+    let mut schedule = super::CheckSchedule::default();
     let (ritz, est, converged) = loop {
         let stepped = lz.step(op)?;
         let it = lz.iterations();
         let last = !stepped || lz.exhausted() || it >= opts.max_iter;
-        if last || should_check(it) {
+        if last || schedule.due(it) {
             let ritz = lz.ritz(rcond, 0.0)?;
             let est = DefectIntegral::new(&ritz, smax)
                 .bounds(smax, false)

@@ -113,10 +113,6 @@ fn residual_bounds(ritz: &Ritz) -> Vec<f64> {
     out
 }
 
-fn should_check(it: usize) -> bool {
-    it <= 10 || it % (it / 10).max(1) == 0
-}
-
 /// `A⁺ b` and `(I − AA⁺) b` with the spectral cut of the module docs; stops once the
 /// bound on the null part (the train output at `t = ∞`) is at most `rtol · max|b|`.
 pub fn solve_pinv<O: LinOp + ?Sized>(
@@ -159,11 +155,12 @@ pub fn solve_pinv<O: LinOp + ?Sized>(
     let mut lz = BlockLanczos::new(bt.as_ref(), opts.drop_tol)?;
     let sqrt_norm = pre.sqrt_norm();
     let target = opts.rtol * scale;
+    let mut schedule = super::CheckSchedule::default();
     let (ritz, rho, converged) = loop {
         let stepped = lz.step(&pop)?;
         let it = lz.iterations();
         let last = !stepped || lz.exhausted() || it >= opts.max_iter;
-        if last || should_check(it) {
+        if last || schedule.due(it) {
             let ritz = lz.ritz(rcond, pre.lambda_max())?;
             let rho = residual_bounds(&ritz);
             let worst = rho.iter().fold(0.0f64, |a, b| a.max(*b)) * sqrt_norm;
