@@ -309,6 +309,12 @@ def test_learning_rate_checks():
     with pytest.warns(LearningRateWarning):
         st = check(MLP(1), x, y, rate_fraction=1.0, force=True, **kw)
     assert np.allclose(st.lr_fraction, 1.0)
+    # one fixed rate for every width: lr_fraction is where it falls for each
+    net = MLP(1).build(16, 0, 3, 1)
+    max_lr = Predictor(net.ntk(x), y, dynamics="gd").diagnostics().max_learning_rate
+    with pytest.warns(LearningRateWarning, match="width-16"):
+        st = check(MLP(1), x, y, learning_rate=0.7 * max_lr, **kw)
+    assert np.allclose(st.lr_fraction, 0.7) and np.allclose(st.learning_rate, 0.7 * max_lr)
     with pytest.raises(ValueError, match="learning_rate .* largest stable rate"):
         check(MLP(1), x, y, learning_rate=1e6, **kw)
     with pytest.raises(ValueError, match="learning_rate"):
