@@ -290,6 +290,12 @@ impl BlockLanczos {
         self.q.as_ref().subcols(0, self.k)
     }
 
+    /// The next block `Q_{m+1}` (`N × p_{m+1}`, orthonormal, orthogonal to `Q`).
+    #[must_use]
+    pub fn next_block(&self) -> MatRef<'_, f64> {
+        self.pending_q.as_ref()
+    }
+
     /// Block steps taken.
     #[must_use]
     pub fn iterations(&self) -> usize {

@@ -8,7 +8,9 @@
 //! `ρ_r = ‖(b̃ − Ã z)_r‖` restricted to the retained modes is `‖B_m E_mᵀ S Θ⁻¹ z_r‖` (plus
 //! `δ_j ‖E_jᵀ S Θ⁻¹ z_r‖` for deflated blocks, `δ₀`, and `α_k |z_kr| / cut` for unresolved cut
 //! pairs), computed exactly as in CG without a product; the train
-//! output at `t = ∞` is then off by at most `‖P^{1/2}‖ ρ_r`, the solution by about
+//! output at `t = ∞` is then off by `‖P^{1/2} Q_{m+1} B_m E_mᵀ S Θ⁻¹ z_r‖` (formed exactly
+//! from the next block, `O(N(p + ℓ)R)`) plus `‖P^{1/2}‖` times the deflated and cut parts,
+//! and the solution by about
 //! `ρ_r / θ_min` (`‖P^{-1/2}‖ = 1`).
 
 use super::lanczos::{BlockLanczos, Ritz};
@@ -90,10 +92,19 @@ impl<O: LinOp + ?Sized> LinOp for Preconditioned<'_, O> {
     }
 }
 
-/// Range residual of the cut solution per column: exact for the `Q_{m+1}` part, plus
-/// `α_k |z_kr| / cut` for every unresolved cut pair.
-fn residual_bounds(ritz: &Ritz) -> Vec<f64> {
-    let inv: Vec<f64> = (0..ritz.theta.len())
+/// Range residual of the cut solution per column, `ρ_r` (in `Ã`-space), and the bound on
+/// the error of the null part, `‖P^{1/2}(b̃ − Ã z)_r‖` restricted to the retained modes:
+/// the `Q_{m+1}` part is formed exactly (`P^{1/2} Q_{m+1} B_m E_mᵀ S Θ⁻¹ z_r`, no product
+/// with `A`), the deflated parts, `δ₀` and unresolved cut pairs (`α_k |z_kr| / cut`) are
+/// bounded with `‖P^{1/2}‖`.
+fn residual_bounds(
+    ritz: &Ritz,
+    next: MatRef<'_, f64>,
+    pre: &NystromPreconditioner,
+) -> (Vec<f64>, Vec<f64>) {
+    let k = ritz.theta.len();
+    let r = ritz.z.ncols();
+    let inv: Vec<f64> = (0..k)
         .map(|i| {
             if ritz.retained[i] {
                 1.0 / ritz.theta[i]
@@ -102,15 +113,45 @@ fn residual_bounds(ritz: &Ritz) -> Vec<f64> {
             }
         })
         .collect();
-    let mut out = ritz.residual_norms(&inv);
-    for i in 0..ritz.theta.len() {
+    let mut rho = ritz.residual_norms(&inv);
+    let mut rest = vec![0.0; r];
+    for (c, o) in rest.iter_mut().enumerate() {
+        *o = ritz.delta0;
+        for (d, m) in &ritz.dropped {
+            let y = Mat::<f64>::from_fn(k, 1, |i, _| inv[i] * ritz.z[(i, c)]);
+            *o += d * (m * &y).norm_l2();
+        }
+    }
+    for i in 0..k {
         if ritz.unresolved_cut(i) {
-            for (c, o) in out.iter_mut().enumerate() {
-                *o += ritz.alpha[i] * ritz.z[(i, c)].abs() / ritz.cut;
+            for c in 0..r {
+                let a = ritz.alpha[i] * ritz.z[(i, c)].abs() / ritz.cut;
+                rho[c] += a;
+                rest[c] += a;
             }
         }
     }
-    out
+    let sq = pre.sqrt_norm();
+    let mut train: Vec<f64> = rest.iter().map(|x| x * sq).collect();
+    if ritz.tail.nrows() > 0 && k > 0 {
+        let y = Mat::<f64>::from_fn(k, r, |i, j| inv[i] * ritz.z[(i, j)]);
+        let mut v = Mat::<f64>::zeros(ritz.tail.nrows(), r);
+        gemm(
+            v.as_mut(),
+            Accum::Replace,
+            ritz.tail.as_ref(),
+            y.as_ref(),
+            1.0,
+        );
+        let mut res = Mat::<f64>::zeros(next.nrows(), r);
+        gemm(res.as_mut(), Accum::Replace, next, v.as_ref(), 1.0);
+        let mut pres = Mat::<f64>::zeros(next.nrows(), r);
+        pre.apply_sqrt(res.as_ref(), pres.as_mut());
+        for (c, t) in train.iter_mut().enumerate() {
+            *t += pres.col(c).norm_l2();
+        }
+    }
+    (rho, train)
 }
 
 /// `A⁺ b` and `(I − AA⁺) b` with the spectral cut of the module docs; stops once the
@@ -153,19 +194,18 @@ pub fn solve_pinv<O: LinOp + ?Sized>(
     let mut bt = Mat::<f64>::zeros(n, b.ncols());
     pre.apply_inv_sqrt(b, bt.as_mut());
     let mut lz = BlockLanczos::new(bt.as_ref(), opts.drop_tol)?;
-    let sqrt_norm = pre.sqrt_norm();
     let target = opts.rtol * scale;
     let mut schedule = super::CheckSchedule::default();
-    let (ritz, rho, converged) = loop {
+    let (ritz, rho, train_bounds, converged) = loop {
         let stepped = lz.step(&pop)?;
         let it = lz.iterations();
         let last = !stepped || lz.exhausted() || it >= opts.max_iter;
         if last || schedule.due(it) {
             let ritz = lz.ritz(rcond, pre.lambda_max())?;
-            let rho = residual_bounds(&ritz);
-            let worst = rho.iter().fold(0.0f64, |a, b| a.max(*b)) * sqrt_norm;
+            let (rho, train) = residual_bounds(&ritz, lz.next_block(), &pre);
+            let worst = train.iter().fold(0.0f64, |a, b| a.max(*b));
             if worst <= target || last {
-                break (ritz, rho, worst <= target);
+                break (ritz, rho, train, worst <= target);
             }
         }
     };
@@ -209,7 +249,6 @@ pub fn solve_pinv<O: LinOp + ?Sized>(
         null_part.copy_from(b);
     }
     let tmin = ritz.theta_min();
-    let train_bounds: Vec<f64> = rho.iter().map(|x| x * sqrt_norm).collect();
     let worst = train_bounds.iter().fold(0.0f64, |a, b| a.max(*b));
     let info = SolverInfo {
         method: if pre.rank() > 0 { "nystrom-pcg" } else { "pcg" },
