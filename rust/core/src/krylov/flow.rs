@@ -256,6 +256,25 @@ pub fn flow<O: LinOp + ?Sized>(
     times: &[f64],
     opts: &FlowOptions,
 ) -> Result<KrylovFlow> {
+    flow_augmented(
+        op,
+        r0,
+        MatRef::from_column_major_slice(&[], r0.nrows(), 0),
+        times,
+        opts,
+    )
+}
+
+/// [`flow`] from the augmented start `[V | r₀]` ([`BlockLanczos::new_augmented`]): with
+/// (approximate) top eigenvectors in `V` (`N × d`, e.g. from a previous basis or a
+/// Nyström sketch) large times need fewer iterations; `V` may be empty.
+pub fn flow_augmented<O: LinOp + ?Sized>(
+    op: &O,
+    r0: MatRef<'_, f64>,
+    v: MatRef<'_, f64>,
+    times: &[f64],
+    opts: &FlowOptions,
+) -> Result<KrylovFlow> {
     let n = op.nrows();
     if r0.nrows() != n {
         return Err(Error::DimensionMismatch {
@@ -274,7 +293,11 @@ pub fn flow<O: LinOp + ?Sized>(
     if !finite {
         return Err(Error::NonFinite { what: "r0" });
     }
-    let mut lz = BlockLanczos::new(r0, opts.drop_tol)?;
+    let mut lz = if v.ncols() == 0 || scale == 0.0 {
+        BlockLanczos::new(r0, opts.drop_tol)?
+    } else {
+        BlockLanczos::new_augmented(v, r0, opts.drop_tol)?
+    };
     let target = opts.rtol * scale;
     let mut schedule = super::CheckSchedule::default();
     let (ritz, est, converged) = loop {

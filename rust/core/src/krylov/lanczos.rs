@@ -278,6 +278,58 @@ impl BlockLanczos {
         })
     }
 
+    /// Starts from the block `[V | r0]` (augmentation, "deflation" of the directions of
+    /// `V`): the first block spans `V` and `r0`, the results are for `r0` only. With `V`
+    /// exact eigenvectors of `A`, `A V = V Λ` adds no new direction, so those columns are
+    /// deflated after the first product and the iteration continues on `V^⊥`, where the
+    /// largest eigenvalue is the next one: the exact closed form on `span V`, and the
+    /// convergence of the rest governed by the remaining spectrum. With approximate `V`
+    /// (a Nyström sketch) nothing is assumed: it is block Lanczos from a larger start,
+    /// and every bound keeps holding. `delta0 = ‖r0 − Q_1 B_0‖_F`.
+    pub fn new_augmented(v: MatRef<'_, f64>, r0: MatRef<'_, f64>, drop_tol: f64) -> Result<Self> {
+        let (n, d, r) = (r0.nrows(), v.ncols(), r0.ncols());
+        if v.nrows() != n {
+            return Err(Error::DimensionMismatch {
+                what: "augmentation rows",
+                expected: n,
+                got: v.nrows(),
+            });
+        }
+        if !super::max_abs(v).1 {
+            return Err(Error::NonFinite {
+                what: "augmentation",
+            });
+        }
+        if !super::max_abs(r0).1 {
+            return Err(Error::NonFinite { what: "r0" });
+        }
+        let both = Mat::<f64>::from_fn(
+            n,
+            d + r,
+            |i, j| {
+                if j < d {
+                    v[(i, j)]
+                } else {
+                    r0[(i, j - d)]
+                }
+            },
+        );
+        let mut me = Self::new(both.as_ref(), drop_tol)?;
+        me.b0 = me.b0.as_ref().subcols(d, r).to_owned();
+        let mut res = r0.to_owned();
+        if me.pending_q.ncols() > 0 {
+            gemm(
+                res.as_mut(),
+                Accum::Add,
+                me.pending_q.as_ref(),
+                me.b0.as_ref(),
+                -1.0,
+            );
+        }
+        me.delta0 = res.norm_l2();
+        Ok(me)
+    }
+
     /// Whether the Krylov space is invariant (no new direction left).
     #[must_use]
     pub fn exhausted(&self) -> bool {

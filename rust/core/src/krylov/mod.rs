@@ -21,6 +21,9 @@
 //!   one basis `Q` (`N × k`, `k = Σ` block sizes) and the block tridiagonal
 //!   `T = Qᵀ A Q = S diag(θ) Sᵀ`: `u(s) ≈ Q S f(θ, s) Sᵀ E₁ B₀`, so an array of times costs
 //!   what its largest time costs.
+//! * [`flow_augmented`]: the same from the start block `[V | r₀]`; with top eigenvectors
+//!   in `V` their span is handled in closed form (`A V = V Λ` adds no direction) and large
+//!   times converge at the rate of the remaining spectrum.
 //! * [`solve_pinv`] (`s = ∞`): `A⁺ r₀` and the null part `(I − AA⁺) r₀` by Lanczos on the
 //!   symmetrically preconditioned operator `P^{-1/2} A P^{-1/2}` with the randomized
 //!   Nyström preconditioner of Frangella, Tropp and Udell (2023) ([`nystrom`]). This is
@@ -77,7 +80,7 @@ mod pinv;
 #[cfg(test)]
 mod tests;
 
-pub use flow::{flow, FlowOptions, KrylovFlow};
+pub use flow::{flow, flow_augmented, FlowOptions, KrylovFlow};
 pub use lanczos::{BlockLanczos, Ritz};
 pub use nystrom::NystromPreconditioner;
 pub use pinv::{solve_pinv, PinvOptions, PinvSolution};

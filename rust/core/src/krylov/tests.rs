@@ -622,3 +622,42 @@ fn micro_check_rbf_2000() {
     }
     assert!(kf.info.converged);
 }
+
+#[test]
+fn augmenting_with_top_eigenvectors_cuts_iterations_at_large_times() {
+    // 30 large, spread eigenvalues over a well-conditioned bulk
+    let n = 400;
+    let mut lam = logspace(3.0, 0.5, 30);
+    lam.extend(logspace(0.0, -1.0, n - 30));
+    let p = Problem::new(lam, 25);
+    let op = p.op();
+    let r0 = gaussian(n, 2, 26);
+    let mut times = logspace(-4.0, 6.0, 50);
+    times.push(f64::INFINITY);
+    let o = FlowOptions::default();
+    let plain = flow(&op, r0.as_ref(), &times, &o).unwrap();
+    // exact top eigenvectors: closed form on their span
+    let v = p.u.as_ref().subcols(0, 30).to_owned();
+    let aug = flow_augmented(&op, r0.as_ref(), v.as_ref(), &times, &o).unwrap();
+    // approximate ones, the range of a sketch A·Ω (here a larger block that exhausts ℝ^N
+    // in 10 sweeps: the bounds still hold)
+    let sk = {
+        let mut y = Mat::<f64>::zeros(n, 40);
+        let g = gaussian(n, 40, 27);
+        op.apply(g.as_ref(), y.as_mut()).unwrap();
+        y.qr().compute_thin_Q()
+    };
+    let approx = flow_augmented(&op, r0.as_ref(), sk.as_ref(), &times, &o).unwrap();
+    eprintln!(
+        "augmentation: plain {:?}; exact top-30 {:?}; sketch range(AΩ) 40 {:?}",
+        plain.info, aug.info, approx.info
+    );
+    for kf in [&plain, &aug, &approx] {
+        assert!(kf.info.converged);
+        let c = check_flow(&p, &r0, kf, &times, 1e4);
+        assert!(c.u_err <= 1e-8, "{}", c.u_err);
+    }
+    assert!(aug.info.iterations + 10 < plain.info.iterations);
+    // exact eigenvectors add no direction: after the first block only R columns per step
+    assert_eq!(aug.info.matvecs, 32 + 2 * (aug.info.iterations - 1));
+}
