@@ -661,3 +661,35 @@ fn augmenting_with_top_eigenvectors_cuts_iterations_at_large_times() {
     // exact eigenvectors add no direction: after the first block only R columns per step
     assert_eq!(aug.info.matvecs, 32 + 2 * (aug.info.iterations - 1));
 }
+
+#[test]
+fn pinv_cond_1e8_converges_in_few_sweeps() {
+    let n = 600;
+    let lin = |a: f64, b: f64, m: usize| -> Vec<f64> {
+        (0..m)
+            .map(|i| a + (b - a) * i as f64 / (m - 1) as f64)
+            .collect()
+    };
+    let mut lam = lin(1e-2, 1.0, 120);
+    lam.extend(lin(1e-8, 3e-8, n - 120));
+    let p = Problem::new(lam, 29);
+    let op = p.op();
+    let b = gaussian(n, 3, 30);
+    let (xr, _) = pinv_reference(&p, &b);
+    let o = PinvOptions {
+        rank: 160,
+        ..PinvOptions::default()
+    };
+    let s = solve_pinv(&op, b.as_ref(), &o).unwrap();
+    let plain = solve_pinv(&op, b.as_ref(), &PinvOptions { rank: 0, ..o }).unwrap();
+    let ex = (&s.x - &xr).norm_max() / xr.norm_max();
+    eprintln!(
+        "cond 1e8: {:?}, plain {:?}, x rel error {ex:.2e}",
+        s.info, plain.info
+    );
+    assert!(s.info.converged && plain.info.converged);
+    assert!(2 * (s.info.iterations + 1) < plain.info.iterations);
+    // accuracy limited by ε·cond
+    assert!(ex < 1e-6, "{ex:e}");
+    assert!(s.null_part.norm_max() <= s.info.error_estimate * b.norm_max() + 1e-12);
+}
