@@ -66,9 +66,10 @@
 //! (below the cut's resolution) and adds nothing; otherwise it adds
 //! `α_k |z_kr| min(s, 1/cut)` until it is resolved. [`flow`] stops once `max_{s, r}` of the
 //! `u` bound is at most `rtol · max|r₀|` (a bound on the largest entry error, since
-//! `|x_i| ≤ ‖x‖₂`). [`solve_pinv`] computes the range residual exactly (as CG does) and
-//! stops once `‖P^{1/2}‖` times it, a bound on the error of the train output at `t = ∞`,
-//! is at most `rtol · max|b|`. Floating-point round-off of the problem itself (about
+//! `|x_i| ≤ ‖x‖₂`). [`solve_pinv`] forms the range residual exactly from the next block
+//! (as CG does, no product) and stops once its image under `P^{1/2}`, the error of the
+//! train output at `t = ∞` (deflated and cut parts bounded with `‖P^{1/2}‖`), is at most
+//! `rtol · max|b|`. Floating-point round-off of the problem itself (about
 //! `ε·min(s‖A‖, cond)·‖r₀‖` for `u`, `ε·cond·‖w‖` for `w`) is not part of either bound.
 
 pub mod lanczos;
