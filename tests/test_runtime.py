@@ -28,6 +28,7 @@ def _child(q):
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="fork start method")
+@pytest.mark.filterwarnings("ignore:os.fork\\(\\) was called:RuntimeWarning")  # JAX, if loaded
 def test_forked_child_runs_after_parent_used_the_pool():
     k, kte, _, y, _, _ = rbf_problem(30, 4, 2, seed=1)
     tf.set_num_threads(2)
@@ -89,6 +90,7 @@ def _child_threads(q):
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="fork start method")
+@pytest.mark.filterwarnings("ignore:os.fork\\(\\) was called:RuntimeWarning")  # JAX, if loaded
 def test_forked_child_can_size_its_own_pool():
     tf.set_num_threads(2)
     tf.Predictor(np.eye(3), np.ones(3)).at(1.0)
@@ -178,7 +180,7 @@ else:
 print("ready", flush=True)
 t0 = time.perf_counter()
 try:
-    p.at(1e5 if kind == "callable" else 1e19)
+    p.at(1e5 if kind == "callable" else 1e17)
 except KeyboardInterrupt:
     print(f"interrupted after {time.perf_counter() - t0:.2f} s", flush=True)
     sys.exit(42)
@@ -198,23 +200,23 @@ def test_ctrl_c_interrupts_a_long_ode_integration(kind, tmp_path):
     script = tmp_path / "child.py"
     script.write_text(_SIGINT_CHILD)
     env = dict(os.environ, TANGENTFLOW_NUM_THREADS="1")
-    proc = subprocess.Popen(
+    with subprocess.Popen(
         [sys.executable, str(script), kind],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         env=env,
-    )
-    try:
-        assert proc.stdout.readline().strip() == "ready"
-        time.sleep(1.0)  # well inside the integration
-        assert proc.poll() is None, "the integration ended before the signal"
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+    ) as proc:
+        try:
+            assert proc.stdout.readline().strip() == "ready"
+            time.sleep(1.0)  # well inside the integration
+            assert proc.poll() is None, "the integration ended before the signal"
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=120)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
     assert proc.returncode == 42, (out, err)
     assert "interrupted after" in out
 
