@@ -5,7 +5,7 @@ env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benches/bench_predict.py --s
 
 import sys
 
-from tangentflow._bench import main
+from tangentflow.cli.bench import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -15,7 +15,7 @@ import pytest
 pytest.importorskip("sklearn")
 
 import tangentflow  # noqa: E402
-from tangentflow import _demo  # noqa: E402
+from tangentflow.cli import demo as _demo  # noqa: E402
 from tangentflow.cli import main  # noqa: E402
 
 
@@ -193,10 +193,10 @@ def test_bench_runs_tiny(tmp_path, capsys):
 def test_paired_timing_alternates_and_takes_the_median(monkeypatch):
     """_paired: calibrated samples of >= min_time, alternating order, median of the paired
     ratios. A fake clock makes the check exact."""
-    from tangentflow import _bench
+    from tangentflow.cli import _measure
 
     clock = [0.0]
-    monkeypatch.setattr(_bench.time, "perf_counter", lambda: clock[0])
+    monkeypatch.setattr(_measure.time, "perf_counter", lambda: clock[0])
     calls = []
     cost = {"fn": iter([0.05] * 2 + [0.05, 0.06, 0.04] * 40), "base": iter([0.1] * 200)}
 
@@ -208,7 +208,7 @@ def test_paired_timing_alternates_and_takes_the_median(monkeypatch):
 
         return f
 
-    t_fn, t_base, st, out, ref = _bench._paired(make("fn"), make("base"), 3, min_time=0.2)
+    t_fn, t_base, st, out, ref = _measure.paired(make("fn"), make("base"), 3, min_time=0.2)
     assert (out, ref) == ("fn", "base")
     # calibration: fn 0.05 s per call -> ceil(1.2 * 0.2 / 0.05) = 5 calls; base 0.1 s -> 3
     assert st["calls_per_sample"] == [5, 3] and st["pairs"] == 3
@@ -221,22 +221,22 @@ def test_paired_timing_alternates_and_takes_the_median(monkeypatch):
 
 
 def test_short_calls_are_repeated_within_a_sample(monkeypatch):
-    from tangentflow import _bench
+    from tangentflow.cli import _measure
 
     clock = [0.0]
-    monkeypatch.setattr(_bench.time, "perf_counter", lambda: clock[0])
+    monkeypatch.setattr(_measure.time, "perf_counter", lambda: clock[0])
 
     def f():
         clock[0] += 1e-3
 
-    t, _ = _bench._best(f, 3, min_time=0.2)
+    t, _ = _measure.best(f, 3, min_time=0.2)
     assert t == pytest.approx(1e-3)
-    calls, _ = _bench._calibrate(f, 0.2)
+    calls, _ = _measure.calibrate(f, 0.2)
     assert calls * 1e-3 >= 0.2
 
 
 def test_bench_script_calls_the_same_code(monkeypatch):
-    from tangentflow import _bench
+    from tangentflow.cli import bench as _bench
 
     seen = {}
     monkeypatch.setattr(_bench, "run_bench", lambda sizes, **kw: seen.update(sizes=sizes, **kw))
@@ -350,7 +350,7 @@ def _bad_path(kind, tmp_path, suffix):
     ["directory", "empty", "dev-full", "proc", "dangling-symlink", "over-long", "missing-folder"],
 )
 def test_bad_output_path_exits_2_before_any_work(command, kind, tmp_path, monkeypatch, capsys):
-    from tangentflow import _bench
+    from tangentflow.cli import bench as _bench
 
     def no_work(*a, **k):
         raise AssertionError("the job ran although an output path is bad")
@@ -400,7 +400,8 @@ def test_every_file_option_of_every_subcommand_is_checked():
     """Any subcommand's option that names an output file goes through check_outputs."""
     import argparse
 
-    from tangentflow.cli import _OUTPUTS, build_parser
+    from tangentflow.cli import build_parser
+    from tangentflow.cli._outputs import OUTPUTS_KEY as _OUTPUTS
 
     parser = build_parser()
     subs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))

@@ -1,4 +1,4 @@
-"""``python -m tangentflow demo|bench``: the same as the ``tangentflow`` command."""
+"""``python -m tangentflow demo|bench|width``: the same as the ``tangentflow`` command."""
 
 import sys
 

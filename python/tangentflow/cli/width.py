@@ -13,12 +13,20 @@ import contextlib
 import json
 import sys
 import time
+from typing import Any, TextIO
 
 import numpy as np
+import numpy.typing as npt
+
+from ._args import float_arg, int_arg
+from ._digits import N_DIGITS, load_digits_split, one_hot
+from ._outputs import add_output_option
 
 __all__ = ["add_parser", "run"]
 
 DEFAULT_PLOT = "width_study.png"
+
+FloatArray = npt.NDArray[np.float64]
 
 
 def _widths_arg(text: str) -> list[int]:
@@ -32,27 +40,8 @@ def _widths_arg(text: str) -> list[int]:
     return ws
 
 
-def _float_arg(lo: float, hi: float, *, closed_lo: bool = False):
-    def parse(text: str) -> float:
-        try:
-            v = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        if not ((lo <= v if closed_lo else lo < v) and v <= hi):
-            bracket = "[" if closed_lo else "("
-            raise argparse.ArgumentTypeError(
-                f"expected a number in {bracket}{lo}, {hi}], got {text!r}"
-            )
-        return v
-
-    parse.__name__ = "number"
-    return parse
-
-
-def add_parser(subparsers) -> argparse.ArgumentParser:
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Registers ``width`` on the ``tangentflow`` subcommand parsers."""
-    from ..cli import _int_arg, add_output_option
-
     p = subparsers.add_parser(
         "width",
         help="is a finite network wide enough for its linearization? (digits data set)",
@@ -66,21 +55,21 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument(
         "--n-train",
         metavar="N",
-        type=_int_arg("an integer", 10, 1700),
+        type=int_arg("an integer", 10, 1700),
         default=300,
         help="training images (10 to 1700; default 300)",
     )
     p.add_argument(
         "--n-test",
         metavar="M",
-        type=_int_arg("an integer", 1, 1787),
+        type=int_arg("an integer", 1, 1787),
         default=None,
         help="test images (default: all the others)",
     )
     p.add_argument(
         "--hidden-layers",
         metavar="L",
-        type=_int_arg("an integer", 1, 20),
+        type=int_arg("an integer", 1, 20),
         default=2,
         help="hidden layers (1 to 20; default 2)",
     )
@@ -97,27 +86,27 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument(
         "--seeds",
         metavar="S",
-        type=_int_arg("an integer", 1, 100),
+        type=int_arg("an integer", 1, 100),
         default=2,
         help="initializations per width (default 2)",
     )
     p.add_argument(
         "--steps",
         metavar="T",
-        type=_int_arg("an integer", 1, 100_000),
+        type=int_arg("an integer", 1, 100_000),
         default=300,
         help="full-batch gradient-descent steps (default 300)",
     )
     p.add_argument(
         "--tol",
-        type=_float_arg(0.0, 1.0),
+        type=float_arg(0.0, 1.0),
         default=0.05,
         help="adequate width: rmse/movement <= tol (default 0.05)",
     )
     p.add_argument(
         "--lr-fraction",
         metavar="F",
-        type=_float_arg(0.0, 10.0),
+        type=float_arg(0.0, 10.0),
         default=0.5,
         help="learning rate as a fraction of max_learning_rate (default 0.5; "
         "a warning above 0.5, an error at >= 1 unless --force)",
@@ -126,7 +115,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument(
         "--bisect",
         metavar="B",
-        type=_int_arg("an integer", 0, 20),
+        type=int_arg("an integer", 0, 20),
         default=3,
         help="extra widths trained to bisect the adequate width (default 3)",
     )
@@ -145,7 +134,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--b-std",
-        type=_float_arg(0.0, 100.0, closed_lo=True),
+        type=float_arg(0.0, 100.0, closed_lo=True),
         default=0.0,
         help="bias standard deviation (default 0)",
     )
@@ -163,25 +152,24 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument(
         "--threads",
         metavar="N",
-        type=_int_arg("an integer", 1, 1024),
+        type=int_arg("an integer", 1, 1024),
         default=None,
         help="threads of the Rust core (factorizations) and of BLAS (training, kernels)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
     p.set_defaults(plot=DEFAULT_PLOT)
-    return p
 
 
 class _Progress:
     """``width W  seed s/S  step t/T`` on one stderr line, redrawn every few steps."""
 
-    def __init__(self, seeds, enabled, file=None):
+    def __init__(self, seeds: int, enabled: bool, file: TextIO | None = None) -> None:
         self.seeds = seeds
         self.enabled = enabled
-        self.file = file if file is not None else sys.stderr
+        self.file: TextIO = file if file is not None else sys.stderr
         self._last = 0.0
 
-    def __call__(self, width, seed, step, steps):
+    def __call__(self, width: int, seed: int, step: int, steps: int) -> None:
         if not self.enabled:
             return
         now = time.perf_counter()
@@ -192,16 +180,16 @@ class _Progress:
         self.file.write(f"{line:<60}")
         self.file.flush()
 
-    def close(self):
+    def close(self) -> None:
         if self.enabled:
             self.file.write("\r" + " " * 60 + "\r")
             self.file.flush()
 
 
-def digits_data(n_train: int, n_test: int | None, target: str, seed: int = 0):
+def digits_data(
+    n_train: int, n_test: int | None, target: str, seed: int = 0
+) -> tuple[FloatArray, FloatArray, FloatArray]:
     """Standardized digits at ``‖x‖² = d`` and their targets (train, test)."""
-    from .._demo import load_digits_split, one_hot
-
     x_tr, x_te, lab_tr, lab_te = load_digits_split(n_train, seed)
     if n_test is not None:
         x_te, lab_te = x_te[:n_test], lab_te[:n_test]
@@ -212,15 +200,19 @@ def digits_data(n_train: int, n_test: int | None, target: str, seed: int = 0):
     return x_tr, np.where(lab_tr % 2 == 0, 1.0, -1.0), x_te
 
 
-def run(args, parser=None, out=None) -> int:
+def run(
+    args: argparse.Namespace,
+    parser: argparse.ArgumentParser | None = None,
+    out: TextIO | None = None,
+) -> int:
     """Runs the study for parsed ``args``; prints the table to ``out`` (stdout)."""
     import tangentflow
 
-    from . import MLP, check
+    from ..width import MLP, check
 
     out = out if out is not None else sys.stdout
-    if args.n_test is not None and args.n_train + args.n_test > 1797:
-        msg = f"argument --n-test: at most {1797 - args.n_train} with --n-train {args.n_train}"
+    if args.n_test is not None and args.n_train + args.n_test > N_DIGITS:
+        msg = f"argument --n-test: at most {N_DIGITS - args.n_train} with --n-train {args.n_train}"
         if parser is not None:
             parser.error(msg)
         raise ValueError(msg)
@@ -229,7 +221,7 @@ def run(args, parser=None, out=None) -> int:
         if parser is not None:
             parser.error(msg)
         raise ValueError(msg)
-    limits = contextlib.nullcontext()
+    limits: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
     if args.threads is not None:
         tangentflow.set_num_threads(args.threads)
         try:

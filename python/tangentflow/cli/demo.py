@@ -23,17 +23,29 @@ kernel interpolation and ``KernelRidge(alpha=0)`` solves the same system.
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import json
 import math
+import os
 import sys
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any, TextIO
 
 import numpy as np
+import numpy.typing as npt
+
+from ._args import add_threads_option, int_arg
+from ._digits import N_CLASSES, N_DIGITS, load_digits_split, one_hot
+from ._outputs import add_output_option
+from ._progress import Progress
 
 __all__ = [
+    "add_parser",
+    "run",
     "run_demo",
-    "Progress",
     "N_DIGITS",
     "MIN_TRAIN",
     "MIN_TEST",
@@ -42,8 +54,6 @@ __all__ = [
     "DemoCheckFailed",
 ]
 
-#: Number of images in scikit-learn's digits data set.
-N_DIGITS = 1797
 #: The smallest training and test sets the demo accepts.
 MIN_TRAIN = 10
 MIN_TEST = 10
@@ -52,105 +62,85 @@ MAX_HIDDEN_LAYERS = 100
 #: Largest accepted ``max|Δoutput| / max|output|`` between the converged test outputs and
 #: scikit-learn's KernelRidge on the same kernel.
 KERNEL_RIDGE_RTOL = 1e-9
-N_CLASSES = 10
+
+
+FloatArray = npt.NDArray[np.float64]
 
 
 class DemoCheckFailed(RuntimeError):
     """The demo's converged outputs disagree with scikit-learn's KernelRidge."""
 
 
-# -- progress ------------------------------------------------------------------------------
-class Progress:
-    """A progress bar over named stages: tqdm when installed, else a text bar on stderr.
-
-    ``with progress("kernels"): ...`` shows the stage while it runs and advances the bar
-    when it ends. ``enabled=False`` prints nothing.
-    """
-
-    def __init__(self, total: int, desc: str = "", *, enabled: bool = True, file=None):
-        self.total = int(total)
-        self.desc = desc
-        self.done = 0
-        self.enabled = enabled
-        self.file = file if file is not None else sys.stderr
-        self._bar = None
-        if enabled:
-            try:
-                from tqdm.auto import tqdm
-            except ImportError:
-                tqdm = None
-            if tqdm is not None:
-                self._bar = tqdm(
-                    total=self.total, desc=desc, file=self.file, leave=False, unit="step"
-                )
-
-    def _draw(self, label: str) -> None:
-        if not self.enabled:
-            return
-        if self._bar is not None:
-            self._bar.set_postfix_str(label, refresh=True)
-            return
-        width = 24
-        filled = int(width * self.done / max(self.total, 1))
-        bar = "#" * filled + "." * (width - filled)
-        line = f"\r{self.desc} [{bar}] {self.done}/{self.total} {label}"
-        self.file.write(f"{line:<79}")
-        self.file.flush()
-
-    @contextmanager
-    def __call__(self, label: str):
-        self._draw(label + " ...")
-        yield
-        self.done += 1
-        if self._bar is not None:
-            self._bar.update(1)
-        self._draw(label)
-
-    def close(self) -> None:
-        if not self.enabled:
-            return
-        if self._bar is not None:
-            self._bar.close()
-        else:
-            self.file.write("\r" + " " * 79 + "\r")
-            self.file.flush()
+# -- the subcommand ------------------------------------------------------------------------
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Registers ``demo`` on the ``tangentflow`` subcommand parsers."""
+    demo = subparsers.add_parser(
+        "demo",
+        help="learning curves of an infinitely wide ReLU network on the digits data set",
+        description=(
+            "Builds the infinite-width NTK/NNGP of a ReLU network on scikit-learn's digits "
+            "data set (no download) and predicts train/test loss and accuracy over training "
+            "time and at convergence."
+        ),
+    )
+    demo.add_argument(
+        "--n-train",
+        metavar="N",
+        type=int_arg("a positive integer", 1),
+        default=1000,
+        help=f"training examples (the rest of the {N_DIGITS} images are the test set; "
+        f"{MIN_TRAIN} to {N_DIGITS - MIN_TEST}; default 1000)",
+    )
+    demo.add_argument(
+        "--hidden-layers",
+        metavar="L",
+        type=int_arg("a positive integer", 1, MAX_HIDDEN_LAYERS),
+        default=3,
+        help=f"hidden [Dense, ReLU] layers (1 to {MAX_HIDDEN_LAYERS}; default 3)",
+    )
+    add_output_option(
+        demo,
+        "--plot",
+        metavar="PNG",
+        suffix=".png",
+        help="write the learning curves to this PNG file (a new or regular file ending in .png)",
+    )
+    add_output_option(demo, "--json", metavar="FILE", help="write every number to this JSON file")
+    add_threads_option(demo)
+    demo.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-# -- data ----------------------------------------------------------------------------------
-def load_digits_split(n_train: int, seed: int = 0):
-    """(x_train, x_test, labels_train, labels_test): standardized digits, fixed split."""
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Runs ``tangentflow demo`` for parsed ``args``; returns the exit status."""
+    if not MIN_TRAIN <= args.n_train <= N_DIGITS - MIN_TEST:
+        parser.error(
+            f"argument --n-train: expected {MIN_TRAIN} to {N_DIGITS - MIN_TEST} (the digits "
+            f"data set has {N_DIGITS} images and at least {MIN_TEST} are kept for testing), "
+            f"got {args.n_train}"
+        )
     try:
-        from sklearn.datasets import load_digits
-    except ImportError as e:  # pragma: no cover - exercised only without scikit-learn
-        raise RuntimeError(
-            "the demo needs scikit-learn for its data set: pip install scikit-learn "
-            "(or install the tangentflow wheel with its [demo] extra)"
-        ) from e
-    data = load_digits()
-    x = np.asarray(data.data, dtype=np.float64)
-    labels = np.asarray(data.target)
-    perm = np.random.default_rng(seed).permutation(x.shape[0])
-    tr, te = perm[:n_train], perm[n_train:]
-    mean = x[tr].mean(axis=0)  # statistics of the training set only
-
-    def standardize(a):
-        a = a - mean
-        norms = np.linalg.norm(a, axis=1, keepdims=True)
-        return a / np.maximum(norms, 1e-12)
-
-    return standardize(x[tr]), standardize(x[te]), labels[tr], labels[te]
+        run_demo(
+            args.n_train,
+            args.hidden_layers,
+            plot=args.plot,
+            json_path=args.json,
+            threads=args.threads,
+            progress=not args.no_progress,
+        )
+    except (ImportError, RuntimeError, OSError) as e:
+        print(f"tangentflow demo: error: {e}", file=sys.stderr)
+        raise SystemExit(1) from None
+    return 0
 
 
-def one_hot(labels) -> np.ndarray:
-    """Centered one-hot targets: 0.9 for the class, -0.1 elsewhere (rows sum to 0)."""
-    return np.eye(N_CLASSES)[labels] - 1.0 / N_CLASSES
+# -- numbers -------------------------------------------------------------------------------
 
 
-def _mse(f, y):
+def _mse(f: FloatArray, y: FloatArray) -> Any:
     return ((f - y) ** 2).mean(axis=(-2, -1))
 
 
-def _acc(f, labels):
+def _acc(f: FloatArray, labels: npt.NDArray[Any]) -> Any:
     return (f.argmax(axis=-1) == labels).mean(axis=-1)
 
 
@@ -169,9 +159,9 @@ def run_demo(
     threads: int | None = None,
     n_times: int = 30,
     seed: int = 0,
-    out=None,
+    out: TextIO | None = None,
     progress: bool = True,
-) -> dict:
+) -> dict[str, Any]:
     """Runs the demo, prints its table and summary to ``out`` (stdout), returns the numbers."""
     import tangentflow
     from tangentflow import Ensemble, Predictor
@@ -186,9 +176,9 @@ def run_demo(
     t_start = time.perf_counter()
     bar = Progress(6, "demo", enabled=progress)
 
-    def timed(name):
+    def timed(name: str) -> contextlib.AbstractContextManager[None]:
         @contextmanager
-        def cm():
+        def cm() -> Iterator[None]:
             t0 = time.perf_counter()
             with bar(name):
                 yield
@@ -321,7 +311,9 @@ def _nice_ceil(x: float) -> float:
     return 10.0 ** (k + 1)  # pragma: no cover
 
 
-def _kernel_ridge(k, y, k_te, alpha):
+def _kernel_ridge(
+    k: FloatArray, y: FloatArray, k_te: FloatArray, alpha: float
+) -> dict[str, Any] | None:
     """scikit-learn's KernelRidge on the precomputed kernel (None without scikit-learn)."""
     try:
         from sklearn.kernel_ridge import KernelRidge
@@ -332,7 +324,7 @@ def _kernel_ridge(k, y, k_te, alpha):
     return {"alpha": float(alpha), "_predictions": pred}
 
 
-def _print_report(res, out) -> None:
+def _print_report(res: dict[str, Any], out: TextIO) -> None:
     c = res["config"]
     w = print
     w(
@@ -410,7 +402,7 @@ def _print_report(res, out) -> None:
     )
 
 
-def _plot(res, path) -> bool:
+def _plot(res: dict[str, Any], path: str | os.PathLike[str]) -> bool:
     try:
         import matplotlib
 
