@@ -13,7 +13,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Layout", "kernel_dims", "flatten_kernel", "normalize_trace_axes", "freeze_trace_axes"]
+__all__ = [
+    "Layout",
+    "zip_dims",
+    "kernel_dims",
+    "flatten_kernel",
+    "normalize_trace_axes",
+    "freeze_trace_axes",
+]
 
 
 def kernel_dims(shape: tuple[int, ...], name: str) -> tuple[int, ...]:
@@ -114,9 +121,9 @@ class Layout:
         want = tuple(y_shape[a] for a in kept)
         if want != tuple(k_dims):
             raise ValueError(
-                f"{kernel_name} of shape {_zip(k_dims)} does not match y_train of shape "
+                f"{kernel_name} of shape {zip_dims(k_dims)} does not match y_train of shape "
                 f"{y_shape} with trace_axes={trace_axes}: expected a kernel of shape "
-                f"{_zip(want)}"
+                f"{zip_dims(want)}"
             )
         return cls(y_shape, traced, kept)
 
@@ -157,5 +164,6 @@ class Layout:
         return xp.transpose(b, perm)
 
 
-def _zip(dims):
+def zip_dims(dims: tuple[int, ...]) -> tuple[int, ...]:
+    """``(d0, d0, d1, d1, ...)``: the pair-interleaved kernel shape over dims."""
     return tuple(d for d in dims for _ in (0, 1))

@@ -1,24 +1,34 @@
-"""Input checks shared by the public classes: every error names the argument."""
+"""Every input check of the package, in one place: each error names the argument and
+comes before any work (docs/migration.md, "Errors early"); inputs are never modified.
+
+Scalars and options (``positive_float``, ``flag``, ``choice``, ``momentum``), times
+(``times``), arrays on a backend (``as_float_array``, ``check_finite``), the three kernel
+kinds (``train_kernel``, ``test_train_kernel``, ``test_test_kernel``, with the one symmetry
+rule ``check_symmetric``) and pickled Predictor states (``predictor_state``).
+"""
 
 from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
-from ._shapes import flatten_kernel, kernel_dims
+from ._numerics import SYMMETRY_RTOL, symmetrize
+from ._shapes import flatten_kernel, kernel_dims, zip_dims
 
 _FLOATS = (np.float32, np.float64)
 
 
-def as_float_array(a, name: str, backend, *, allow_gpu: bool = True):
+def as_float_array(a: Any, name: str, backend: Any) -> Any:
     """A float32/float64 array on the backend's device; ints/bools become float64."""
     from ._backends import is_gpu_array
 
     if a is None:
         raise TypeError(f"{name} must be an array, got None")
-    if is_gpu_array(a) and backend.name != "cupy":
+    if is_gpu_array(a) and not backend.on_gpu:
         raise TypeError(
             f"{name} is a GPU array but the kernel is on the CPU: pass a GPU (CuPy) "
             "k_train_train to run on the GPU, or move the array to the host"
@@ -37,12 +47,12 @@ def as_float_array(a, name: str, backend, *, allow_gpu: bool = True):
     return arr
 
 
-def check_finite(a, name: str, xp) -> None:
+def check_finite(a: Any, name: str, xp: Any) -> None:
     if a.size and not bool(xp.all(xp.isfinite(a))):
         raise ValueError(f"{name} contains NaN or infinity")
 
 
-def positive_float(x, name: str, *, allow_zero: bool = False) -> float:
+def positive_float(x: object, name: str, *, allow_zero: bool = False) -> float:
     if isinstance(x, bool) or not isinstance(x, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {type(x).__name__}")
     v = float(x)
@@ -52,7 +62,41 @@ def positive_float(x, name: str, *, allow_zero: bool = False) -> float:
     return v
 
 
-def times(t, *, steps: bool = False):
+def optional_positive_float(x: object, name: str) -> float | None:
+    return None if x is None else positive_float(x, name)
+
+
+def flag(x: object, name: str) -> bool:
+    """A bool (NumPy bools too)."""
+    if not isinstance(x, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool, got {type(x).__name__}")
+    return bool(x)
+
+
+def choice(x: object, name: str, choices: Sequence[str]) -> str:
+    """One of the strings ``choices``."""
+    if not isinstance(x, str) or x not in choices:
+        allowed = " or ".join(f'"{c}"' for c in choices)
+        raise ValueError(f"{name} must be {allowed}, got {x!r}")
+    return x
+
+
+def momentum(m: object, *, optional: bool) -> float | None:
+    """Heavy-ball momentum in ``[0, 1)`` (or None when ``optional``)."""
+    if m is None and optional:
+        return None
+    if isinstance(m, bool) or not isinstance(m, numbers.Real):
+        what = "None or a float" if optional else "a float"
+        raise TypeError(f"momentum must be {what} in [0, 1), got {m!r}")
+    v = float(m)
+    if not 0.0 <= v < 1.0:
+        raise ValueError(f"momentum must be in [0, 1), got {m!r}")
+    return v
+
+
+def times(
+    t: Any, *, steps: bool = False
+) -> tuple[np.ndarray[Any, np.dtype[np.float64]], tuple[int, ...]]:
     """``t`` as ``(flat float64 array, shape)``; None means infinity."""
     if t is None:
         return np.array([np.inf]), ()
@@ -95,7 +139,18 @@ def times(t, *, steps: bool = False):
     return np.ascontiguousarray(flat), arr.shape
 
 
-def train_kernel(raw, name, backend, trace_axes=()):
+def check_symmetric(max_abs: float, max_asym: float, name: str) -> None:
+    """The symmetry rule: ``max|K − Kᵀ| <= 1e-5·max|K|`` (docs/empirical-kernels.md)."""
+    if max_asym > SYMMETRY_RTOL * max_abs:
+        raise ValueError(
+            f"{name} is not symmetric: max|K - K^T| = {max_asym:.3e} exceeds "
+            f"1e-5 * max|K| = {SYMMETRY_RTOL * max_abs:.3e}"
+        )
+
+
+def train_kernel(
+    raw: Any, name: str, backend: Any, trace_axes: tuple[int, ...] | None = ()
+) -> tuple[Any, tuple[int, ...], float, np.dtype[Any]]:
     """``(flat kernel, non-traced dims, trace, dtype)`` of a train–train kernel.
 
     ``trace_axes=None`` (trace every output axis after the first) needs a 2-D kernel."""
@@ -112,15 +167,13 @@ def train_kernel(raw, name, backend, trace_axes=()):
     max_abs, max_asym, trace, finite = backend.kernel_stats(k2)
     if not finite:
         raise ValueError(f"{name} contains NaN or infinity")
-    if max_asym > 1e-5 * max_abs:
-        raise ValueError(
-            f"{name} is not symmetric: max|K - K^T| = {max_asym:.3e} exceeds "
-            f"1e-5 * max|K| = {1e-5 * max_abs:.3e}"
-        )
+    check_symmetric(max_abs, max_asym, name)
     return k2, dims, trace, np.dtype(k.dtype)
 
 
-def test_train_kernel(raw, name, backend, kdims, dtype):
+def test_train_kernel(
+    raw: Any, name: str, backend: Any, kdims: tuple[int, ...], dtype: Any
+) -> tuple[Any, tuple[int, ...]]:
     """``(flat (D_t, D) kernel in dtype, test dims)`` of a test–train kernel."""
     xp = backend.xp
     k = as_float_array(raw, name, backend)
@@ -151,14 +204,41 @@ def test_train_kernel(raw, name, backend, kdims, dtype):
     return xp.ascontiguousarray(flatten_kernel(k, xp), dtype=dtype), tuple(k.shape[0::2])
 
 
+def test_test_kernel(
+    raw: Any, name: str, backend: Any, test_dims: tuple[int, ...], dtype: Any
+) -> Any:
+    """Flat, exactly symmetrized ``(D_t, D_t)`` test–test kernel in ``dtype``."""
+    xp = backend.xp
+    k = as_float_array(raw, name, backend)
+    check_finite(k, name, xp)
+    want = zip_dims(test_dims)
+    if tuple(k.shape) != want:
+        raise ValueError(
+            f"{name} must have shape {want} (from the test–train kernel), got {tuple(k.shape)}"
+        )
+    k2 = xp.asarray(flatten_kernel(k, xp), dtype=dtype)
+    if k2.size:
+        check_symmetric(float(xp.max(xp.abs(k2))), float(xp.max(xp.abs(k2 - k2.T))), name)
+    return symmetrize(k2)
+
+
+def wide_dtype(raw: Any, compute_dtype: Any) -> np.dtype[Any]:
+    """The dtype a test–train kernel is read in: float64 when the compute dtype is float32
+    and the kernel is float64, so that its power-of-two scaling happens before the rounding
+    (a tiny kernel must not become float32 subnormals; docs/numerics.md §12)."""
+    if np.dtype(compute_dtype) == np.float32 and getattr(raw, "dtype", None) == np.float64:
+        return np.dtype(np.float64)
+    return np.dtype(compute_dtype)
+
+
 _STATE_KEYS = ("backend", "k", "kdims", "out_dtype", "trace", "cfg", "y", "w", "v", "count")
 
 
-def predictor_state(state) -> None:
+def predictor_state(state: Any) -> None:
     """Checks a pickled Predictor's state before it is used: a corrupted or foreign pickle
     is a ValueError that says what is wrong, not a failure deep inside a later call."""
 
-    def bad(what: str):
+    def bad(what: str) -> ValueError:
         return ValueError(f"corrupted Predictor pickle: {what}")
 
     if not isinstance(state, dict):
@@ -167,7 +247,7 @@ def predictor_state(state) -> None:
     if missing:
         raise bad(f"missing entries {missing}")
 
-    def array(key, ndim):
+    def array(key: str, ndim: int) -> Any:
         a = state[key]
         shape = getattr(a, "shape", None)
         dtype = getattr(a, "dtype", None)

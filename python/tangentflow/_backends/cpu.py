@@ -20,6 +20,8 @@ def _sfx(dtype) -> str:
 class CpuBackend:
     name = "cpu"
     xp = np
+    on_gpu = False
+    runs_ode = True
 
     def __reduce__(self):
         from . import by_name
@@ -76,3 +78,6 @@ class CpuBackend:
     def test_outputs_cached(self, kv, z, phi, g0):
         fn = getattr(_core, f"test_outputs_cached_{_sfx(kv.dtype)}")
         return fn(kv, z, phi, _c(g0, kv.dtype))
+
+    def ode_solve(self, k, f0, taus, loss, **kw):
+        return _core.ode_solve(k, f0, taus, loss, **kw)

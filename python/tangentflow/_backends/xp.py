@@ -11,7 +11,7 @@ import math
 import numpy as np
 
 from .._errors import LinAlgError
-from .._spectrum import exponent, ldexp_float
+from .._numerics import exponent, ldexp_float
 
 #: Iterations of Hager's 1-norm estimator and steps of the inverse iteration of the
 #: condition estimate, and the seed of its random start (as in the Rust core).
@@ -47,6 +47,8 @@ class XpBackend:
         self.xp = xp
         self.name = "cupy" if xp.__name__.startswith("cupy") else "numpy"
         self._gpu = self.name == "cupy"
+        self.on_gpu = self._gpu
+        self.runs_ode = False
 
     def __reduce__(self):
         from . import by_name
@@ -228,8 +230,6 @@ class XpBackend:
         xp = self.xp
         mu = xp.asarray(mu, dtype=xp.float64)[:, None]
         t = xp.asarray(times, dtype=xp.float64)[None, :]
-        if bool(xp.any(xp.isnan(t) | (t < 0))):
-            raise ValueError("t must be >= 0 (or inf)")
         if kind == "momentum":
             # The oscillator closed form lives in the Rust core; its k×T table is small.
             from .. import _core
@@ -310,3 +310,7 @@ class XpBackend:
         if kv.shape[1] == 0:
             return self.xp.broadcast_to(g0, (phi.shape[1],) + g0.shape).copy()
         return self._per_time(kv, z, phi, -1, base=g0)
+
+    # -- ODE losses ----------------------------------------------------------------------
+    def ode_solve(self, k, f0, taus, loss, **kw):
+        raise TypeError(f"the {self.name} backend has no ODE integrator (runs_ode is False)")

@@ -11,19 +11,24 @@ Integration is adaptive Dormand–Prince 5(4) with dense output (docs/numerics.m
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import _core
-from ._errors import TangentflowError
-from ._spectrum import exponent, ldexp_float
+from .._errors import TangentflowError
+from .._numerics import exponent, ldexp_float, symmetrize
+from .._shapes import Layout
 
-__all__ = ["predict_ode", "solve_ode"]
+if TYPE_CHECKING:
+    from .kernel import KernelModel
+    from .test_inputs import TestInputs
+
+__all__ = ["solve"]
 
 
-def _loss_args(p, layout, yf):
+def _loss_args(m: KernelModel, layout: Layout, yf: Any) -> tuple[Any, float, int | None]:
     """Built-in loss name (with its class grouping) or a flattened callable gradient."""
-    loss = p._cfg.loss
+    loss = m.options.loss
     y_shape = layout.y_shape
     n = float(layout.size)
     order = layout.kept + layout.traced
@@ -35,7 +40,7 @@ def _loss_args(p, layout, yf):
     if loss == "cross_entropy":
         y_full = layout.unflatten(yf, y_shape)
 
-        def grad_ce(fx, yy):
+        def grad_ce(fx: Any, yy: Any) -> Any:
             z = fx - fx.max(axis=-1, keepdims=True)
             s = np.exp(z)
             s /= s.sum(axis=-1, keepdims=True)
@@ -46,7 +51,7 @@ def _loss_args(p, layout, yf):
         y_full = layout.unflatten(yf, y_shape)
         user = loss
 
-    def grad(f2d):
+    def grad(f2d: Any) -> Any:
         ret = user(layout.unflatten(np.asarray(f2d), y_shape), y_full)
         try:
             g = np.asarray(ret, dtype=np.float64)
@@ -65,28 +70,37 @@ def _loss_args(p, layout, yf):
     return grad, n, None
 
 
-def _short_repr(ob, limit: int = 60) -> str:
+def _short_repr(ob: object, limit: int = 60) -> str:
     text = repr(ob)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def solve_ode(p, ts, layout, yf, f0, test, q_train_0=None, q_test_0=None):
+def solve(
+    m: KernelModel,
+    ts: Any,
+    layout: Layout,
+    yf: Any,
+    f0: Any,
+    test: TestInputs | None,
+    q_train_0: Any = None,
+    q_test_0: Any = None,
+) -> tuple[Any, Any, Any, Any]:
     """Integrates and returns ``(train, test, q_train, q_test)`` at times ``ts`` (flat, any
-    order, inf allowed only with ``converge_tol``), each ``(T, rows, R)``."""
-    if p._backend.name != "cpu":
+    order, inf allowed only with ``converge_tol``), each ``(T, rows, R)``; the velocities
+    are None without momentum."""
+    if not m.backend.runs_ode:
         raise TypeError(
             "ODE losses run in the Rust core on the CPU: pass a NumPy k_train_train "
             '(the GPU backend covers loss="mse")'
         )
-    cfg = p._cfg
+    cfg = m.options
     inf = np.isinf(ts)
     if inf.any() and cfg.converge_tol is None:
         raise ValueError(
             "t=None (or inf) with an ODE loss needs converge_tol: integration stops when "
             "max|df/dτ| <= converge_tol"
         )
-    k = np.ascontiguousarray(p._k, dtype=np.float64)
-    k = (k + k.T) * 0.5
+    k = symmetrize(np.ascontiguousarray(m.k, dtype=np.float64))
     # Integrate the exactly equivalent problem with the kernel scaled by 2^-e and η by 2^e
     # (only η·Θ enters), so the integrator sees the same bits at every kernel scale
     # (docs/numerics.md §12, "Scale invariance"). With momentum e is even, so that the
@@ -111,11 +125,11 @@ def solve_ode(p, ts, layout, yf, f0, test, q_train_0=None, q_test_0=None):
             f"t times the time scale of the dynamics ({scale:.3g}) overflows float64: "
             "t is too large for an ODE loss"
         )
-    loss, n, classes = _loss_args(p, layout, yf)
+    loss, n, classes = _loss_args(m, layout, yf)
     q0 = None if q_train_0 is None else np.ldexp(np.asarray(q_train_0, dtype=np.float64), -et)
     q0 = None if q0 is None else np.ascontiguousarray(q0)
     try:
-        sol = _core.ode_solve(
+        sol = m.backend.ode_solve(
             k,
             f0,
             taus,
@@ -127,7 +141,11 @@ def solve_ode(p, ts, layout, yf, f0, test, q_train_0=None, q_test_0=None):
             damping=damping,
             rtol=cfg.rtol,
             atol=cfg.atol,
-            converge_tol=ldexp_float(cfg.converge_tol, -et) if inf.any() else None,
+            converge_tol=(
+                ldexp_float(cfg.converge_tol, -et)
+                if inf.any() and cfg.converge_tol is not None
+                else None
+            ),
         )
     except TangentflowError as err:
         if "is out of reach" not in str(err) or not finite.size:
@@ -157,8 +175,3 @@ def solve_ode(p, ts, layout, yf, f0, test, q_train_0=None, q_test_0=None):
                 q_test = q_test + decay * qt0[None]
             q_test = np.ldexp(q_test, et)
     return train, tst, q_train, q_test
-
-
-def predict_ode(p, ts, layout, yf, f0, test):
-    train, tst, _, _ = solve_ode(p, ts, layout, yf, f0, test)
-    return train, tst

@@ -1,12 +1,8 @@
-"""The cached factorization of a train kernel, the spectral cut (docs/numerics.md §5), and
-the power-of-two scaling that makes every result independent of the kernel's overall scale
-(docs/numerics.md §12, "Scale invariance").
+"""The cached factorization of a train kernel and its spectrum with the spectral cut
+(docs/numerics.md §5), in the power-of-two scaled units of docs/numerics.md §12.
 
-The factorization is of ``Ã = 2^-e·A`` with ``e`` the binary exponent of ``max|A_ij|``
-(the Rust core and the array backend choose it): eigenvalues are stored as those of ``Ã``
-with ``e`` beside them, and the dynamics run on ``Ã`` with ``η·2^e`` (only ``η·A`` enters),
-so no intermediate depends on the scale and none over- or underflows while the answer is
-representable. Targets are scaled the same way (``2^-ey``; the outputs are linear in them).
+The factorization is of ``Ã = 2^-e·A``: eigenvalues are stored as those of ``Ã`` with
+``e`` beside them, and the dynamics run on ``Ã`` with ``η·2^e`` (only ``η·A`` enters).
 """
 
 from __future__ import annotations
@@ -14,79 +10,19 @@ from __future__ import annotations
 import math
 import threading
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from ._errors import NumericalWarning, warn
+from .._errors import LinAlgError, NumericalWarning, warn
+from .._numerics import ldexp, ldexp_float
 
-__all__ = [
-    "Factorization",
-    "Spectrum",
-    "default_rcond",
-    "exponent",
-    "ldexp",
-    "ldexp_float",
-    "array_exponent",
-    "cast_outputs",
-]
+__all__ = ["Factorization", "Spectrum", "default_rcond"]
 
 _SQRT_EPS64 = math.sqrt(np.finfo(np.float64).eps)
 
 
-def exponent(x: float) -> int:
-    """Binary exponent ``e`` of ``x = f·2^e``, ``|f|`` in ``[0.5, 1)``; 0 for 0 and non-finite."""
-    x = float(x)
-    if x == 0.0 or not math.isfinite(x):
-        return 0
-    return math.frexp(x)[1]
-
-
-def ldexp_float(x: float, e: int) -> float:
-    """``x·2^e`` as a Python float, ``±inf`` on overflow (``math.ldexp`` raises)."""
-    try:
-        return math.ldexp(float(x), int(e))
-    except OverflowError:
-        return math.copysign(math.inf, x)
-
-
-def ldexp(a, e: int, xp):
-    """``a·2^e`` elementwise, exact on normal results, in ``a``'s dtype (``a`` itself if
-    ``e == 0``)."""
-    if e == 0:
-        return a
-    out = xp.ldexp(a, int(e))
-    return out.astype(a.dtype, copy=False) if out.dtype != a.dtype else out
-
-
-def array_exponent(xp, *arrays) -> int:
-    """The binary exponent of the largest magnitude over ``arrays`` (None entries skipped)."""
-    m = 0.0
-    for a in arrays:
-        if a is not None and a.size:
-            m = max(m, float(xp.max(xp.abs(a))))
-    return exponent(m)
-
-
-def cast_outputs(a, dtype, name: str, xp):
-    """``a`` in the output ``dtype``; a clear error (not an overflow warning) when a finite
-    result does not fit it, e.g. float64 results above 3.4e38 for a float32 kernel."""
-    dtype = np.dtype(dtype)
-    if a is None or a.dtype == dtype:
-        return a
-    if a.size and dtype.itemsize < np.dtype(a.dtype).itemsize:
-        big = float(xp.max(xp.abs(a)))
-        if math.isfinite(big) and big > float(np.finfo(dtype).max):
-            from ._errors import TangentflowError
-
-            raise TangentflowError(
-                f"the {name} reach {big:.3e}, beyond the range of the kernel's dtype {dtype} "
-                f"(max {float(np.finfo(dtype).max):.3e}); pass the kernel as float64 to get "
-                "float64 results"
-            )
-    return a.astype(dtype, copy=False)
-
-
-def default_rcond(d: int, dtype) -> float:
+def default_rcond(d: int, dtype: Any) -> float:
     """``D · ε`` of the compute precision."""
     return max(d, 1) * float(np.finfo(dtype).eps)
 
@@ -96,27 +32,27 @@ class Factorization:
     Predictor made from it by ``with_params`` (a diagonal shift and a time scale change
     neither the eigenvectors nor their order)."""
 
-    def __init__(self, kernel, backend, dtype):
+    def __init__(self, kernel: Any, backend: Any, dtype: Any) -> None:
         self.kernel = kernel
         self.backend = backend
         self.dtype = np.dtype(dtype)
         self.count = 0
         # float64 eigenvalues of 2^-exp·sym(K), ascending (backend array); sym(K) itself has
         # eigenvalues w·2^exp (module docstring)
-        self.w = None
+        self.w: Any = None
         self.exp = 0
-        self.v = None  # eigenvectors, compute dtype, columns
+        self.v: Any = None  # eigenvectors, compute dtype, columns
         # (key, λ, residual V diag(e) z): the last train residual of the family, reused by
-        # a diag_reg sweep (see Predictor._train_outputs)
-        self.train_memo = None
+        # a diag_reg sweep (see closed_form.train_outputs)
+        self.train_memo: tuple[bytes, float, Any] | None = None
         self._lock = threading.Lock()
 
-    def __getstate__(self):
+    def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         del state["_lock"]
         return state
 
-    def __setstate__(self, state):
+    def __setstate__(self, state: dict[str, Any]) -> None:
         state.setdefault("exp", 0)  # pickles from before the scaling hold unscaled w
         self.__dict__.update(state)
         self._lock = threading.Lock()
@@ -125,14 +61,12 @@ class Factorization:
     def ready(self) -> bool:
         return self.w is not None
 
-    def ensure(self):
+    def ensure(self) -> tuple[Any, Any]:
         with self._lock:
             if self.w is None:
                 w, v, e = self.backend.eigh(self.kernel, self.dtype)
                 xp = self.backend.xp
                 if not bool(xp.all(xp.isfinite(w))):
-                    from ._errors import LinAlgError
-
                     raise LinAlgError("the symmetric eigensolver returned non-finite eigenvalues")
                 self.w = self.backend.xp.asarray(w, dtype=self.backend.xp.float64)
                 self.v = v
@@ -151,7 +85,7 @@ class Spectrum:
     modes are a suffix of the ascending eigenvalues: ``mu[first:]``.
     """
 
-    mu: object  # backend float64 array, ascending, eigenvalues of 2^-exp·A
+    mu: Any  # backend float64 array, ascending, eigenvalues of 2^-exp·A
     first: int
     exp: int
     s_tol: float
@@ -160,7 +94,7 @@ class Spectrum:
     s_max: float
 
     @classmethod
-    def of(cls, w, shift: float, rcond: float, xp, exp: int = 0) -> Spectrum:
+    def of(cls, w: Any, shift: float, rcond: float, xp: Any, exp: int = 0) -> Spectrum:
         mu = w + ldexp_float(shift, -exp)
         n = int(mu.shape[0])
         if n == 0:
@@ -191,13 +125,13 @@ class Spectrum:
     def mu_max(self) -> float:
         return self.unscale(self.s_max)
 
-    def eigenvalues(self, xp):
+    def eigenvalues(self, xp: Any) -> Any:
         """All eigenvalues of ``A`` in the kernel's units."""
         with np.errstate(over="ignore", under="ignore"):
             return ldexp(self.mu, self.exp, xp)
 
     @property
-    def retained(self):
+    def retained(self) -> Any:
         return self.mu[self.first :]
 
     @property

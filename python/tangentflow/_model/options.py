@@ -1,0 +1,110 @@
+"""``Options``: the validated options of a kernel model, one class for every facade.
+
+``Predictor`` uses all of them; ``Ensemble`` and ``GaussianProcess`` the subset that applies
+to them (the rest keep their defaults: MSE, gradient flow, no momentum).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from .. import _validate
+from .._shapes import freeze_trace_axes
+
+__all__ = ["Options", "Loss", "Dynamics", "Precision"]
+
+Loss = Literal["mse", "cross_entropy"] | Callable[..., Any]
+Dynamics = Literal["flow", "gd"]
+Precision = Literal["float64", "float32"]
+
+_LOSSES = ("mse", "cross_entropy")
+
+
+@dataclass(frozen=True)
+class Options:
+    """Validated options (build with ``Options.create``; ``replace`` re-validates)."""
+
+    learning_rate: float = 1.0
+    diag_reg: float = 0.0
+    diag_reg_absolute_scale: bool = False
+    momentum: float | None = None
+    loss: Loss = "mse"
+    dynamics: Dynamics = "flow"
+    trace_axes: tuple[int, ...] | None = None
+    precision: Precision = "float64"
+    rcond: float | None = None
+    rtol: float = 1.4e-8
+    atol: float = 1.4e-8
+    converge_tol: float | None = None
+
+    @classmethod
+    def create(
+        cls,
+        *,
+        learning_rate: object = 1.0,
+        diag_reg: object = 0.0,
+        diag_reg_absolute_scale: object = False,
+        momentum: object = None,
+        loss: object = "mse",
+        dynamics: object = "flow",
+        trace_axes: object = None,
+        precision: object = "float64",
+        rcond: object = None,
+        rtol: object = 1.4e-8,
+        atol: object = 1.4e-8,
+        converge_tol: object = None,
+    ) -> Options:
+        """Checks every option (errors name the argument) and combinations of them."""
+        lr = _validate.positive_float(learning_rate, "learning_rate")
+        reg = _validate.positive_float(diag_reg, "diag_reg", allow_zero=True)
+        absolute = _validate.flag(diag_reg_absolute_scale, "diag_reg_absolute_scale")
+        m = _validate.momentum(momentum, optional=True)
+        if isinstance(loss, str):
+            if loss not in _LOSSES:
+                raise ValueError(f'loss must be "mse", "cross_entropy" or a callable, got {loss!r}')
+        elif not callable(loss):
+            raise TypeError(f"loss must be a string or a callable, got {type(loss).__name__}")
+        dyn = _validate.choice(dynamics, "dynamics", ("flow", "gd"))
+        if dyn == "gd" and loss != "mse":
+            raise ValueError('dynamics="gd" is available for loss="mse" only')
+        if dyn == "gd" and m is not None:
+            raise ValueError('dynamics="gd" does not take momentum (use dynamics="flow")')
+        if loss != "mse" and reg != 0.0:
+            raise ValueError(
+                "diag_reg must be 0 with an ODE loss (it applies to the MSE closed forms)"
+            )
+        prec = _validate.choice(precision, "precision", ("float64", "float32"))
+        return cls(
+            learning_rate=lr,
+            diag_reg=reg,
+            diag_reg_absolute_scale=absolute,
+            momentum=m,
+            loss=loss,  # type: ignore[arg-type]  # checked above
+            dynamics=dyn,  # type: ignore[arg-type]
+            trace_axes=freeze_trace_axes(trace_axes),  # a generator is read once
+            precision=prec,  # type: ignore[arg-type]
+            rcond=_validate.optional_positive_float(rcond, "rcond"),
+            rtol=_validate.positive_float(rtol, "rtol"),
+            atol=_validate.positive_float(atol, "atol"),
+            converge_tol=_validate.optional_positive_float(converge_tol, "converge_tol"),
+        )
+
+    def replace(self, **changes: object) -> Options:
+        """These options with ``changes``, validated again."""
+        kw: dict[str, Any] = self.as_dict()
+        kw.update(changes)
+        return Options.create(**kw)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The options by name (the ``cfg`` entry of a pickled Predictor)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        """The compute dtype."""
+        return np.dtype(self.precision)

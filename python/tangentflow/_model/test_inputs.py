@@ -1,0 +1,89 @@
+"""``TestInputs``: a validated test–train kernel and initial test outputs for one model,
+with the ``K_te·V`` cache a ``TestSet`` shares across calls and ``with_params``."""
+
+from __future__ import annotations
+
+import copy
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .._numerics import ldexp
+from .._shapes import Layout
+
+if TYPE_CHECKING:
+    from .kernel import KernelModel
+
+__all__ = ["TestInputs"]
+
+
+class TestInputs:
+    """A test kernel and initial test outputs, flattened for the backend."""
+
+    __test__ = False  # not a pytest class
+
+    def __init__(
+        self, model: KernelModel, k_test_train: Any, fx_test_0: Any, cached: bool = False
+    ) -> None:
+        self.model = model
+        self.raw_k = k_test_train
+        self.raw_g0 = fx_test_0
+        self.cached = cached
+        # 2^-e·K_te·V and 2^-e·K_te, shared by the with_params family of a TestSet
+        self._shared: dict[str, Any] = {"kv": None, "ks": None}
+        self.k: Any = None
+        self.shape: tuple[int, ...] = ()
+        self.g0: Any = None
+        self._prepared: tuple[Any, tuple[int, ...]] | None = None
+
+    def prepare(self) -> tuple[Any, tuple[int, ...]]:
+        """The flat test kernel and the test dims (converted and checked once a handle)."""
+        if self._prepared is None:
+            m = self.model
+            # float32 compute with a float64 kernel: kept in float64 until scaled_k has
+            # scaled it (so a tiny kernel does not become float32 subnormals first)
+            dt = m.dtype
+            if dt == np.float32 and getattr(self.raw_k, "dtype", None) == np.float64:
+                dt = np.dtype(np.float64)
+            self._prepared = m.test_train_kernel(self.raw_k, "k_test_train", dt)
+        return self._prepared
+
+    def bind(self, layout: Layout) -> TestInputs:
+        """These inputs for one call's target layout: a new object, so that a handle can
+        serve calls with different targets at once (threads)."""
+        k2, test_dims = self.prepare()
+        bound = copy.copy(self)  # shares the prepared kernel and the K_te·V cache
+        bound.k = k2
+        bound.shape = layout.test_shape(test_dims)
+        m = self.model
+        bound.g0 = m.flat(m.broadcast(self.raw_g0, bound.shape, "fx_test_0"), layout)
+        return bound
+
+    def scaled_k(self, e: int) -> Any:
+        """``2^-e·K_te`` (exact) in the compute dtype: the test kernel in the units of the
+        scaled train kernel."""
+        dt = self.model.dtype
+        if not e and self.k.dtype == dt:
+            return self.k
+        ks = self._shared["ks"]
+        if ks is None or ks[0] != e:
+            xp = self.model.xp
+            with np.errstate(under="ignore"):
+                ks = (e, xp.ascontiguousarray(ldexp(self.k, -e, xp), dtype=dt))
+            self._shared["ks"] = ks
+        return ks[1]
+
+    def basis(self) -> Any:
+        """``2^-e·K_te·V`` of the shared factorization."""
+        if self._shared["kv"] is None:
+            m = self.model
+            v = m.eigenvectors()
+            self._shared["kv"] = m.backend.test_basis(self.scaled_k(m.fact.exp), v)
+        return self._shared["kv"]
+
+    def rebind(self, model: KernelModel) -> TestInputs:
+        """The same test inputs (and cached ``K_te·V``) for a model sharing the
+        factorization."""
+        new = copy.copy(self)
+        new.model = model
+        return new

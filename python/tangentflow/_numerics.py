@@ -1,0 +1,90 @@
+"""Numeric rules every layer shares: the power-of-two scaling that makes every result
+independent of the kernel's overall scale (docs/numerics.md §12, "Scale invariance"),
+exact symmetrization, and the cast of results to the output dtype.
+
+A kernel ``A`` is handled as ``Ã = 2^-e·A`` with ``e`` the binary exponent of
+``max|A_ij|`` (the Rust core and the array backend choose it); targets are scaled the same
+way (``2^-ey``; the outputs are linear in them), so no intermediate depends on the scale and
+none over- or underflows while the answer is representable.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, TypeVar
+
+import numpy as np
+
+from ._errors import TangentflowError
+
+__all__ = [
+    "exponent",
+    "ldexp",
+    "ldexp_float",
+    "array_exponent",
+    "cast_outputs",
+    "symmetrize",
+    "SYMMETRY_RTOL",
+]
+
+#: A kernel is symmetric when ``max|K - Kᵀ| <= SYMMETRY_RTOL·max|K|`` (docs/empirical-kernels.md).
+SYMMETRY_RTOL = 1e-5
+
+_A = TypeVar("_A")
+
+
+def exponent(x: float) -> int:
+    """Binary exponent ``e`` of ``x = f·2^e``, ``|f|`` in ``[0.5, 1)``; 0 for 0 and non-finite."""
+    x = float(x)
+    if x == 0.0 or not math.isfinite(x):
+        return 0
+    return math.frexp(x)[1]
+
+
+def ldexp_float(x: float, e: int) -> float:
+    """``x·2^e`` as a Python float, ``±inf`` on overflow (``math.ldexp`` raises)."""
+    try:
+        return math.ldexp(float(x), int(e))
+    except OverflowError:
+        return math.copysign(math.inf, x)
+
+
+def ldexp(a: _A, e: int, xp: Any) -> _A:
+    """``a·2^e`` elementwise, exact on normal results, in ``a``'s dtype (``a`` itself if
+    ``e == 0``)."""
+    if e == 0:
+        return a
+    out = xp.ldexp(a, int(e))
+    dt = a.dtype  # type: ignore[attr-defined]
+    return out.astype(dt, copy=False) if out.dtype != dt else out  # type: ignore[no-any-return]
+
+
+def array_exponent(xp: Any, *arrays: Any) -> int:
+    """The binary exponent of the largest magnitude over ``arrays`` (None entries skipped)."""
+    m = 0.0
+    for a in arrays:
+        if a is not None and a.size:
+            m = max(m, float(xp.max(xp.abs(a))))
+    return exponent(m)
+
+
+def cast_outputs(a: Any, dtype: Any, name: str, xp: Any) -> Any:
+    """``a`` in the output ``dtype``; a clear error (not an overflow warning) when a finite
+    result does not fit it, e.g. float64 results above 3.4e38 for a float32 kernel."""
+    dtype = np.dtype(dtype)
+    if a is None or a.dtype == dtype:
+        return a
+    if a.size and dtype.itemsize < np.dtype(a.dtype).itemsize:
+        big = float(xp.max(xp.abs(a)))
+        if math.isfinite(big) and big > float(np.finfo(dtype).max):
+            raise TangentflowError(
+                f"the {name} reach {big:.3e}, beyond the range of the kernel's dtype {dtype} "
+                f"(max {float(np.finfo(dtype).max):.3e}); pass the kernel as float64 to get "
+                "float64 results"
+            )
+    return a.astype(dtype, copy=False)
+
+
+def symmetrize(a: Any) -> Any:
+    """The exactly symmetric ``(A + Aᵀ)/2`` of a square 2-D array (a new array)."""
+    return (a + a.T) * 0.5
