@@ -38,7 +38,9 @@ class Gaussian(_GaussianFields):
     _info: tuple[int, tuple[int, ...]] | None = None
 
     @classmethod
-    def _with_layout(cls, mean, covariance, time_ndim: int, traced: tuple[int, ...]):
+    def _with_layout(
+        cls, mean: Any, covariance: Any, time_ndim: int, traced: tuple[int, ...]
+    ) -> Gaussian:
         g = cls(mean, covariance)
         g._info = (int(time_ndim), tuple(int(a) for a in traced))
         return g
@@ -69,7 +71,7 @@ class Gaussian(_GaussianFields):
             "T + (d0, d0, d1, d1, ...) over the non-traced axes of the mean"
         )
 
-    def sample(self, n, rng=None):
+    def sample(self, n: int, rng: Any = None) -> Any:
         """``n`` independent draws, shape ``(n,) + mean.shape``.
 
         Uses a symmetric square root of the covariance (eigendecomposition, tiny negative
@@ -106,7 +108,7 @@ class Gaussian(_GaussianFields):
         return xp.reshape(s, (n,) + tshape + oshape).astype(mean.dtype, copy=False)
 
 
-def _namespace(a):
+def _namespace(a: Any) -> Any:
     from ._backends import cupy_or_none, is_gpu_array
 
     if is_gpu_array(a):
@@ -117,7 +119,7 @@ def _namespace(a):
     return np
 
 
-def _standard_normal(xp, rng, shape):
+def _standard_normal(xp: Any, rng: Any, shape: tuple[int, ...]) -> Any:
     if rng is not None and not (
         isinstance(rng, (numbers.Integral, np.random.Generator)) and not isinstance(rng, bool)
     ):
@@ -127,7 +129,11 @@ def _standard_normal(xp, rng, shape):
             f"rng must be None, an int seed or a numpy.random.Generator, got {type(rng).__name__}"
         )
     if xp is np:
-        gen = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+        gen = (
+            rng
+            if isinstance(rng, np.random.Generator)
+            else np.random.default_rng(None if rng is None else int(rng))
+        )
         return gen.standard_normal(shape)
     if isinstance(rng, np.random.Generator):
         return xp.asarray(rng.standard_normal(shape))

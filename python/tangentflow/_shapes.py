@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -39,7 +40,7 @@ def kernel_dims(shape: tuple[int, ...], name: str) -> tuple[int, ...]:
     return tuple(first)
 
 
-def flatten_kernel(k, xp=np):
+def flatten_kernel(k: Any, xp: Any = np) -> Any:
     """Unzips a pair-interleaved kernel and flattens it to 2-D (a view for 2-D input; a
     scalar kernel, every output axis traced, becomes 1×1)."""
     if k.ndim == 2:
@@ -53,7 +54,7 @@ def flatten_kernel(k, xp=np):
     return xp.reshape(xp.transpose(k, perm), (rows, cols)) if nd else k
 
 
-def freeze_trace_axes(trace_axes, name: str = "trace_axes"):
+def freeze_trace_axes(trace_axes: Any, name: str = "trace_axes") -> tuple[int, ...] | None:
     """``trace_axes`` as given by the caller, read exactly once: None, or a tuple of ints
     (an int, a list, a generator or any other iterable of ints is accepted)."""
     if trace_axes is None:
@@ -72,7 +73,7 @@ def freeze_trace_axes(trace_axes, name: str = "trace_axes"):
     return tuple(int(a) for a in entries)
 
 
-def normalize_trace_axes(trace_axes, ndim: int, name: str = "trace_axes") -> tuple[int, ...]:
+def normalize_trace_axes(trace_axes: Any, ndim: int, name: str = "trace_axes") -> tuple[int, ...]:
     """Sorted, de-duplicated non-negative axes; errors name the argument."""
     if isinstance(trace_axes, (int, np.integer)):
         trace_axes = (int(trace_axes),)
@@ -102,7 +103,13 @@ class Layout:
     kept: tuple[int, ...]
 
     @classmethod
-    def resolve(cls, y_shape, trace_axes, k_dims, kernel_name="k_train_train"):
+    def resolve(
+        cls,
+        y_shape: tuple[int, ...],
+        trace_axes: tuple[int, ...] | None,
+        k_dims: tuple[int, ...],
+        kernel_name: str = "k_train_train",
+    ) -> Layout:
         """Layout for targets ``y_shape`` and a kernel with non-traced dims ``k_dims``."""
         y_shape = tuple(int(s) for s in y_shape)
         ndim = len(y_shape)
@@ -146,14 +153,14 @@ class Layout:
             shape[a] = d
         return tuple(shape)
 
-    def flatten(self, a, xp=np):
+    def flatten(self, a: Any, xp: Any = np) -> Any:
         """``(..., *shape)`` → ``(..., D, R)`` for an array shaped like the targets."""
         lead = a.ndim - len(self.y_shape)
         perm = tuple(range(lead)) + tuple(lead + i for i in self.kept + self.traced)
         kept = math.prod(a.shape[lead + i] for i in self.kept)
         return xp.reshape(xp.transpose(a, perm), a.shape[:lead] + (kept, self.cols))
 
-    def unflatten(self, a, shape, xp=np):
+    def unflatten(self, a: Any, shape: tuple[int, ...], xp: Any = np) -> Any:
         """``(..., D, R)`` → ``(..., *shape)`` with traced axes back in place."""
         lead = a.shape[:-2]
         order = self.kept + self.traced

@@ -228,7 +228,8 @@ def wide_dtype(raw: Any, compute_dtype: Any) -> np.dtype[Any]:
     (a tiny kernel must not become float32 subnormals; docs/numerics.md §12)."""
     if np.dtype(compute_dtype) == np.float32 and getattr(raw, "dtype", None) == np.float64:
         return np.dtype(np.float64)
-    return np.dtype(compute_dtype)
+    out: np.dtype[Any] = np.dtype(compute_dtype)
+    return out
 
 
 _STATE_KEYS = ("backend", "k", "kdims", "out_dtype", "trace", "cfg", "y", "w", "v", "count")

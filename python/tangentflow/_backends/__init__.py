@@ -20,7 +20,7 @@ __all__ = [
 _CPU = CpuBackend()
 
 
-def select(kernel, override: str | None = None) -> Backend:
+def select(kernel: object, override: str | None = None) -> Backend:
     """Backend for a kernel: GPU arrays → CuPy, everything else → the Rust core.
 
     ``override`` is for tests: ``"cpu"``, ``"numpy"`` (the array-namespace code run with

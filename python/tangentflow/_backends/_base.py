@@ -22,15 +22,26 @@ class Backend(Protocol):
     and time for the dynamics ``kind`` ("flow", "gd", "momentum"); ``times`` are validated
     (``>= 0`` or inf) before they get here."""
 
-    #: "cpu", "numpy", "cupy": for messages and pickling (by name), never for branching.
-    name: str
-    #: The array module of the backend's arrays (numpy or cupy).
-    xp: Any
-    #: Whether the backend's arrays live on a GPU (host arrays are then rejected, and
-    #: host-side shortcuts such as hashing an array's bytes are not taken).
-    on_gpu: bool
-    #: Whether ``ode_solve`` integrates (the ODE engine checks it before any work).
-    runs_ode: bool
+    @property
+    def name(self) -> str:
+        """ "cpu", "numpy", "cupy": for messages and pickling (by name), never for branching."""
+        ...
+
+    @property
+    def xp(self) -> Any:
+        """The array module of the backend's arrays (numpy or cupy)."""
+        ...
+
+    @property
+    def on_gpu(self) -> bool:
+        """Whether the backend's arrays live on a GPU (host arrays are then rejected, and
+        host-side shortcuts such as hashing an array's bytes are not taken)."""
+        ...
+
+    @property
+    def runs_ode(self) -> bool:
+        """Whether ``ode_solve`` integrates (the ODE engine checks it before any work)."""
+        ...
 
     def asarray(self, a: Any, dtype: Any = None) -> Any: ...
     def to_numpy(self, a: Any) -> Any: ...

@@ -7,6 +7,8 @@ on the CPU, which is how CI tests it against the Rust core.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -18,7 +20,7 @@ from .._numerics import exponent, ldexp_float
 _HAGER_ITERS, _INVERSE_STEPS, _SEED = 5, 3, 0x9E3779B97F4A7C15
 
 
-def cupy_or_none():
+def cupy_or_none() -> Any:
     try:
         import cupy
     except Exception:  # noqa: BLE001 - no CuPy, or CuPy without a working CUDA runtime
@@ -26,7 +28,7 @@ def cupy_or_none():
     return cupy
 
 
-def is_gpu_array(a) -> bool:
+def is_gpu_array(a: object) -> bool:
     """CuPy arrays, and GPU arrays that CuPy can take through DLPack (torch, JAX)."""
     mod = type(a).__module__.split(".")[0]
     if mod == "cupy":
@@ -43,30 +45,30 @@ def is_gpu_array(a) -> bool:
 
 
 class XpBackend:
-    def __init__(self, xp):
+    def __init__(self, xp: Any) -> None:
         self.xp = xp
         self.name = "cupy" if xp.__name__.startswith("cupy") else "numpy"
         self._gpu = self.name == "cupy"
         self.on_gpu = self._gpu
         self.runs_ode = False
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Callable[[str], Any], tuple[str]]:
         from . import by_name
 
         return (by_name, (self.name,))
 
     # -- conversion --------------------------------------------------------------------
-    def asarray(self, a, dtype=None):
+    def asarray(self, a: Any, dtype: Any = None) -> Any:
         xp = self.xp
         if self._gpu and not isinstance(a, xp.ndarray):
             if is_gpu_array(a) and hasattr(a, "__dlpack__"):
                 a = xp.from_dlpack(a)
         return xp.asarray(a, dtype=dtype)
 
-    def to_numpy(self, a):
+    def to_numpy(self, a: Any) -> Any:
         return a.get() if self._gpu else np.asarray(a)
 
-    def _errstate(self):
+    def _errstate(self) -> Any:
         if self._gpu:
             import cupyx
 
@@ -76,13 +78,13 @@ class XpBackend:
         return contextlib.nullcontext()
 
     # -- kernels -------------------------------------------------------------------------
-    def _row_blocks(self, n):
+    def _row_blocks(self, n: int) -> list[tuple[int, int]]:
         """Row blocks of about N/8 rows: O(N²) passes with N²/8-sized temporaries (device
         memory is the budget on the GPU)."""
         step = max(1, -(-n // 8))
         return [(i, min(n, i + step)) for i in range(0, n, step)]
 
-    def kernel_stats(self, k):
+    def kernel_stats(self, k: Any) -> tuple[float, float, float, bool]:
         xp = self.xp
         n = k.shape[0]
         max_abs = max_asym = 0.0
@@ -95,18 +97,18 @@ class XpBackend:
         trace = float(xp.trace(k)) if n else 0.0
         return max_abs, max_asym, trace, True
 
-    def _exactly_symmetric(self, a):
+    def _exactly_symmetric(self, a: Any) -> bool:
         xp = self.xp
         blocks = self._row_blocks(a.shape[0])
         return all(bool(xp.all(a[i0:i1] == a[:, i0:i1].T)) for i0, i1 in blocks)
 
-    def _scale_exponent(self, k, shift=0.0) -> int:
+    def _scale_exponent(self, k: Any, shift: float = 0.0) -> int:
         """``e`` of the power-of-two scaling ``Ã = 2^-e·A`` (docs/numerics.md, "Scale
         invariance"): the binary exponent of ``max(max|K|, |shift|)``, as in the Rust core."""
         max_abs = self.kernel_stats(k)[0] if k.size else 0.0
         return exponent(max(max_abs, abs(float(shift))))
 
-    def _sym(self, k, dtype, shift=0.0, e=0):
+    def _sym(self, k: Any, dtype: Any, shift: float = 0.0, e: int = 0) -> Any:
         """``2^-e·(sym(K) + shift·I)`` in ``dtype``; the scaling comes first (in the input
         dtype, exact), then the conversion. An exactly symmetric kernel already in ``dtype``
         with ``e = 0`` is used as it is (never written: the solvers copy their input)."""
@@ -125,7 +127,7 @@ class XpBackend:
             a[idx, idx] += shift
         return a
 
-    def eigh(self, k, dtype):
+    def eigh(self, k: Any, dtype: Any) -> tuple[Any, Any, int]:
         xp = self.xp
         e = self._scale_exponent(k)
         a = self._sym(k, dtype, 0.0, e)
@@ -139,7 +141,7 @@ class XpBackend:
             raise LinAlgError("the symmetric eigensolver returned non-finite eigenvalues")
         return w.astype(xp.float64), v, e
 
-    def _solve_tri(self, l, b, lower, trans=False):
+    def _solve_tri(self, l: Any, b: Any, lower: bool, trans: bool = False) -> Any:
         if self._gpu:
             from cupyx.scipy.linalg import solve_triangular
         else:
@@ -150,10 +152,10 @@ class XpBackend:
                 return self.xp.linalg.solve(m, b)
         return solve_triangular(l, b, lower=lower, trans=1 if trans else 0, check_finite=False)
 
-    def _chol_solve(self, l, b):
+    def _chol_solve(self, l: Any, b: Any) -> Any:
         return self._solve_tri(l, self._solve_tri(l, b, lower=True), lower=True, trans=True)
 
-    def _hager(self, l, n):
+    def _hager(self, l: Any, n: int) -> float:
         """Hager–Higham lower bound of ``‖A⁻¹‖₁`` (LAPACK ``dlacn2``), ``A = L Lᵀ``."""
         xp = self.xp
         x = xp.full((n, 1), 1.0 / n, dtype=l.dtype)
@@ -181,7 +183,7 @@ class XpBackend:
         y = self._chol_solve(l, xp.asarray(alt[:, None], dtype=l.dtype))
         return max(est, 2.0 * float(xp.sum(xp.abs(y))) / (3.0 * n))
 
-    def _inverse_iteration(self, l, n):
+    def _inverse_iteration(self, l: Any, n: int) -> float:
         """``max ‖A⁻¹x‖₂/‖x‖₂`` over inverse iteration from a seeded random start."""
         xp = self.xp
         x0 = np.random.default_rng(_SEED).uniform(-0.5, 0.5, (n, 1))
@@ -200,7 +202,9 @@ class XpBackend:
             x = y
         return best
 
-    def cholesky_solve(self, k, shift, rhs):
+    def cholesky_solve(
+        self, k: Any, shift: float, rhs: Any
+    ) -> tuple[Any, float, float, float, int] | None:
         """``(Ã⁻¹·rhs, ‖Ã‖_∞, μ_min(Ã) estimate, cond estimate, e)`` with
         ``Ã = 2^-e·(sym(K) + shift·I)``, or None if not positive definite (as the core)."""
         xp = self.xp
@@ -226,7 +230,7 @@ class XpBackend:
         return x, norm_inf, mu_min, cond, e
 
     # -- dynamics ------------------------------------------------------------------------
-    def mode_factors(self, kind, params, mu, times):
+    def mode_factors(self, kind: str, params: list[float], mu: Any, times: Any) -> tuple[Any, Any]:
         xp = self.xp
         mu = xp.asarray(mu, dtype=xp.float64)[:, None]
         t = xp.asarray(times, dtype=xp.float64)[None, :]
@@ -266,13 +270,15 @@ class XpBackend:
         phi = xp.where(zero & ~inf, 0.0, phi)
         return em1, phi
 
-    def project(self, v, r):
+    def project(self, v: Any, r: Any) -> Any:
         return v.T @ r
 
-    def test_basis(self, kte, v):
+    def test_basis(self, kte: Any, v: Any) -> Any:
         return kte @ v
 
-    def _per_time(self, basis, z, factor, sign, base=None, then=None):
+    def _per_time(
+        self, basis: Any, z: Any, factor: Any, sign: int, base: Any = None, then: Any = None
+    ) -> Any:
         """``out[t] = base + sign·then·(basis·(factor(:, t) ⊙ z))`` one time at a time, each
         product of the same shape (at least two columns: a single column would take a
         matrix–vector kernel that rounds differently), so a time's outputs are the same bits
@@ -295,22 +301,22 @@ class XpBackend:
             out[j] = base + c if sign > 0 else base - c
         return out
 
-    def train_outputs(self, v, z, em1, f0):
+    def train_outputs(self, v: Any, z: Any, em1: Any, f0: Any) -> Any:
         if v.shape[1] == 0:
             return self.xp.broadcast_to(f0, (em1.shape[1],) + f0.shape).copy()
         return self._per_time(v, z, em1, +1, base=f0)
 
-    def test_outputs(self, kte, v, z, phi, g0):
+    def test_outputs(self, kte: Any, v: Any, z: Any, phi: Any, g0: Any) -> Any:
         """``g₀ − K_te·(V (φ ⊙ z))``: one order for every call, as the Rust core."""
         if v.shape[1] == 0:
             return self.xp.broadcast_to(g0, (phi.shape[1],) + g0.shape).copy()
         return self._per_time(v, z, phi, -1, base=g0, then=kte)
 
-    def test_outputs_cached(self, kv, z, phi, g0):
+    def test_outputs_cached(self, kv: Any, z: Any, phi: Any, g0: Any) -> Any:
         if kv.shape[1] == 0:
             return self.xp.broadcast_to(g0, (phi.shape[1],) + g0.shape).copy()
         return self._per_time(kv, z, phi, -1, base=g0)
 
     # -- ODE losses ----------------------------------------------------------------------
-    def ode_solve(self, k, f0, taus, loss, **kw):
+    def ode_solve(self, k: Any, f0: Any, taus: Any, loss: Any, **kw: Any) -> dict[str, Any]:
         raise TypeError(f"the {self.name} backend has no ODE integrator (runs_ode is False)")

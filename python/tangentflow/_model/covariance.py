@@ -128,6 +128,7 @@ class EnsembleModel:
             if dims is None:
                 raise ValueError("nngp_test_test was given without a test–train kernel")
             k_tt = dyn.test_test_kernel(nngp_test_test, "nngp_test_test", dims)
+        assert dims is not None  # a test-train kernel was required above
         return th_td, k_td, k_tt, dims
 
     # -- prediction ------------------------------------------------------------------------

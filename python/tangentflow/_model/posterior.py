@@ -159,4 +159,4 @@ class GPModel:
                 f"the log marginal likelihood is below the float64 range: its data-fit term "
                 f"y^T A^+ y is about 1e{log10_quad:.1f}; rescale y_train (or the kernel)"
             )
-        return out
+        return float(out)
