@@ -47,6 +47,13 @@ def as_float_array(a: Any, name: str, backend: Any) -> Any:
     return arr
 
 
+def host_float_array(a: Any, name: str) -> Any:
+    """``as_float_array`` for the host (NumPy arrays; GPU arrays are refused)."""
+    from ._backends import host
+
+    return as_float_array(a, name, host())
+
+
 def check_finite(a: Any, name: str, xp: Any) -> None:
     if a.size and not bool(xp.all(xp.isfinite(a))):
         raise ValueError(f"{name} contains NaN or infinity")

@@ -13,6 +13,7 @@ __all__ = [
     "XpBackend",
     "select",
     "by_name",
+    "host",
     "is_gpu_array",
     "cupy_or_none",
 ]
@@ -47,3 +48,8 @@ def select(kernel: object, override: str | None = None) -> Backend:
 def by_name(name: str) -> Backend:
     """The backend called ``name`` (how backends unpickle: by name, not by module)."""
     return select(None, name)
+
+
+def host() -> Backend:
+    """The backend of host (NumPy) arrays: the Rust core."""
+    return _CPU
