@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import numbers
 from collections import namedtuple
+from collections.abc import Callable, Sequence
+from typing import Any, Literal, overload
 
 import numpy as np
+import numpy.typing as npt
 
 from tangentflow import _backends, _core, _validate
 
@@ -13,21 +16,26 @@ __all__ = ["fully_connected"]
 
 _ACTIVATIONS = ("relu", "erf")
 _KINDS = ("nngp", "ntk")
-_KERNEL_TYPES: dict[tuple[str, ...], type] = {}
+_KERNEL_TYPES: dict[tuple[str, ...], type[tuple[Any, ...]]] = {}
+#: ``collections.namedtuple`` with fields known only at run time.
+_make_namedtuple: Callable[[str, Sequence[str]], type[tuple[Any, ...]]] = namedtuple
+
+Kind = Literal["nngp", "ntk"]
+FloatArray = npt.NDArray[np.float64]
 
 
-def _kernel_type(fields: tuple[str, ...]) -> type:
+def _kernel_type(fields: tuple[str, ...]) -> type[tuple[Any, ...]]:
     """The ``Kernel`` namedtuple with exactly ``fields``, in that order (cached)."""
     cls = _KERNEL_TYPES.get(fields)
     if cls is None:
-        cls = namedtuple("Kernel", fields)
+        cls = _make_namedtuple("Kernel", fields)
         cls.__module__ = __name__
         cls.__doc__ = f"Infinite-width kernels of a fully connected network: {', '.join(fields)}."
         _KERNEL_TYPES[fields] = cls
     return cls
 
 
-def _inputs(x, name: str) -> np.ndarray:
+def _inputs(x: npt.ArrayLike, name: str) -> FloatArray:
     """``x`` as a float64 C-contiguous (N, d) array (a copy when a conversion is needed)."""
     if x is None:
         raise TypeError(f"{name} must be an array of shape (N, d), got None")
@@ -48,7 +56,7 @@ def _inputs(x, name: str) -> np.ndarray:
     return arr
 
 
-def _get(get) -> tuple[tuple[str, ...], bool]:
+def _get(get: object) -> tuple[tuple[str, ...], bool]:
     """The requested kernels and whether a single array (``get`` a string) is returned."""
     if isinstance(get, str):
         if get not in _KINDS:
@@ -68,16 +76,42 @@ def _get(get) -> tuple[tuple[str, ...], bool]:
 MAX_HIDDEN_LAYERS = 10_000
 
 
+@overload
 def fully_connected(
-    x1,
-    x2=None,
+    x1: npt.ArrayLike,
+    x2: npt.ArrayLike | None = None,
     *,
     hidden_layers: int = 3,
-    activation: str = "relu",
+    activation: Literal["relu", "erf"] = "relu",
     w_std: float = 1.0,
     b_std: float = 0.0,
-    get=("nngp", "ntk"),
-):
+    get: Kind,
+) -> FloatArray: ...
+
+
+@overload
+def fully_connected(
+    x1: npt.ArrayLike,
+    x2: npt.ArrayLike | None = None,
+    *,
+    hidden_layers: int = 3,
+    activation: Literal["relu", "erf"] = "relu",
+    w_std: float = 1.0,
+    b_std: float = 0.0,
+    get: tuple[Kind, ...] | list[Kind] = ("nngp", "ntk"),
+) -> Any: ...  # a ``Kernel`` namedtuple whose fields are the requested kinds
+
+
+def fully_connected(
+    x1: npt.ArrayLike,
+    x2: npt.ArrayLike | None = None,
+    *,
+    hidden_layers: int = 3,
+    activation: Literal["relu", "erf"] = "relu",
+    w_std: float = 1.0,
+    b_std: float = 0.0,
+    get: Kind | tuple[Kind, ...] | list[Kind] = ("nngp", "ntk"),
+) -> Any:
     r"""Infinite-width NNGP and NTK kernels of a fully connected network.
 
     The network is ``hidden_layers`` × [Dense, activation] followed by a Dense readout, in

@@ -31,7 +31,8 @@ def _relu_ntk_numpy(x1: FloatArray, x2: FloatArray, hidden_layers: int) -> Float
         k = s * (np.sqrt(1.0 - c * c) + (np.pi - a) * c) / (2 * np.pi)
         theta = k + (np.pi - a) / (2 * np.pi) * theta
         q1, q2 = q1 / 2, q2 / 2
-    return theta
+    out: FloatArray = theta
+    return out
 
 
 def _ntk(x1: FloatArray, x2: FloatArray | None = None) -> Any:

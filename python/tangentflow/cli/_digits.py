@@ -38,7 +38,8 @@ def load_digits_split(
     def standardize(a: FloatArray) -> FloatArray:
         a = a - mean
         norms = np.linalg.norm(a, axis=1, keepdims=True)
-        return a / np.maximum(norms, 1e-12)
+        out: FloatArray = a / np.maximum(norms, 1e-12)
+        return out
 
     return standardize(x[tr]), standardize(x[te]), labels[tr], labels[te]
 

@@ -232,7 +232,7 @@ def _one_size(
             res["cholesky_note"] = "scipy not installed: skipped"
         else:
 
-            def chol() -> FloatArray:
+            def chol() -> Any:
                 a = k + lam * np.eye(n) if lam else k
                 c = sl.cho_factor(a, lower=True, overwrite_a=bool(lam), check_finite=False)
                 x = sl.cho_solve(c, y - f0, check_finite=False)

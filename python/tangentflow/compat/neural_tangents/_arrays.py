@@ -6,13 +6,19 @@ from __future__ import annotations
 
 import numbers
 import sys
+from typing import Any
 
 import numpy as np
 
 from ..._backends import cupy_or_none, is_gpu_array
 from ..._errors import NumericalWarning, warn
 
+#: What the compat functions pass around: a NumPy, CuPy or JAX array, a JAX tracer, a
+#: Python scalar or None (JAX and CuPy are optional, so these are not typed further).
+Value = Any
+
 __all__ = [
+    "Value",
     "jax_array_type",
     "is_jax",
     "is_tracer",
@@ -24,7 +30,7 @@ __all__ = [
 ]
 
 
-def jax_array_type():
+def jax_array_type() -> type | None:
     """``jax.Array`` (tracers are instances too) when JAX is already imported, else None.
 
     JAX is never imported here: a JAX array or tracer can only exist once it is."""
@@ -32,19 +38,19 @@ def jax_array_type():
     return getattr(jax, "Array", None) if jax is not None else None
 
 
-def is_jax(x) -> bool:
+def is_jax(x: object) -> bool:
     arr = jax_array_type()
     return arr is not None and isinstance(x, arr)
 
 
-def is_tracer(x) -> bool:
+def is_tracer(x: object) -> bool:
     jax = sys.modules.get("jax")
     core = getattr(jax, "core", None) if jax is not None else None
     tracer = getattr(core, "Tracer", None)
     return tracer is not None and isinstance(x, tracer)
 
 
-def as_array(a):
+def as_array(a: Value) -> Value:
     """Arrays as the native classes take them: NumPy, GPU and JAX arrays (and tracers) as
     they are, other array-likes (torch CPU arrays, lists) through ``numpy.asarray``;
     scalars and None unchanged. JAX values are moved to the host by ``host_array``."""
@@ -53,30 +59,31 @@ def as_array(a):
     return np.asarray(a)
 
 
-def host_array(a):
+def host_array(a: Value) -> Value:
     """A concrete JAX array as a NumPy array; anything else unchanged."""
     return np.asarray(a) if is_jax(a) else a
 
 
-def to_host(a):
+def to_host(a: Value) -> np.ndarray[Any, np.dtype[Any]]:
     if is_gpu_array(a):
         get = getattr(a, "get", None)
         if get is not None:
             return np.asarray(get())
         cp = cupy_or_none()
         if cp is not None:
-            return cp.asnumpy(cp.from_dlpack(a))
+            host: np.ndarray[Any, np.dtype[Any]] = cp.asnumpy(cp.from_dlpack(a))
+            return host
     return np.asarray(a)
 
 
-def as_scalar(x):
+def as_scalar(x: Value) -> Value:
     """0-d arrays (e.g. a JAX scalar learning rate) as Python floats; the rest unchanged."""
     if x is not None and not isinstance(x, (numbers.Number, bool)) and np.shape(x) == ():
         return float(x)
     return x
 
 
-def symmetrized(k, name):
+def symmetrized(k: Value, name: str) -> Value:
     """``k`` unchanged when it is symmetric to the native tolerance (docs/numerics.md);
     otherwise ``(K + K^T)/2`` (over the pair-interleaved axes) with a NumericalWarning.
 

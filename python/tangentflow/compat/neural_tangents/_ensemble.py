@@ -3,15 +3,18 @@ with the kernels computed by the caller's ``kernel_fn``."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from types import ModuleType
 from typing import Any
 
 import numpy as np
 
 from ... import Ensemble
-from ._arrays import as_array, as_scalar, host_array, is_tracer, symmetrized
-from ._jax import find_jax, result_dtype, run_on_host
+from ._arrays import Value, as_array, as_scalar, host_array, is_tracer, symmetrized
+from ._jax import Spec, find_jax, result_dtype, run_on_host
 from ._pytrees import test_kernel_kwargs
 from ._results import (
+    TraceAxes,
     canonicalize_get,
     fx_test_shape,
     gaussian_results,
@@ -24,15 +27,15 @@ __all__ = ["gradient_descent_mse_ensemble"]
 
 
 def gradient_descent_mse_ensemble(
-    kernel_fn,
-    x_train,
-    y_train,
-    learning_rate=1.0,
-    diag_reg=0.0,
-    diag_reg_absolute_scale=False,
-    trace_axes=(-1,),
-    **kernel_fn_train_train_kwargs,
-):
+    kernel_fn: Callable[..., Any],
+    x_train: Value,
+    y_train: Value,
+    learning_rate: Value = 1.0,
+    diag_reg: Value = 0.0,
+    diag_reg_absolute_scale: bool = False,
+    trace_axes: TraceAxes = (-1,),
+    **kernel_fn_train_train_kwargs: Any,
+) -> Callable[..., Any]:
     """Predicts the Gaussian of an infinite ensemble trained with MSE gradient descent.
 
     ``kernel_fn`` is called as neural-tangents calls it: ``kernel_fn(x_train, None, get,
@@ -59,10 +62,10 @@ def gradient_descent_mse_ensemble(
         trace_axes=trace_axes,
     )
     k_dd: dict[str, Any] = {}
-    ens: dict[str, Any] = {}  # native Ensembles over concrete train kernels
+    ens: dict[str, Ensemble] = {}  # native Ensembles over concrete train kernels
     host_kdd: dict[str, Any] = {}
 
-    def train_kernels(deps):
+    def train_kernels(deps: tuple[str, ...]) -> dict[str, Value]:
         """Train-train kernels ``deps``, asking kernel_fn only for missing ones (as the
         reference does: one call for both when neither is cached)."""
         missing = tuple(g for g in deps if g not in k_dd)
@@ -75,7 +78,7 @@ def gradient_descent_mse_ensemble(
                 k_dd.update(kernels_from(res, (g,), "x_train, None"))
         return k_dd
 
-    def mode_key(mode, cov):
+    def mode_key(mode: str, cov: bool) -> str:
         """The native Ensemble for ``mode``. The 'ntk' mean depends only on the NTK, so
         without covariances (and no NNGP at hand) it runs as the 'nngp' mode with K := Θ."""
         if mode == "nngp":
@@ -84,20 +87,26 @@ def gradient_descent_mse_ensemble(
             return "ntk"
         return "ntk_mean"
 
-    def build(key, y_np, kn, kt):
+    def build(key: str, y_np: Value, kn: Value, kt: Value) -> Ensemble:
         if key == "nngp":
             return Ensemble(kn, y_np, **opts)
         if key == "ntk":
             return Ensemble(kn, y_np, ntk_train_train=kt, **opts)
         return Ensemble(kt, y_np, **opts)
 
-    def sym_train(g, k):
+    def sym_train(g: str, k: Value) -> Value:
         """Host copy of a train kernel, symmetrized once (with one warning) per kernel."""
         if g not in host_kdd:
             host_kdd[g] = symmetrized(as_array(host_array(k)), "kernel_fn(x_train, None) kernel")
         return host_kdd[g]
 
-    def predict_fn(t=None, x_test=None, get=None, compute_cov=False, **kernel_fn_test_test_kwargs):
+    def predict_fn(
+        t: Value = None,
+        x_test: Value = None,
+        get: Any = None,
+        compute_cov: bool = False,
+        **kernel_fn_test_test_kwargs: Any,
+    ) -> Any:
         unknown = sorted(set(kernel_fn_test_test_kwargs) - set(kernel_fn_train_train_kwargs))
         if unknown:
             raise TypeError(
@@ -116,7 +125,7 @@ def gradient_descent_mse_ensemble(
                     )
         single, names = canonicalize_get(get, ("nngp", "ntk"))
         cov = bool(compute_cov)
-        deps = ()
+        deps: tuple[str, ...] = ()
         if "nngp" in names or ("ntk" in names and cov):
             deps += ("nngp",)
         if "ntk" in names:
@@ -142,19 +151,23 @@ def gradient_descent_mse_ensemble(
         values = [t, y, kn, kt, td_n, td_t, k_tt]
         traced_train = any(is_tracer(v) for v in (y, kn, kt))
 
-        def compute(t, y_np, kn_np, kt_np, td_n, td_t, k_tt):
+        native_results: list[Any] = []  # the Ensembles' results of the last host call
+
+        def compute(
+            t: Value, y_np: Value, kn_np: Value, kt_np: Value, td_n: Value, td_t: Value, k_tt: Value
+        ) -> list[Value]:
             if traced_train:  # built from this call's kernels
-                objs = {}
+                objs: dict[str, Ensemble] = {}
                 kn_np = symmetrized(as_array(kn_np), "kernel_fn(x_train, None) kernel")
                 kt_np = symmetrized(as_array(kt_np), "kernel_fn(x_train, None) kernel")
 
-                def obj(key):
+                def obj(key: str) -> Ensemble:
                     if key not in objs:
                         objs[key] = build(key, as_array(y_np), kn_np, kt_np)
                     return objs[key]
             else:
 
-                def obj(key):
+                def obj(key: str) -> Ensemble:
                     if key not in ens:
                         kn_h = sym_train("nngp", kn) if key != "ntk_mean" else None
                         kt_h = sym_train("ntk", kt) if key != "nngp" else None
@@ -162,9 +175,10 @@ def gradient_descent_mse_ensemble(
                     return ens[key]
 
             tt = symmetrized(as_array(k_tt), "kernel_fn(x_test, None) kernel") if cov else None
-            res, flat = [], []
+            flat: list[Value] = []
+            native_results.clear()
             for key in keys:
-                kw = {}
+                kw: dict[str, Value] = {}
                 if k_td is not None:
                     if key == "nngp":
                         kw["nngp_test_train"] = as_array(td_n)
@@ -177,34 +191,32 @@ def gradient_descent_mse_ensemble(
                     if cov:
                         kw["nngp_test_test"] = tt
                 r = obj(key).at(as_array(t), compute_cov=cov, **kw)
-                res.append(r)
+                native_results.append(r)
                 flat += [r.mean, r.covariance if cov else None]
-            compute.native_results = res
             return flat
 
-        def specs(jax):
+        def specs(jax: ModuleType) -> list[Spec]:
             dt = result_dtype(jax, t, y, kn, kt, td_n, td_t, k_tt)
             ts = t_shape(t)
-            out = []
+            out: list[Spec] = []
             for g in names:
                 k = None if k_td is None else k_td[g]
                 mean = (ts + fx_test_shape(y_shape, k, trace_axes), dt)
                 if not cov:
                     out += [mean, None]
                     continue
-                c = np.shape(kn) if k_td is None else np.shape(k_tt)
+                cov_of: Any = kn if k_td is None else k_tt  # train or test-test kernel
+                c = np.shape(cov_of)
                 out += [mean, (ts + tuple(c), dt)]
             return out
 
-        compute.native_results = None
         jax = find_jax(*values)
         if jax is None:
             compute(*values)
-            out = compute.native_results
-            out = out if cov else [r.mean for r in out]
+            out = native_results if cov else [r.mean for r in native_results]
         else:
             flat = run_on_host(jax, compute, values, specs(jax))
-            out = gaussian_results(flat, cov, compute.native_results)
+            out = gaussian_results(flat, cov, native_results or None)
         return out[0] if single else gaussians(names, out)
 
     return predict_fn

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from types import ModuleType
+from typing import Any
+
 import numpy as np
 
 from ... import Ensemble, GaussianProcess
-from ._arrays import as_array, as_scalar, symmetrized
-from ._jax import Native, find_jax, result_dtype
+from ._arrays import Value, as_array, as_scalar, symmetrized
+from ._jax import Native, Spec, find_jax, result_dtype
 from ._results import (
+    TraceAxes,
     canonicalize_get,
     fx_test_shape,
     gaussian_results,
@@ -20,8 +25,12 @@ __all__ = ["gp_inference"]
 
 
 def gp_inference(
-    k_train_train, y_train, diag_reg=0.0, diag_reg_absolute_scale=False, trace_axes=(-1,)
-):
+    k_train_train: Any,
+    y_train: Value,
+    diag_reg: Value = 0.0,
+    diag_reg_absolute_scale: bool = False,
+    trace_axes: TraceAxes = (-1,),
+) -> Callable[..., Any]:
     """Compute the mean and variance of the 'posterior' of NNGP/NTK/NTKGP.
 
     ``'nngp'``: Bayesian posterior with the NNGP prior; ``'ntk'``: the infinite ensemble
@@ -58,36 +67,42 @@ def gp_inference(
         a = get_kernel(k_train_train, "nngp", "k_train_train")
         kdd = {"nngp": a, "ntk": a}
     kinds = tuple(kdd)
-    opts = dict(diag_reg_absolute_scale=diag_reg_absolute_scale, trace_axes=trace_axes)
+    opts: dict[str, Any] = dict(
+        diag_reg_absolute_scale=diag_reg_absolute_scale, trace_axes=trace_axes
+    )
 
     class _State:
         """Native GaussianProcess/Ensemble objects over one set of train kernels, built
         once per distinct kernel (a plain-array ``k_train_train`` serves every kind with
         one factorization)."""
 
-        def __init__(self, y, reg, *ks):
-            self.y, self.reg, self.cache = as_array(y), as_scalar(reg), {}
-            sym = {}
-            self.k = {}
+        def __init__(self, y: Value, reg: Value, *ks: Value) -> None:
+            self.y, self.reg = as_array(y), as_scalar(reg)
+            self.cache: dict[object, Any] = {}
+            sym: dict[int, Value] = {}
+            self.k: dict[str, Value] = {}
             for g, k in zip(kinds, ks):
                 if id(k) not in sym:
                     sym[id(k)] = symmetrized(as_array(k), "k_train_train")
                 self.k[g] = sym[id(k)]
             self.gp(kinds[0])  # validate the kernel and the targets now, as the reference
 
-        def train_kernel(self, kind):
+        def train_kernel(self, kind: str) -> Value:
             if kind not in self.k:
                 raise ValueError(f"k_train_train has no {kind!r} kernel")
             return self.k[kind]
 
-        def gp(self, kind):
+        def gp(self, kind: str) -> GaussianProcess:
             k = self.train_kernel(kind)
             key = ("gp", id(k))
             if key not in self.cache:
                 self.cache[key] = GaussianProcess(k, self.y, diag_reg=self.reg, **opts)
-            return self.cache[key]
+            gp: GaussianProcess = self.cache[key]
+            return gp
 
-        def ensemble(self):  # the 'ntk' ensemble at t = inf (needs the NNGP for covariances)
+        def ensemble(
+            self,
+        ) -> Ensemble:  # the 'ntk' ensemble at t = inf (needs the NNGP for covariances)
             if "ens" not in self.cache:
                 self.cache["ens"] = Ensemble(
                     self.train_kernel("nngp"),
@@ -96,15 +111,18 @@ def gp_inference(
                     diag_reg=self.reg,
                     **opts,
                 )
-            return self.cache["ens"]
+            ens: Ensemble = self.cache["ens"]
+            return ens
 
     native = Native(_State, [as_array(y_train), as_array(diag_reg), *kdd.values()])
-    y_shape = native.shapes[0]
+    y_shape = native.shapes[0] or ()
 
-    def predict_fn(get=None, k_test_train=None, k_test_test=None):
+    def predict_fn(get: Any = None, k_test_train: Any = None, k_test_test: Any = None) -> Any:
         single, names = canonicalize_get(get, ("nngp", "ntk", "ntkgp"))
         cov = k_test_test is not None
-        ks = []  # per kind: its test-train kernel, the NNGP test-train kernel, test-test
+        ks: list[
+            Value
+        ] = []  # per kind: its test-train kernel, the NNGP test-train kernel, test-test
         for g in names:
             kind = "ntk" if g == "ntkgp" else g
             if kind not in kinds:
@@ -126,11 +144,11 @@ def gp_inference(
             else:
                 k_tt = get_kernel(k_test_test, kind, "k_test_test") if cov else None
             ks += [k_td, nngp_td, k_tt]
-        native_results = []
+        native_results: list[Any] = []  # Gaussians or means of the last host call
 
-        def compute(state, *ks):
+        def compute(state: _State, *ks: Value) -> list[Value]:
             """``[mean, covariance]`` per kind (the native results are kept as well)."""
-            flat = []
+            flat: list[Value] = []
             native_results.clear()
             for j, g in enumerate(names):
                 k_td, nngp_td, k_tt = ks[3 * j : 3 * j + 3]
@@ -154,9 +172,9 @@ def gp_inference(
                 flat += [r.mean, r.covariance if cov else None]
             return flat
 
-        def specs(jax):
+        def specs(jax: ModuleType) -> list[Spec]:
             dt = result_dtype(jax, *native.dtypes, *ks)
-            out = []
+            out: list[Spec] = []
             for j, g in enumerate(names):
                 kind = "ntk" if g == "ntkgp" else g
                 k_td, _, k_tt = ks[3 * j : 3 * j + 3]
@@ -165,7 +183,7 @@ def gp_inference(
                     out += [mean, None]
                     continue
                 if k_td is None:  # training set: covariance shaped as the train kernel
-                    c_shape = native.shapes[2 + kinds.index(kind)]
+                    c_shape: Sequence[int] = native.shapes[2 + kinds.index(kind)] or ()
                 else:
                     c_shape = np.shape(k_tt)
                 out += [mean, (tuple(c_shape), dt)]

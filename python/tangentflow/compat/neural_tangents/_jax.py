@@ -8,23 +8,30 @@ import dataclasses
 import inspect
 import numbers
 import sys
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from types import ModuleType
+from typing import Any
 
 import numpy as np
 
-from ._arrays import host_array, is_jax, is_tracer, jax_array_type
+from ._arrays import Value, host_array, is_jax, is_tracer, jax_array_type
 from ._state import ODEState
 
-__all__ = ["find_jax", "result_dtype", "run_on_host", "Native", "x64_context"]
+#: ``(shape, dtype)`` of one output of a host computation, or None for no output.
+Spec = tuple[tuple[int, ...], np.dtype[Any]] | None
+
+__all__ = ["Spec", "find_jax", "result_dtype", "run_on_host", "Native", "x64_context"]
 
 
-def find_jax(*values):
+def find_jax(*values: Value) -> ModuleType | None:
     """The ``jax`` module when one of ``values`` (through tuples, lists, dicts, ODEState and
     .nngp/.ntk attributes) is a JAX array or tracer, else None."""
     arr = jax_array_type()
     if arr is None:
         return None
 
-    def has(v, depth=0):
+    def has(v: Value, depth: int = 0) -> bool:
         if isinstance(v, arr):
             return True
         if depth > 8 or v is None or isinstance(v, (np.ndarray, numbers.Number, str)):
@@ -40,7 +47,7 @@ def find_jax(*values):
     return sys.modules["jax"] if any(has(v) for v in values) else None
 
 
-def result_dtype(jax, *values):
+def result_dtype(jax: ModuleType, *values: Value) -> np.dtype[Any]:
     """The dtype neural-tangents computes in: ``jax.numpy.result_type`` of the arrays and
     scalars among ``values`` (Python scalars are weak), at least floating."""
     jnp = jax.numpy
@@ -48,10 +55,11 @@ def result_dtype(jax, *values):
     dt = jnp.result_type(*vals) if vals else jnp.result_type(float)
     if not jnp.issubdtype(dt, jnp.inexact):
         dt = jnp.result_type(dt, 1.0)
-    return np.dtype(dt)
+    out: np.dtype[Any] = np.dtype(dt)
+    return out
 
 
-def _callback_options(jax):
+def _callback_options(jax: ModuleType) -> dict[str, Any]:
     """vmap rule of ``jax.pure_callback``: one host call per element ('sequential'), named
     ``vmap_method`` in current JAX and ``vectorized=False`` before it (JAX 0.4.30)."""
     params = inspect.signature(jax.pure_callback).parameters
@@ -60,7 +68,7 @@ def _callback_options(jax):
     return {"vectorized": False}
 
 
-def _device_of(values):
+def _device_of(values: Sequence[Value]) -> Any:
     for v in values:
         if is_jax(v) and not is_tracer(v):
             try:
@@ -70,7 +78,12 @@ def _device_of(values):
     return None
 
 
-def run_on_host(jax, host, values, specs):
+def run_on_host(
+    jax: ModuleType,
+    host: Callable[..., Sequence[Value]],
+    values: Sequence[Value],
+    specs: Sequence[Spec],
+) -> list[Value]:
     """Outputs of ``host`` as JAX arrays.
 
     ``values``: the flat inputs (arrays, scalars, None); the JAX ones among them are the
@@ -79,24 +92,24 @@ def run_on_host(jax, host, values, specs):
     operands ``host`` runs under ``jax.pure_callback``; otherwise at once, and the results
     are put on the device of the first JAX input."""
     idx = [i for i, v in enumerate(values) if is_jax(v)]
-    want = [i for i, sp in enumerate(specs) if sp is not None]
+    want = [(i, sp) for i, sp in enumerate(specs) if sp is not None]
 
-    def call(*ops):
+    def call(*ops: Value) -> list[Value]:
         vals = list(values)
         for i, o in zip(idx, ops):
             vals[i] = np.asarray(o)
         outs = host(*vals)
-        return [np.asarray(outs[i]).astype(specs[i][1], copy=False) for i in want]
+        return [np.asarray(outs[i]).astype(sp[1], copy=False) for i, sp in want]
 
     ops = [values[i] for i in idx]
     if any(is_tracer(o) for o in ops):
-        structs = [jax.ShapeDtypeStruct(tuple(specs[i][0]), specs[i][1]) for i in want]
+        structs = [jax.ShapeDtypeStruct(tuple(sp[0]), sp[1]) for _, sp in want]
         flat = jax.pure_callback(call, structs, *ops, **_callback_options(jax))
     else:
         dev = _device_of(ops)
         flat = [jax.device_put(o, dev) for o in call(*ops)]
-    out = [None] * len(specs)
-    for i, o in zip(want, flat):
+    out: list[Value] = [None] * len(specs)
+    for (i, _), o in zip(want, flat):
         out[i] = o
     return out
 
@@ -106,7 +119,7 @@ class Native:
     once, or inside each host call when one of them is a tracer (construction under
     ``jax.jit`` / ``jax.vmap``)."""
 
-    def __init__(self, build, args):
+    def __init__(self, build: Callable[..., Any], args: Sequence[Value]) -> None:
         self.build = build
         self.traced = any(is_tracer(a) for a in args)
         self.jax = find_jax(*args) is not None
@@ -119,34 +132,42 @@ class Native:
         self.args = list(args) if self.traced else None
         self.obj = None if self.traced else build(*[host_array(a) for a in args])
 
-    def call(self, compute, call_values, specs_fn):
+    def call(
+        self,
+        compute: Callable[..., list[Value]],
+        call_values: Sequence[Value],
+        specs_fn: Callable[[ModuleType], Sequence[Spec]],
+    ) -> list[Value]:
         """``compute(obj, *call_values)`` -> list of arrays/None: NumPy in, NumPy out; with
         JAX inputs (here or at construction) through ``run_on_host``; ``specs_fn(jax)`` gives the
         output ``(shape, dtype)`` list for the JAX path."""
         jax = sys.modules.get("jax") if self.jax else find_jax(*call_values)
         if jax is None:
             return compute(self.obj, *call_values)
-        n = len(self.args) if self.traced else 0
-        values = (self.args if self.traced else []) + list(call_values)
+        args = self.args if self.args is not None else []  # the traced construction
+        n = len(args)
+        values = args + list(call_values)
 
-        def host(*vals):
+        def host(*vals: Value) -> list[Value]:
             obj = self.build(*vals[:n]) if self.traced else self.obj
             return compute(obj, *vals[n:])
 
         return run_on_host(jax, host, values, specs_fn(jax))
 
 
-def x64_context(jax):
+def x64_context(jax: ModuleType) -> AbstractContextManager[Any] | None:
     """A context manager enabling JAX's x64 mode (``jax.enable_x64(True)`` in current JAX,
     ``jax.experimental.enable_x64()`` before), or None."""
     state = getattr(jax, "enable_x64", None)
     if state is not None and callable(state):
         try:
-            return state(True)
+            ctx: AbstractContextManager[Any] = state(True)
+            return ctx
         except TypeError:  # pragma: no cover - depends on the JAX version
             pass
     try:
         from jax.experimental import enable_x64
     except ImportError:  # pragma: no cover - depends on the JAX version
         return None
-    return enable_x64()
+    ctx = enable_x64()
+    return ctx

@@ -3,24 +3,36 @@
 from __future__ import annotations
 
 import numbers
+from collections.abc import Callable, Sequence
+from types import ModuleType
+from typing import Any
 
 from ... import Predictor
 from ... import max_learning_rate as native_max_learning_rate
-from ._arrays import as_array, as_scalar, host_array, symmetrized
-from ._jax import Native, result_dtype
-from ._results import check_inputs, fx_test_shape, t_shape, train_test
+from ._arrays import Value, as_array, as_scalar, host_array, symmetrized
+from ._jax import Native, Spec, result_dtype
+from ._results import TraceAxes, check_inputs, fx_test_shape, t_shape, train_test
 
 __all__ = ["gradient_descent_mse", "max_learning_rate", "predict_specs"]
 
 
-def predict_specs(native, trace_axes, t, train, test, k_test_train, extra=(), state=False):
+def predict_specs(
+    native: Native,
+    trace_axes: TraceAxes,
+    t: Value,
+    train: bool,
+    test: bool,
+    k_test_train: Value,
+    extra: Sequence[Value] = (),
+    state: str | bool = False,
+) -> Callable[[ModuleType], list[Spec]]:
     """``specs_fn`` of the gradient-descent predictors: train/test outputs (and the
     momentum states when ``state``) of shape ``t.shape + ...``."""
 
-    def specs(jax):
+    def specs(jax: ModuleType) -> list[Spec]:
         dt = result_dtype(jax, *native.dtypes, t, *extra)
         ts = t_shape(t)
-        y_shape = native.shapes[1]
+        y_shape = native.shapes[1] or ()
         tr = (ts + y_shape, dt) if train else None
         te = (ts + fx_test_shape(y_shape, k_test_train, trace_axes), dt) if test else None
         if state:
@@ -36,13 +48,13 @@ def predict_specs(native, trace_axes, t, train, test, k_test_train, extra=(), st
 
 
 def gradient_descent_mse(
-    k_train_train,
-    y_train,
-    learning_rate=1.0,
-    diag_reg=0.0,
-    diag_reg_absolute_scale=False,
-    trace_axes=(-1,),
-):
+    k_train_train: Value,
+    y_train: Value,
+    learning_rate: Value = 1.0,
+    diag_reg: Value = 0.0,
+    diag_reg_absolute_scale: bool = False,
+    trace_axes: TraceAxes = (-1,),
+) -> Callable[..., Any]:
     """Predicts the outcome of function space gradient descent training on MSE.
 
     Solves in closed form for the continuous-time version of gradient descent
@@ -66,7 +78,7 @@ def gradient_descent_mse(
       time; every output has ``t.shape`` prepended.
     """
 
-    def build(k, y, lr, reg):
+    def build(k: Value, y: Value, lr: Value, reg: Value) -> Predictor:
         return Predictor(
             symmetrized(as_array(k), "k_train_train"),
             as_array(y),
@@ -81,13 +93,18 @@ def gradient_descent_mse(
         [as_array(k_train_train), as_array(y_train), as_array(learning_rate), as_array(diag_reg)],
     )
 
-    def compute(p, t, f0, g0, ktd):
+    def compute(p: Predictor, t: Value, f0: Value, g0: Value, ktd: Value) -> list[Value]:
         out = p.at(
             as_array(t), fx_train_0=as_array(f0), fx_test_0=as_array(g0), k_test_train=as_array(ktd)
         )
         return [out.train, out.test]
 
-    def predict_fn(t=None, fx_train_0=0.0, fx_test_0=None, k_test_train=None):
+    def predict_fn(
+        t: Value = None,
+        fx_train_0: Value = 0.0,
+        fx_test_0: Value = None,
+        k_test_train: Value = None,
+    ) -> Any:
         check_inputs(fx_train_0, fx_test_0, k_test_train)
         want_test = fx_test_0 is not None
         call = [
@@ -104,7 +121,12 @@ def gradient_descent_mse(
     return predict_fn
 
 
-def max_learning_rate(ntk_train_train, y_train_size=None, momentum=0.0, eps=1e-12):
+def max_learning_rate(
+    ntk_train_train: Value,
+    y_train_size: Value = None,
+    momentum: Value = 0.0,
+    eps: float = 1e-12,
+) -> float:
     """Computes the maximal feasible learning rate for infinite width NNs.
 
     ``2 (1 + momentum) n / (λ_max(ntk_train_train) + eps)`` with ``n = y_train_size``
@@ -115,6 +137,6 @@ def max_learning_rate(ntk_train_train, y_train_size=None, momentum=0.0, eps=1e-1
         if isinstance(y_train_size, numbers.Integral):
             y_train_size = int(y_train_size)
         elif isinstance(y_train_size, numbers.Real) and float(y_train_size).is_integer():
-            y_train_size = int(y_train_size)
+            y_train_size = int(float(y_train_size))
     k = symmetrized(as_array(host_array(as_array(ntk_train_train))), "ntk_train_train")
     return native_max_learning_rate(k, y_train_size, as_scalar(host_array(as_array(momentum))), eps)

@@ -3,30 +3,40 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, Literal
+
 import numpy as np
+import numpy.typing as npt
 
 from ... import Predictor
-from ._arrays import as_array, as_scalar, symmetrized, to_host
+from ._arrays import Value, as_array, as_scalar, symmetrized, to_host
 from ._jax import Native, x64_context
 from ._mse import predict_specs
-from ._results import check_inputs, train_test
+from ._results import TraceAxes, check_inputs, train_test
 from ._state import ODEState
+
+FloatArray = npt.NDArray[np.float64]
+#: The gradient of a loss with respect to the outputs, NumPy in and out.
+GradFn = Callable[[Any, Any], Any]
 
 __all__ = ["gradient_descent", "native_loss"]
 
 
-def _builtin_grad(name, fx, y):
+def _builtin_grad(name: str, fx: FloatArray, y: FloatArray) -> FloatArray:
     """Gradient of tangentflow's built-in losses (used only to recognize a loss)."""
     n = fx.size
     if name == "mse":
-        return (fx - y) / n
+        mse: FloatArray = (fx - y) / n
+        return mse
     z = fx - fx.max(-1, keepdims=True)
     s = np.exp(z)
     s /= s.sum(-1, keepdims=True)
-    return (s * y.sum(-1, keepdims=True) - y) / n
+    ce: FloatArray = (s * y.sum(-1, keepdims=True) - y) / n
+    return ce
 
 
-def _jax_grad(loss):
+def _jax_grad(loss: Callable[..., Any]) -> GradFn | None:
     """``jax.grad(loss)`` as a NumPy-in, NumPy-out gradient callable (or None without JAX)."""
     try:
         import jax
@@ -39,7 +49,7 @@ def _jax_grad(loss):
     jitted = [jit(plain)] if jit is not None else []
     not_jittable = getattr(getattr(jax, "errors", None), "JAXTypeError", TypeError)
 
-    def g(fx, y_hat):
+    def g(fx: Any, y_hat: Any) -> Any:
         if jitted:
             try:
                 return jitted[0](fx, y_hat)
@@ -47,7 +57,7 @@ def _jax_grad(loss):
                 jitted.clear()
         return plain(fx, y_hat)
 
-    def grad(fx, y_hat):
+    def grad(fx: Any, y_hat: Any) -> Any:
         ctx = None
         if np.dtype(fx.dtype) == np.float64 and not getattr(jax.config, "jax_enable_x64", 0):
             ctx = x64_context(jax)
@@ -61,23 +71,27 @@ def _jax_grad(loss):
     return grad
 
 
-def native_loss(loss, y_train):
+def native_loss(loss: Any, y_train: Value) -> Literal["mse", "cross_entropy"] | GradFn:
     """The ``loss`` argument of ``Predictor``: the built-in name when the loss is one of
     them with the same normalization (checked on a probe point), else a gradient
     callable ``grad(fx, y_hat) -> dL/dfx``."""
     user_grad = getattr(loss, "grad", None)
+    grad: GradFn
     if callable(user_grad):
 
-        def grad(fx, y_hat):
+        def user(fx: Any, y_hat: Any) -> Any:
             return to_host(user_grad(fx, y_hat))
 
+        grad = user
+
     elif callable(loss):
-        grad = _jax_grad(loss)
-        if grad is None:
+        jax_grad = _jax_grad(loss)
+        if jax_grad is None:
             raise TypeError(
                 "loss has no .grad attribute and JAX is not installed to differentiate it: "
                 "pass a callable with .grad(fx, y_hat) giving dL/dfx, or install JAX"
             )
+        grad = jax_grad
     else:
         raise TypeError(
             "loss must be a JAX-differentiable function loss(fx, y_hat) or a callable with a "
@@ -100,13 +114,18 @@ def native_loss(loss, y_train):
                 and np.all(np.isfinite(got))
                 and float(np.max(np.abs(got - want))) <= 1e-5 * scale
             ):
-                return name
+                return "mse" if name == "mse" else "cross_entropy"
     return grad
 
 
 def gradient_descent(
-    loss, k_train_train, y_train, learning_rate=1.0, momentum=None, trace_axes=(-1,)
-):
+    loss: Any,
+    k_train_train: Value,
+    y_train: Value,
+    learning_rate: Value = 1.0,
+    momentum: Value = None,
+    trace_axes: TraceAxes = (-1,),
+) -> Callable[..., Any]:
     """Predicts the outcome of function space training with gradient descent on ``loss``.
 
     Integrates ``df/dτ = -K ⋆ ∇_f loss`` (or its momentum version) with an adaptive
@@ -129,7 +148,7 @@ def gradient_descent(
       when given one.
     """
 
-    def build(k, y, lr, mom):
+    def build(k: Value, y: Value, lr: Value, mom: Value) -> Predictor:
         y = as_array(y)
         return Predictor(
             symmetrized(as_array(k), "k_train_train"),
@@ -145,20 +164,27 @@ def gradient_descent(
         [as_array(k_train_train), as_array(y_train), as_array(learning_rate), as_array(momentum)],
     )
 
-    def compute_state(p, t, f0, g0, ktd, q0, q1):
+    def compute_state(
+        p: Predictor, t: Value, f0: Value, g0: Value, ktd: Value, q0: Value, q1: Value
+    ) -> list[Value]:
         return list(
             p._at_state(
                 as_array(t), as_array(f0), as_array(g0), as_array(ktd), as_array(q0), as_array(q1)
             )
         )
 
-    def compute(p, t, f0, g0, ktd):
+    def compute(p: Predictor, t: Value, f0: Value, g0: Value, ktd: Value) -> list[Value]:
         out = p.at(
             as_array(t), fx_train_0=as_array(f0), fx_test_0=as_array(g0), k_test_train=as_array(ktd)
         )
         return [out.train, out.test]
 
-    def predict_fn(t=None, fx_train_or_state_0=0.0, fx_test_0=None, k_test_train=None):
+    def predict_fn(
+        t: Value = None,
+        fx_train_or_state_0: Value = 0.0,
+        fx_test_0: Value = None,
+        k_test_train: Value = None,
+    ) -> Any:
         is_state = isinstance(fx_train_or_state_0, ODEState)
         if is_state:
             if fx_test_0 is not None:

@@ -14,18 +14,19 @@ from ._arrays import is_jax
 __all__ = ["tree_leaves", "is_array_tree", "differ", "test_kernel_kwargs"]
 
 
-def _split_first(v):
+def _split_first(v: Any) -> Any:
     """The first-argument part of a kernel_fn keyword (a pair ``(x1_value, x2_value)``)."""
     return v[0] if isinstance(v, tuple) and len(v) == 2 else v
 
 
-def tree_leaves(x):
+def tree_leaves(x: Any) -> list[Any]:
     """Leaves of a pytree: JAX's when JAX is loaded (custom nodes included), else through
     tuples, lists and dicts, with None an empty node (as in JAX)."""
     jax = sys.modules.get("jax")
     tree_util = getattr(jax, "tree_util", None) if jax is not None else None
     if tree_util is not None and hasattr(tree_util, "tree_leaves"):
-        return tree_util.tree_leaves(x)
+        leaves: list[Any] = tree_util.tree_leaves(x)
+        return leaves
     if x is None:
         return []
     if isinstance(x, (tuple, list)):
@@ -35,13 +36,13 @@ def tree_leaves(x):
     return [x]
 
 
-def is_array_tree(x):
+def is_array_tree(x: Any) -> bool:
     """Whether every leaf of the pytree ``x`` is an array (the reference's test: ``()``,
     ``None`` and empty containers have no leaves, so they pass)."""
     return all(_is_array(v) for v in tree_leaves(x))
 
 
-def _is_array(x):
+def _is_array(x: object) -> bool:
     return (
         isinstance(x, np.ndarray)
         or is_jax(x)
@@ -49,7 +50,7 @@ def _is_array(x):
     )
 
 
-def differ(a, b) -> bool:
+def differ(a: object, b: object) -> bool:
     """``a != b`` as a bool; values whose comparison is not a bool differ unless identical."""
     if a is b:
         return False

@@ -4,11 +4,17 @@ output shapes, ``get`` names, kernels given as objects, dicts or arrays, and Gau
 from __future__ import annotations
 
 import collections
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
 from ... import Gaussian
-from ._arrays import as_array
+from ._arrays import Value, as_array
+
+Shape = tuple[int, ...]
+#: ``trace_axes`` of the reference: output axes along which kernels are traced.
+TraceAxes = tuple[int, ...] | None
 
 __all__ = [
     "check_inputs",
@@ -24,7 +30,7 @@ __all__ = [
 ]
 
 
-def check_inputs(fx_train_0, fx_test_0, k_test_train):
+def check_inputs(fx_train_0: Value, fx_test_0: Value, k_test_train: Value) -> None:
     if fx_train_0 is None and fx_test_0 is None:
         raise ValueError(
             "Both `fx_train_0` and `fx_test_0` are `None`, i.e. no predictions will be computed."
@@ -36,7 +42,7 @@ def check_inputs(fx_train_0, fx_test_0, k_test_train):
         )
 
 
-def train_test(train, test):
+def train_test(train: Value, test: Value) -> Value:
     """The reference's return convention: a tuple when both exist, else the one array."""
     if train is None:
         return test
@@ -45,13 +51,13 @@ def train_test(train, test):
     return train, test
 
 
-def _trace_set(trace_axes, ndim):
+def _trace_set(trace_axes: TraceAxes, ndim: int) -> set[int]:
     if trace_axes is None:
         return set(range(1, ndim))
     return {int(a) % ndim for a in trace_axes} if ndim else set()
 
 
-def fx_test_shape(y_shape, k_test_train, trace_axes):
+def fx_test_shape(y_shape: Sequence[int], k_test_train: Value, trace_axes: TraceAxes) -> Shape:
     """Test output shape (as neural-tangents computes it): the test dims of the kernel with
     the traced output axes of ``y`` inserted."""
     if k_test_train is None:
@@ -64,29 +70,30 @@ def fx_test_shape(y_shape, k_test_train, trace_axes):
     return tuple(shape)
 
 
-def t_shape(t):
+def t_shape(t: Value) -> Shape:
     return () if t is None else tuple(np.shape(t))
 
 
-def canonicalize_get(get, allowed):
+def canonicalize_get(get: Any, allowed: Sequence[str]) -> tuple[bool, tuple[str, ...]]:
     """``(is_single_string, tuple of lower-case names)``; None means ``('nngp', 'ntk')``."""
     if get is None:
         return False, ("nngp", "ntk")
+    parts: tuple[Any, ...]
     if isinstance(get, str):
-        single, names = True, (get,)
+        single, parts = True, (get,)
     else:
         try:
-            names = tuple(get)
+            parts = tuple(get)
         except TypeError:
             raise TypeError(
                 f"get must be a string, a tuple of strings or None, got {type(get).__name__}"
             ) from None
         single = False
-        if not names:
+        if not parts:
             raise ValueError('"get" must be non-empty.')
-    if not all(isinstance(g, str) for g in names):
+    names = tuple(g.lower() for g in parts if isinstance(g, str))
+    if len(names) < len(parts):
         raise TypeError(f"get must be a string, a tuple of strings or None, got {get!r}")
-    names = tuple(g.lower() for g in names)
     if len(set(names)) < len(names):
         raise ValueError(f'All entries in "get" must be unique. Got {names}')
     for g in names:
@@ -95,24 +102,26 @@ def canonicalize_get(get, allowed):
     return single, names
 
 
-_NAMEDTUPLES: dict[tuple[str, ...], type] = {}
+_NAMEDTUPLES: dict[tuple[str, ...], type[tuple[Any, ...]]] = {}
+#: ``collections.namedtuple`` with fields known only at run time.
+_make_namedtuple: Callable[[str, Sequence[str]], type[tuple[Any, ...]]] = collections.namedtuple
 
 
-def gaussians(names, values):
+def gaussians(names: tuple[str, ...], values: Iterable[Any]) -> tuple[Any, ...]:
     """A named tuple ``Gaussians`` with fields in the requested order."""
     cls = _NAMEDTUPLES.get(names)
     if cls is None:
-        cls = _NAMEDTUPLES[names] = collections.namedtuple("Gaussians", names)
+        cls = _NAMEDTUPLES[names] = _make_namedtuple("Gaussians", names)
     return cls(*values)
 
 
-def has_kernel(k, g) -> bool:
+def has_kernel(k: object, g: str) -> bool:
     if isinstance(k, dict):
         return k.get(g) is not None
     return getattr(k, g, None) is not None
 
 
-def get_kernel(k, g, name):
+def get_kernel(k: object, g: str, name: str) -> Value:
     """Kernel ``g`` ('nngp' or 'ntk') from a Kernel-like object, a dict, or an array."""
     if isinstance(k, dict):
         if g not in k or k[g] is None:
@@ -130,10 +139,12 @@ def get_kernel(k, g, name):
     return as_array(k)
 
 
-def gaussian_results(flat, cov, native=None):
+def gaussian_results(
+    flat: Sequence[Value], cov: bool, native: Sequence[Any] | None = None
+) -> list[Any]:
     """Per-kind results from ``[mean, cov, mean, cov, ...]``: Gaussians (keeping the
     native results' layout when given) or means."""
-    out = []
+    out: list[Any] = []
     for j in range(len(flat) // 2):
         mean, c = flat[2 * j], flat[2 * j + 1]
         if not cov:
@@ -147,9 +158,9 @@ def gaussian_results(flat, cov, native=None):
     return out
 
 
-def kernels_from(result, names, what):
+def kernels_from(result: object, names: Sequence[str], what: str) -> dict[str, Value]:
     """``{name: array}`` from a kernel_fn result: object with .nngp/.ntk, dict, or array."""
-    out = {}
+    out: dict[str, Value] = {}
     for g in names:
         if isinstance(result, dict) or hasattr(result, "nngp") or hasattr(result, "ntk"):
             out[g] = get_kernel(result, g, f"kernel_fn result ({what})")

@@ -25,14 +25,14 @@ class ODEState:
     qx_train: Any = None
     qx_test: Any = None
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         _register_ode_state()
 
 
 _ODE_STATE_REGISTERED = False
 
 
-def _register_ode_state():
+def _register_ode_state() -> None:
     """Make ``ODEState`` a JAX pytree (as in neural-tangents) so that it passes through
     ``jax.jit``/``jax.vmap``. Done when a state is created once JAX is loaded: a state can
     only be flattened by JAX after it exists."""
