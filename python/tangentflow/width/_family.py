@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -66,11 +67,11 @@ class Family:
         return type(self).__name__
 
 
-def call_factory(factory: Callable, width: int, seed: int, takes_seed: bool):
+def call_factory(factory: Callable[..., Any], width: int, seed: int, takes_seed: bool) -> Any:
     return factory(width, seed) if takes_seed else factory(width)
 
 
-def takes_seed(factory: Callable) -> bool:
+def takes_seed(factory: Callable[..., Any]) -> bool:
     """Whether ``factory`` accepts a second positional argument (the seed)."""
     try:
         sig = inspect.signature(factory)
@@ -85,7 +86,7 @@ def takes_seed(factory: Callable) -> bool:
     return n >= 2
 
 
-def as_family(model, probe_width: int) -> Family:
+def as_family(model: object, probe_width: int) -> Family:
     """``model`` as a :class:`Family`: a family as is; a bare callable is classified by what
     it returns at ``probe_width``: a ``torch.nn.Module`` makes a TorchModel, a pair
     ``(apply_fn, params)`` a JaxModel."""
@@ -112,7 +113,7 @@ def as_family(model, probe_width: int) -> Family:
     )
 
 
-def _is_torch_module(obj) -> bool:
+def _is_torch_module(obj: object) -> bool:
     import sys
 
     torch = sys.modules.get("torch")

@@ -6,11 +6,14 @@ import math
 from collections.abc import Callable
 
 import numpy as np
+import numpy.typing as npt
 
 __all__ = ["loglog_slope", "bisect_width", "extrapolate_width"]
 
 
-def loglog_slope(widths, values) -> tuple[float | None, float | None, float | None]:
+def loglog_slope(
+    widths: npt.ArrayLike, values: npt.ArrayLike
+) -> tuple[float | None, float | None, float | None]:
     """Least-squares fit ``log v = a + b log n`` over the finite, positive values.
 
     Returns ``(b, stderr(b), a)``; the standard error is the usual one of a straight-line

@@ -9,9 +9,12 @@ block by block in float64; training is full-batch gradient descent on ``‖f −
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
 import numpy as np
 
-from ._family import Family, Network, call_factory, takes_seed
+from ._family import Family, Network, ProgressFn, call_factory, takes_seed
 
 __all__ = ["JaxModel"]
 
@@ -40,7 +43,13 @@ class JaxModel(Family):
     the parameters (float32 unless ``jax_enable_x64`` is on).
     """
 
-    def __init__(self, factory, *, limit=None, name=None):
+    def __init__(
+        self,
+        factory: Callable[..., tuple[Callable[..., Any], Any]],
+        *,
+        limit: Callable[[np.ndarray, np.ndarray], Any] | None = None,
+        name: str | None = None,
+    ) -> None:
         if not callable(factory):
             raise TypeError(f"factory must be callable, got {type(factory).__name__}")
         if limit is not None and not callable(limit):
@@ -56,12 +65,12 @@ class JaxModel(Family):
     def describe(self) -> str:
         return self.name or f"JAX model {getattr(self.factory, '__name__', 'factory')}"
 
-    def limit_ntk(self, x1, x2=None):
+    def limit_ntk(self, x1: np.ndarray, x2: np.ndarray | None = None) -> np.ndarray | None:
         if self._limit is None:
             return None
         return np.asarray(self._limit(x1, x1 if x2 is None else x2), dtype=np.float64)
 
-    def build(self, width, seed, d_in, d_out) -> Network:
+    def build(self, width: int, seed: int, d_in: int, d_out: int) -> Network:
         out = call_factory(self.factory, width, seed, self._takes_seed)
         if not (isinstance(out, tuple) and len(out) == 2 and callable(out[0])):
             raise TypeError(
@@ -71,7 +80,7 @@ class JaxModel(Family):
 
 
 class _JaxNet(Network):
-    def __init__(self, apply_fn, params, d_out):
+    def __init__(self, apply_fn: Callable[..., Any], params: Any, d_out: int) -> None:
         import jax
         import jax.numpy as jnp
         from jax.flatten_util import ravel_pytree
@@ -83,23 +92,23 @@ class _JaxNet(Network):
         self.unravel = unravel
         self.n_params = int(flat.size)
 
-        def f(theta, x):
+        def f(theta: Any, x: Any) -> Any:
             out = apply_fn(unravel(theta), x)
             return jnp.reshape(out, (x.shape[0], -1))
 
         self.f = jax.jit(f)
 
-        def f_one(theta, x1):
+        def f_one(theta: Any, x1: Any) -> Any:
             return f(theta, x1[None])[0]
 
         self._jac = jax.jit(jax.vmap(jax.jacrev(f_one), in_axes=(None, 0)))
         self._k = None
         self.d_out = d_out
 
-    def _x(self, x):
+    def _x(self, x: np.ndarray) -> Any:
         return self.jnp.asarray(np.asarray(x), dtype=self.dtype)
 
-    def outputs(self, x):
+    def outputs(self, x: np.ndarray) -> np.ndarray:
         out = np.asarray(self.f(self.theta, self._x(x)), dtype=np.float64)
         if out.shape[1] != self.d_out:
             raise ValueError(
@@ -108,7 +117,7 @@ class _JaxNet(Network):
             )
         return out
 
-    def _blocks(self, x):
+    def _blocks(self, x: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
         """Per-example Jacobians ``(b·K, P)`` (NumPy, float64) over blocks of examples."""
         k = self.d_out
         per = max(1, _BLOCK_BYTES // (k * self.n_params * 8))
@@ -117,12 +126,12 @@ class _JaxNet(Network):
             jb = np.asarray(self._jac(self.theta, xa[s : s + per]), dtype=np.float64)
             yield s, jb.reshape(-1, self.n_params)  # (b, K, P) -> rows i·K + k
 
-    def ntk(self, x1, x2=None):
+    def ntk(self, x1: np.ndarray, x2: np.ndarray | None = None) -> np.ndarray:
         k = self.d_out
         second = x1 if x2 is None else x2
         n1, n2 = len(x1), len(second)
         out = np.empty((n1 * k, n2 * k))
-        cache = None
+        cache: list[tuple[int, np.ndarray]] | None = None
         if n2 * k * self.n_params * 8 <= _CACHE_BYTES:
             cache = list(self._blocks(second))
         for s1, j1 in self._blocks(x1):
@@ -130,7 +139,16 @@ class _JaxNet(Network):
                 out[s1 * k : s1 * k + j1.shape[0], s2 * k : s2 * k + j2.shape[0]] = j1 @ j2.T
         return out
 
-    def fit(self, x, y, learning_rate, steps, checkpoints, x_test=None, progress=None):
+    def fit(
+        self,
+        x: np.ndarray,
+        y: np.ndarray,
+        learning_rate: float,
+        steps: int,
+        checkpoints: Sequence[int],
+        x_test: np.ndarray | None = None,
+        progress: ProgressFn | None = None,
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         jax, jnp = self.jax, self.jnp
         xa, ya = self._x(x), jnp.asarray(np.asarray(y).reshape(len(x), -1), dtype=self.dtype)
         xt = None if x_test is None else self._x(x_test)
@@ -138,18 +156,19 @@ class _JaxNet(Network):
         f = self.f
         eta = jnp.asarray(learning_rate, dtype=self.dtype)
 
-        def loss(theta):
+        def loss(theta: Any) -> Any:
             r = f(theta, xa) - ya
             return jnp.sum(r * r) / (2.0 * n)
 
         grad = jax.grad(loss)
 
-        @jax.jit
-        def run(theta, count):
+        def run_steps(theta: Any, count: int) -> Any:
             return jax.lax.fori_loop(0, count, lambda _, th: th - eta * grad(th), theta)
 
+        run = jax.jit(run_steps)
+
         f_tr = np.empty((len(checkpoints), len(x), ya.shape[1]))
-        f_te = None if xt is None else np.empty((len(checkpoints), len(x_test), ya.shape[1]))
+        f_te = None if x_test is None else np.empty((len(checkpoints), len(x_test), ya.shape[1]))
         theta, done = self.theta, 0
         chunk = 10
         for i, c in enumerate(checkpoints):
@@ -160,7 +179,7 @@ class _JaxNet(Network):
                 if progress is not None:
                     progress(done, steps)
             f_tr[i] = np.asarray(f(theta, xa))
-            if xt is not None:
+            if xt is not None and f_te is not None:
                 f_te[i] = np.asarray(f(theta, xt))
         self.theta = theta
         return f_tr, f_te

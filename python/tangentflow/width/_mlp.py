@@ -23,10 +23,18 @@ from __future__ import annotations
 import contextlib
 import math
 import numbers
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Literal
 
 import numpy as np
+import numpy.typing as npt
 
-from ._family import Family, Network
+from ._family import Family, Network, ProgressFn
+
+#: Arrays of the network's ``dtype`` (float32 or float64).
+Array = npt.NDArray[Any]
+#: ``[(W_0, b_0), …, (W_L, b_L)]``.
+Params = list[tuple[Array, Array]]
 
 __all__ = ["MLP"]
 
@@ -41,7 +49,7 @@ _CHUNK_BYTES = 1 << 27
 _SMALL_GEMM = 1e8
 
 
-def _blas_threads(macs: float):
+def _blas_threads(macs: float) -> contextlib.AbstractContextManager[Any]:
     """One BLAS thread for small GEMMs (through threadpoolctl, when installed)."""
     if macs >= _SMALL_GEMM:
         return contextlib.nullcontext()
@@ -49,15 +57,17 @@ def _blas_threads(macs: float):
         from threadpoolctl import threadpool_limits
     except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
         return contextlib.nullcontext()
-    return threadpool_limits(1, user_api="blas")
+    limits: contextlib.AbstractContextManager[Any] = threadpool_limits(1, user_api="blas")
+    return limits
 
 
-def _erf_fn():
+def _erf_fn() -> Callable[[Array], Array]:
     try:
         from scipy.special import erf
     except ImportError:  # pragma: no cover - scipy comes with scikit-learn and the tests
         erf = np.vectorize(math.erf, otypes=[np.float64])
-    return erf
+    fn: Callable[[Array], Array] = erf
+    return fn
 
 
 class MLP(Family):
@@ -88,9 +98,22 @@ class MLP(Family):
     ((3, 3), (3, 1))
     """
 
+    hidden_layers: int
+    activation: Literal["relu", "erf"]
+    w_std: float
+    b_std: float
+    dtype: np.dtype[Any]
+    _erf: Callable[[Array], Array] | None
+
     def __init__(
-        self, hidden_layers=2, activation="relu", *, w_std=1.0, b_std=0.0, dtype="float64"
-    ):
+        self,
+        hidden_layers: int = 2,
+        activation: Literal["relu", "erf"] = "relu",
+        *,
+        w_std: float = 1.0,
+        b_std: float = 0.0,
+        dtype: npt.DTypeLike = "float64",
+    ) -> None:
         if isinstance(hidden_layers, bool) or not isinstance(hidden_layers, numbers.Integral):
             raise TypeError(f"hidden_layers must be a positive int, got {hidden_layers!r}")
         if not 1 <= int(hidden_layers) <= 1000:
@@ -100,7 +123,7 @@ class MLP(Family):
         for name, v, zero in (("w_std", w_std, False), ("b_std", b_std, True)):
             if isinstance(v, bool) or not isinstance(v, numbers.Real):
                 raise TypeError(f"{name} must be a real number, got {type(v).__name__}")
-            if not (math.isfinite(v) and (v >= 0 if zero else v > 0)):
+            if not (math.isfinite(v) and (float(v) >= 0 if zero else float(v) > 0)):
                 raise ValueError(
                     f"{name} must be {'>= 0' if zero else '> 0'} and finite, got {v!r}"
                 )
@@ -117,7 +140,7 @@ class MLP(Family):
         self.dtype = dt
         self._erf = _erf_fn() if activation == "erf" else None
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return (
             f"MLP(hidden_layers={self.hidden_layers}, activation={self.activation!r}, "
             f"w_std={self.w_std}, b_std={self.b_std}, dtype={self.dtype.name!r})"
@@ -130,7 +153,7 @@ class MLP(Family):
         )
 
     # -- parameters and forward pass -------------------------------------------------------
-    def init(self, width: int, d_in: int, d_out: int = 1, seed: int = 0) -> list:
+    def init(self, width: int, d_in: int, d_out: int = 1, seed: int = 0) -> Params:
         """Standard normal parameters ``[(W_0, b_0), …, (W_L, b_L)]`` (drawn in float64
         from ``numpy.random.default_rng((seed, width))``, then cast to ``dtype``)."""
         for name, v in (("width", width), ("d_in", d_in), ("d_out", d_out)):
@@ -138,23 +161,25 @@ class MLP(Family):
                 raise ValueError(f"{name} must be a positive int, got {v!r}")
         rng = np.random.default_rng((int(seed), int(width)))
         sizes = [int(d_in)] + [int(width)] * self.hidden_layers + [int(d_out)]
-        params = []
+        params: Params = []
         for n_in, n_out in zip(sizes[:-1], sizes[1:]):
             w = rng.standard_normal((n_in, n_out)).astype(self.dtype)
             b = rng.standard_normal(n_out).astype(self.dtype)
             params.append((w, b))
         return params
 
-    def _act(self, h):
+    def _act(self, h: Array) -> tuple[Array, Array]:
         """``(φ(h), φ'(h))``."""
         if self.activation == "relu":
             return np.maximum(h, 0), (h > 0).astype(h.dtype)
+        assert self._erf is not None  # set for activation 'erf'
         return self._erf(h).astype(h.dtype, copy=False), _TWO_OVER_SQRT_PI * np.exp(-h * h)
 
-    def _forward(self, params, x):
+    def _forward(self, params: Params, x: npt.ArrayLike) -> tuple[Array, list[Array], list[Array]]:
         """Outputs and the per-layer ``z_l`` (l = 0 … L) and ``φ'(h_l)`` (l = 1 … L)."""
         z = np.ascontiguousarray(x, dtype=self.dtype)
-        zs, ds = [z], []
+        zs: list[Array] = [z]
+        ds: list[Array] = []
         for i, (w, b) in enumerate(params):
             h = z @ w
             h *= self.w_std / math.sqrt(w.shape[0])
@@ -167,14 +192,14 @@ class MLP(Family):
             ds.append(d)
         raise AssertionError("unreachable")
 
-    def apply(self, params, x) -> np.ndarray:
+    def apply(self, params: Params, x: npt.ArrayLike) -> npt.NDArray[np.float64]:
         """Outputs ``(N, K)`` (float64) for inputs ``(N, d)``."""
         return self._forward(params, _inputs(x, "x"))[0].astype(np.float64)
 
     # -- kernels ---------------------------------------------------------------------------
-    def _deltas(self, params, zs, ds):
+    def _deltas(self, params: Params, zs: list[Array], ds: list[Array]) -> list[Array]:
         """``Δ_l = ∂f/∂h_l`` for l = 1 … L, each ``(N, K, n_l)``."""
-        out = [None] * len(ds)
+        out: list[Array] = [np.empty(0)] * len(ds)
         w_out = params[-1][0]
         a = self.w_std / math.sqrt(w_out.shape[0])
         delta = ds[-1][:, None, :] * (a * w_out.T)[None, :, :]
@@ -188,14 +213,16 @@ class MLP(Family):
             out[l - 1] = delta
         return out
 
-    def _gram(self, z1, z2, n_in):
-        g = (z1 @ z2.T).astype(np.float64)
+    def _gram(self, z1: Array, z2: Array, n_in: int) -> npt.NDArray[np.float64]:
+        g: npt.NDArray[np.float64] = (z1 @ z2.T).astype(np.float64)
         g *= self.w_std**2 / n_in
         if self.b_std:
             g += self.b_std**2
         return g
 
-    def ntk_flat(self, params, x1, x2=None) -> np.ndarray:
+    def ntk_flat(
+        self, params: Params, x1: Array, x2: Array | None = None
+    ) -> npt.NDArray[np.float64]:
         """The empirical NTK flat ``(N1·K, N2·K)``, float64 (row ``i·K + k``)."""
         k_out = params[-1][0].shape[1]
         n2 = len(x1) if x2 is None else len(x2)
@@ -203,11 +230,11 @@ class MLP(Family):
         with _blas_threads(len(x1) * n2 * k_out * k_out * width):
             return self._ntk_flat(params, x1, x2)
 
-    def _ntk_flat(self, params, x1, x2):
+    def _ntk_flat(self, params: Params, x1: Array, x2: Array | None) -> npt.NDArray[np.float64]:
         k_out = params[-1][0].shape[1]
         width = max(w.shape[1] for w, _ in params[:-1])
         same = x2 is None
-        f2, zs2, ds2 = self._forward(params, x1 if same else x2)
+        f2, zs2, ds2 = self._forward(params, x1 if x2 is None else x2)
         del f2
         dl2 = self._deltas(params, zs2, ds2)
         n2 = zs2[0].shape[0]
@@ -224,7 +251,16 @@ class MLP(Family):
             )
         return out
 
-    def _ntk_block(self, params, zs1, dl1, zs2, dl2, k_out, symmetric=False):
+    def _ntk_block(
+        self,
+        params: Params,
+        zs1: list[Array],
+        dl1: list[Array],
+        zs2: list[Array],
+        dl2: list[Array],
+        k_out: int,
+        symmetric: bool = False,
+    ) -> npt.NDArray[np.float64]:
         n1, n2 = zs1[0].shape[0], zs2[0].shape[0]
         last = len(params) - 1
         g = self._gram(zs1[last], zs2[last], params[last][0].shape[0])
@@ -240,7 +276,9 @@ class MLP(Family):
             theta += blk
         return theta.reshape(n1 * k_out, n2 * k_out)
 
-    def ntk(self, params, x1, x2=None) -> np.ndarray:
+    def ntk(
+        self, params: Params, x1: npt.ArrayLike, x2: npt.ArrayLike | None = None
+    ) -> npt.NDArray[np.float64]:
         """The empirical NTK of the network with ``params``: ``(N1, N2)`` for one output,
         ``(N1, N2, K, K)`` (pair-interleaved) for ``K > 1``; float64."""
         a1 = _inputs(x1, "x1")
@@ -249,7 +287,7 @@ class MLP(Family):
         k = params[-1][0].shape[1]
         return unflatten(flat, k)
 
-    def limit_ntk(self, x1, x2=None) -> np.ndarray:
+    def limit_ntk(self, x1: np.ndarray, x2: np.ndarray | None = None) -> np.ndarray:
         from tangentflow.kernels import fully_connected
 
         return fully_connected(
@@ -263,7 +301,17 @@ class MLP(Family):
         )
 
     # -- training --------------------------------------------------------------------------
-    def train(self, params, x, y, learning_rate, steps, checkpoints=(), x_test=None, progress=None):
+    def train(
+        self,
+        params: Params,
+        x: Array,
+        y: npt.ArrayLike,
+        learning_rate: float,
+        steps: int,
+        checkpoints: Sequence[int] = (),
+        x_test: Array | None = None,
+        progress: ProgressFn | None = None,
+    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64] | None]:
         """Full-batch gradient descent on ``‖f − y‖²/(2n)`` in place; returns the train
         and test outputs after each checkpoint's number of steps (``(C, N, K)``, float64)."""
         y = np.asarray(y, dtype=self.dtype).reshape(len(x), -1)
@@ -276,14 +324,26 @@ class MLP(Family):
             self._steps(params, x, y, eta, steps, ck, x_test, f_tr, f_te, progress)
         return f_tr, f_te
 
-    def _steps(self, params, x, y, eta, steps, ck, x_test, f_tr, f_te, progress):
+    def _steps(
+        self,
+        params: Params,
+        x: Array,
+        y: Array,
+        eta: float,
+        steps: int,
+        ck: Mapping[int, int],
+        x_test: Array | None,
+        f_tr: npt.NDArray[np.float64],
+        f_te: npt.NDArray[np.float64] | None,
+        progress: ProgressFn | None,
+    ) -> None:
         scale = 1.0 / y.size
         last = len(params) - 1
         for t in range(steps + 1):
             f, zs, ds = self._forward(params, x)
             if t in ck:
                 f_tr[ck[t]] = f
-                if x_test is not None:
+                if x_test is not None and f_te is not None:
                     f_te[ck[t]] = self._forward(params, x_test)[0]
             if progress is not None:
                 progress(t, steps)
@@ -303,22 +363,31 @@ class MLP(Family):
                 if l > 0:
                     delta = nxt
 
-    def build(self, width, seed, d_in, d_out) -> Network:
+    def build(self, width: int, seed: int, d_in: int, d_out: int) -> Network:
         return _MLPNet(self, self.init(width, d_in, d_out, seed))
 
 
 class _MLPNet(Network):
-    def __init__(self, mlp: MLP, params):
+    def __init__(self, mlp: MLP, params: Params) -> None:
         self.mlp = mlp
         self.params = params
 
-    def outputs(self, x):
+    def outputs(self, x: np.ndarray) -> np.ndarray:
         return self.mlp._forward(self.params, x)[0].astype(np.float64)
 
-    def ntk(self, x1, x2=None):
+    def ntk(self, x1: np.ndarray, x2: np.ndarray | None = None) -> np.ndarray:
         return self.mlp.ntk_flat(self.params, x1, x2)
 
-    def fit(self, x, y, learning_rate, steps, checkpoints, x_test=None, progress=None):
+    def fit(
+        self,
+        x: np.ndarray,
+        y: np.ndarray,
+        learning_rate: float,
+        steps: int,
+        checkpoints: Sequence[int],
+        x_test: np.ndarray | None = None,
+        progress: ProgressFn | None = None,
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         return self.mlp.train(
             self.params, x, y, learning_rate, steps, checkpoints, x_test, progress
         )
@@ -329,10 +398,11 @@ def unflatten(flat: np.ndarray, k: int) -> np.ndarray:
     if k == 1:
         return flat
     n1, n2 = flat.shape[0] // k, flat.shape[1] // k
-    return flat.reshape(n1, k, n2, k).transpose(0, 2, 1, 3)
+    view: np.ndarray = flat.reshape(n1, k, n2, k).transpose(0, 2, 1, 3)
+    return view
 
 
-def _inputs(x, name, d=None) -> np.ndarray:
+def _inputs(x: npt.ArrayLike, name: str, d: int | None = None) -> npt.NDArray[np.float64]:
     try:
         a = np.asarray(x, dtype=np.float64)
     except (TypeError, ValueError) as e:

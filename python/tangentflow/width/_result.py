@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
+
+from ._family import Family
+
+FloatArray = npt.NDArray[np.float64]
 
 __all__ = ["WidthStudy"]
 
@@ -22,7 +29,7 @@ _SCALARS = (
 )
 
 
-def _jsonable(v):
+def _jsonable(v: Any) -> Any:
     if isinstance(v, np.ndarray):
         return [_jsonable(a) for a in v.tolist()] if v.ndim else _jsonable(v.item())
     if isinstance(v, (list, tuple)):
@@ -55,10 +62,67 @@ class WidthStudy:
     with ``adequate_width_estimate`` from the fitted power law.
     """
 
+    model: str
+    config: dict[str, Any]
+    tol: float
+    checkpoints: list[int]
+    widths: npt.NDArray[np.int64]
+    rmse_train: FloatArray
+    rmse_train_std: FloatArray
+    rmse_train_checkpoints: FloatArray
+    rmse_train_checkpoints_std: FloatArray
+    rmse_test: FloatArray | None
+    rmse_test_std: FloatArray | None
+    rmse_test_checkpoints: FloatArray | None
+    rmse_test_checkpoints_std: FloatArray | None
+    movement: FloatArray
+    movement_std: FloatArray
+    movement_train: FloatArray
+    movement_train_std: FloatArray
+    movement_test: FloatArray | None
+    movement_test_std: FloatArray | None
+    relative_gap: FloatArray
+    relative_gap_std: FloatArray
+    kernel_distance: FloatArray
+    kernel_distance_std: FloatArray
+    kernel_distance_inf: FloatArray | None
+    kernel_distance_inf_std: FloatArray | None
+    kernel_drift: FloatArray
+    kernel_drift_std: FloatArray
+    lr_fraction: FloatArray
+    lr_fraction_std: FloatArray
+    learning_rate: FloatArray
+    learning_rate_std: FloatArray
+    max_learning_rate: FloatArray
+    max_learning_rate_std: FloatArray
+    exponent_rmse: float | None
+    exponent_rmse_stderr: float | None
+    exponent_kernel: float | None
+    exponent_kernel_stderr: float | None
+    exponent_kernel_reference: str
+    adequate_width: int | None
+    adequate_width_estimate: float | None
+    bisection: list[dict[str, Any]]
+    per_seed: dict[int, list[dict[str, Any]]]
+    timings: dict[str, float]
+
     @classmethod
     def from_runs(
-        cls, *, family, widths, grid, per_width, bisection, adequate_width, config, timings, fit
-    ):
+        cls,
+        *,
+        family: Family,
+        widths: Sequence[int],
+        grid: Sequence[tuple[Mapping[str, Any], Mapping[str, Any]]],
+        per_width: Mapping[int, list[dict[str, Any]]],
+        bisection: Sequence[tuple[int, float]],
+        adequate_width: int | None,
+        config: Mapping[str, Any],
+        timings: Mapping[str, float],
+        fit: tuple[
+            Callable[[Any, Any], tuple[float | None, float | None, float | None]],
+            Callable[[float | None, float | None, float], float | None],
+        ],
+    ) -> WidthStudy:
         loglog_slope, extrapolate = fit
         self = cls()
         self.model = family.describe()
@@ -118,7 +182,7 @@ class WidthStudy:
         return self
 
     # -- output ------------------------------------------------------------------------------
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         """Every number, JSON-ready (lists and floats; NaN/inf become None)."""
         keys = ["model", "config", "tol", "checkpoints", "widths", "exponent_kernel_reference"]
         arrays = [
@@ -144,10 +208,11 @@ class WidthStudy:
         out["bisection"] = self.bisection
         out["per_seed"] = self.per_seed
         out["timings"] = self.timings
-        return _jsonable(out)
+        doc: dict[str, Any] = _jsonable(out)
+        return doc
 
     def _crit(self) -> str:
-        return self.config["criterion"]
+        return str(self.config["criterion"])
 
     def table(self) -> str:
         """The study as plain text: one row per width, exponents, adequate width, time."""
@@ -164,8 +229,9 @@ class WidthStudy:
             f"{c['steps']} full-batch GD steps at {lr}; {c['seeds']} seed(s) per width",
             "",
         ]
-        has_test = self.rmse_test is not None
-        has_inf = self.kernel_distance_inf is not None
+        rmse_test, k_inf = self.rmse_test, self.kernel_distance_inf
+        has_test = rmse_test is not None
+        has_inf = k_inf is not None
         head = f"{'width':>6} {'rmse train':>11}"
         if has_test:
             head += f" {'rmse test':>10}"
@@ -175,11 +241,11 @@ class WidthStudy:
         lines += [head, "-" * len(head)]
         for i, w in enumerate(self.widths):
             row = f"{w:>6d} {self.rmse_train[i]:>11.3e}"
-            if has_test:
-                row += f" {self.rmse_test[i]:>10.3e}"
+            if rmse_test is not None:
+                row += f" {rmse_test[i]:>10.3e}"
             gap = f"{self.relative_gap[i]:.4f}±{self.relative_gap_std[i]:.4f}"
             row += f" {self.movement[i]:>9.3e} {gap:>15} "
-            row += f"{self.kernel_distance_inf[i]:>7.4f} " if has_inf else ""
+            row += f"{k_inf[i]:>7.4f} " if k_inf is not None else ""
             row += f"{self.kernel_distance[i]:>9.4f} {self.kernel_drift[i]:>8.2e} "
             row += f"{self.lr_fraction[i]:>6.3f}"
             lines.append(row)
@@ -228,13 +294,13 @@ class WidthStudy:
             )
         return "\n".join(lines)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return (
             f"WidthStudy(widths={self.widths.tolist()}, exponent_rmse={self.exponent_rmse}, "
             f"exponent_kernel={self.exponent_kernel}, adequate_width={self.adequate_width})"
         )
 
-    def plot(self, path) -> None:
+    def plot(self, path: Any) -> None:
         """Writes a PNG: log-log RMSE (train, test) and kernel distance against width, each
         with an ``n^-1/2`` reference line through its narrowest point, and the relative gap
         with the tolerance."""
@@ -244,7 +310,7 @@ class WidthStudy:
         fig = Figure(figsize=(14, 4.2))
         axes = fig.subplots(1, 3)
 
-        def ref(ax, y0):
+        def ref(ax: Any, y0: float) -> None:
             if np.isfinite(y0) and y0 > 0:
                 ax.plot(w, y0 * np.sqrt(w[0] / w), "k:", lw=1, label="n^-1/2")
 
@@ -307,7 +373,7 @@ class WidthStudy:
         fig.savefig(path, dpi=110)
 
 
-def _fmt_exp(v, se):
+def _fmt_exp(v: float | None, se: float | None) -> str:
     if v is None:
         return "n/a (fewer than two usable widths)"
     return f"{v:+.3f} ± {se:.3f}" if se is not None else f"{v:+.3f}"

@@ -12,16 +12,26 @@ from __future__ import annotations
 import math
 import numbers
 import time
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
 import numpy as np
+import numpy.typing as npt
 
 from .._errors import NumericalWarning, TangentflowError, warn
-from ._family import as_family
+from ._family import Family, as_family
 from ._fit import bisect_width, extrapolate_width, loglog_slope
 from ._mlp import _inputs, unflatten
 from ._result import WidthStudy
 
 __all__ = ["check", "LearningRateWarning", "DEFAULT_WIDTHS"]
+
+T = TypeVar("T")
+FloatArray = npt.NDArray[np.float64]
+#: ``progress(width, seed, step, steps)`` during training.
+StudyProgress = Callable[[int, int, int, int], None]
+#: Per-seed results of one run: name -> number or per-checkpoint array.
+Run = dict[str, Any]
 
 DEFAULT_WIDTHS = (64, 128, 256, 512, 1024, 2048)
 #: Above this fraction of ``max_learning_rate`` a warning is issued; at 1 GD diverges.
@@ -33,21 +43,21 @@ class LearningRateWarning(NumericalWarning):
     network may leave the kernel regime (catapult dynamics) long before it diverges."""
 
 
-def _positive_int(v, name, minimum=1):
+def _positive_int(v: object, name: str, minimum: int = 1) -> int:
     if isinstance(v, bool) or not isinstance(v, numbers.Integral) or int(v) < minimum:
         raise ValueError(f"{name} must be an int >= {minimum}, got {v!r}")
     return int(v)
 
 
-def _positive(v, name):
+def _positive(v: object, name: str) -> float:
     if isinstance(v, bool) or not isinstance(v, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {type(v).__name__}")
-    if not (math.isfinite(v) and v > 0):
+    if not (math.isfinite(v) and float(v) > 0):
         raise ValueError(f"{name} must be > 0 and finite, got {v!r}")
     return float(v)
 
 
-def _checkpoints(checkpoints, steps):
+def _checkpoints(checkpoints: Iterable[int] | None, steps: int) -> list[int]:
     if checkpoints is None:
         grid = np.unique(np.rint(np.geomspace(1, steps, min(6, steps))).astype(int))
         return [int(c) for c in grid if 1 <= c < steps] + [steps]
@@ -61,7 +71,7 @@ def _checkpoints(checkpoints, steps):
     return sorted(set(cs) - {steps}) + [steps]
 
 
-def _flat_norm_to_limit(theta, limit, k):
+def _flat_norm_to_limit(theta: FloatArray, limit: FloatArray, k: int) -> float:
     """``‖Θ − Θ∞ ⊗ I_K‖_F / ‖Θ∞ ⊗ I_K‖_F`` without forming the Kronecker product."""
     n = limit.shape[0]
     t4 = theta.reshape(n, k, n, k)
@@ -74,18 +84,26 @@ def _flat_norm_to_limit(theta, limit, k):
     return math.sqrt(max(sq, 0.0) / (k * float(np.sum(limit * limit))))
 
 
-def _rel(a, b):
+def _rel(a: FloatArray, b: FloatArray) -> float:
     return float(np.linalg.norm(a - b) / np.linalg.norm(b))
 
 
-def _rms(a):
+def _rms(a: FloatArray) -> float:
     return float(np.sqrt(np.mean(np.square(a))))
 
 
 class _Runner:
     """Runs (width, seed) experiments with shared data, configuration and timers."""
 
-    def __init__(self, family, x, y, x_test, cfg, progress):
+    def __init__(
+        self,
+        family: Family,
+        x: FloatArray,
+        y: FloatArray,
+        x_test: FloatArray | None,
+        cfg: dict[str, Any],
+        progress: StudyProgress | None,
+    ) -> None:
         self.family = family
         self.x, self.y, self.x_test = x, y, x_test
         self.k = y.shape[1]
@@ -94,20 +112,20 @@ class _Runner:
         self.timings = dict.fromkeys(("kernel", "factorization", "prediction", "training"), 0.0)
         self.timings["limit"] = 0.0
         self.factorizations = 0  # O(D³) eigendecompositions run: one per (width, seed)
-        self.limit = None
-        self._warned = set()
+        self.limit: FloatArray | None = None
+        self._warned: set[int] = set()
 
-    def _timed(self, name, fn, *a, **kw):
+    def _timed(self, name: str, fn: Callable[..., T], *a: Any, **kw: Any) -> T:
         t0 = time.perf_counter()
         try:
             return fn(*a, **kw)
         finally:
             self.timings[name] += time.perf_counter() - t0
 
-    def _kernel_arg(self, flat):
+    def _kernel_arg(self, flat: FloatArray) -> FloatArray:
         return unflatten(flat, self.k)
 
-    def run(self, width, seed):
+    def run(self, width: int, seed: int) -> tuple[Run, FloatArray]:
         from .. import Predictor
 
         cfg, x, y, xt, k = self.cfg, self.x, self.y, self.x_test, self.k
@@ -116,7 +134,7 @@ class _Runner:
         g0 = None if xt is None else self._timed("training", net.outputs, xt)
         theta0 = self._timed("kernel", net.ntk, x)
         theta_te = None if xt is None else self._timed("kernel", net.ntk, xt, x)
-        trace = None if k == 1 else ()
+        trace: tuple[int, ...] | None = None if k == 1 else ()
         p0 = Predictor(self._kernel_arg(theta0), y, dynamics="gd", trace_axes=trace)
         self._timed("factorization", p0.factorize)
         max_lr = p0.diagnostics().max_learning_rate
@@ -127,7 +145,7 @@ class _Runner:
         ck = np.asarray(cfg["checkpoints"])
         with np.errstate(over="ignore", invalid="ignore"):
             try:
-                if xt is None:
+                if theta_te is None:  # no test set
                     lin = self._timed("prediction", p.at, ck, fx_train_0=f0)
                 else:
                     tset = p.test_set(self._kernel_arg(theta_te), fx_test_0=g0)
@@ -135,9 +153,9 @@ class _Runner:
                 lin_tr, lin_te = lin.train, lin.test
             except TangentflowError:  # diverging steps (only with force=True)
                 lin_tr = np.full((len(ck),) + f0.shape, np.nan)
-                lin_te = None if xt is None else np.full((len(ck),) + g0.shape, np.nan)
+                lin_te = None if g0 is None else np.full((len(ck),) + g0.shape, np.nan)
 
-            def step_progress(t, steps):
+            def step_progress(t: int, steps: int) -> None:
                 if self.progress is not None:
                     self.progress(width, seed, t, steps)
 
@@ -146,7 +164,7 @@ class _Runner:
             )
             self.factorizations += p.factorizations  # all checkpoints: one factorization
             theta_end = self._timed("kernel", net.ntk, x)
-            out = {
+            out: Run = {
                 "rmse_train_checkpoints": np.sqrt(np.mean((f_tr - lin_tr) ** 2, axis=(1, 2))),
                 "movement_train": _rms(f_tr[-1] - f0),
                 "kernel_drift": _rel(theta_end, theta0),
@@ -154,7 +172,7 @@ class _Runner:
                 "learning_rate": eta,
                 "max_learning_rate": max_lr,
             }
-            if xt is not None:
+            if f_te is not None:  # a test set
                 out["rmse_test_checkpoints"] = np.sqrt(np.mean((f_te - lin_te) ** 2, axis=(1, 2)))
                 out["movement_test"] = _rms(f_te[-1] - g0)
         if self.limit is not None:
@@ -163,7 +181,7 @@ class _Runner:
         out["relative_gap"] = out[f"rmse_{crit}_checkpoints"][-1] / out[f"movement_{crit}"]
         return out, theta0
 
-    def _check_rate(self, frac, width, eta, max_lr):
+    def _check_rate(self, frac: float, width: int, eta: float, max_lr: float) -> None:
         if frac >= 1.0 and not self.cfg["force"]:
             raise ValueError(
                 f"learning_rate {eta:.6g} is {frac:.3g} x the largest stable rate {max_lr:.6g} "
@@ -179,9 +197,10 @@ class _Runner:
             )
 
 
-def _aggregate(runs):
+def _aggregate(runs: list[Run]) -> tuple[dict[str, Any], dict[str, Any]]:
     """Per-width means and standard deviations over seeds of every per-seed quantity."""
-    mean, std = {}, {}
+    mean: dict[str, Any] = {}
+    std: dict[str, Any] = {}
     for key in runs[0]:
         vals = np.array([r[key] for r in runs], dtype=np.float64)
         mean[key] = vals.mean(axis=0)
@@ -190,21 +209,21 @@ def _aggregate(runs):
 
 
 def check(
-    model,
-    x_train,
-    y_train,
-    x_test=None,
+    model: object,
+    x_train: npt.ArrayLike,
+    y_train: npt.ArrayLike,
+    x_test: npt.ArrayLike | None = None,
     *,
-    widths=DEFAULT_WIDTHS,
-    seeds=2,
-    learning_rate=None,
-    rate_fraction=0.5,
-    steps=300,
-    tol=0.05,
-    checkpoints=None,
-    bisect=3,
-    force=False,
-    progress=None,
+    widths: Iterable[int] = DEFAULT_WIDTHS,
+    seeds: int = 2,
+    learning_rate: float | None = None,
+    rate_fraction: float = 0.5,
+    steps: int = 300,
+    tol: float = 0.05,
+    checkpoints: Iterable[int] | None = None,
+    bisect: int = 3,
+    force: bool = False,
+    progress: StudyProgress | None = None,
 ) -> WidthStudy:
     """Trains ``model`` at every width and compares it with its linearized prediction.
 
@@ -313,17 +332,18 @@ def check(
     if warned_all:
         runner._warned.update(ws)
 
-    per_width = {}
-    ref = None
+    per_width: dict[int, list[Run]] = {}
+    ref: FloatArray | None = None
     for w in reversed(ws):  # widest first: it is the reference of kernel_distance
-        results = []
-        thetas = []
+        results: list[Run] = []
+        thetas: list[FloatArray] = []
         for s in range(seeds):
             out, theta0 = runner.run(w, s)
             results.append(out)
             if w == ws[-1]:
                 thetas.append(theta0)
             else:
+                assert ref is not None  # the widest width ran first
                 out["kernel_distance"] = _rel(theta0, ref)
         if w == ws[-1]:
             ref = np.mean(thetas, axis=0) if len(thetas) > 1 else thetas[0]
@@ -332,8 +352,9 @@ def check(
             del thetas
         per_width[w] = results
 
-    def evaluate(width):
-        results = []
+    def evaluate(width: int) -> float:
+        assert ref is not None  # the widest grid width ran first
+        results: list[Run] = []
         for s in range(seeds):
             out, theta0 = runner.run(width, s)
             out["kernel_distance"] = _rel(theta0, ref)
@@ -343,7 +364,8 @@ def check(
 
     grid = [_aggregate(per_width[w]) for w in ws]
     gaps = np.array([g[0]["relative_gap"] for g in grid])
-    adequate, bisection = None, []
+    adequate: int | None = None
+    bisection: list[tuple[int, float]] = []
     passing = np.nonzero(gaps <= tol)[0]
     if passing.size:
         first = int(passing[0])

@@ -8,9 +8,12 @@ is built.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
 import numpy as np
 
-from ._family import Family, Network, call_factory, takes_seed
+from ._family import Family, Network, ProgressFn, call_factory, takes_seed
 
 __all__ = ["TorchModel"]
 
@@ -33,7 +36,13 @@ class TorchModel(Family):
     the device of its parameters.
     """
 
-    def __init__(self, factory, *, limit=None, name=None):
+    def __init__(
+        self,
+        factory: Callable[..., Any],
+        *,
+        limit: Callable[[np.ndarray, np.ndarray], Any] | None = None,
+        name: str | None = None,
+    ) -> None:
         if not callable(factory):
             raise TypeError(f"factory must be callable, got {type(factory).__name__}")
         if limit is not None and not callable(limit):
@@ -48,12 +57,12 @@ class TorchModel(Family):
     def describe(self) -> str:
         return self.name or f"PyTorch model {getattr(self.factory, '__name__', 'factory')}"
 
-    def limit_ntk(self, x1, x2=None):
+    def limit_ntk(self, x1: np.ndarray, x2: np.ndarray | None = None) -> np.ndarray | None:
         if self._limit is None:
             return None
         return np.asarray(self._limit(x1, x1 if x2 is None else x2), dtype=np.float64)
 
-    def build(self, width, seed, d_in, d_out) -> Network:
+    def build(self, width: int, seed: int, d_in: int, d_out: int) -> Network:
         import torch
 
         if not self._takes_seed:
@@ -67,7 +76,7 @@ class TorchModel(Family):
 
 
 class _TorchNet(Network):
-    def __init__(self, module, d_out):
+    def __init__(self, module: Any, d_out: int) -> None:
         import torch
         from torch.func import functional_call, jacrev, vmap
 
@@ -80,21 +89,21 @@ class _TorchNet(Network):
         self.dtype, self.device = first.dtype, first.device
         self.n_params = sum(p.numel() for p in self.params.values())
 
-        def f(params, x):
+        def f(params: dict[str, Any], x: Any) -> Any:
             return functional_call(module, params, (x,)).reshape(x.shape[0], -1)
 
-        def f_one(params, x1):
+        def f_one(params: dict[str, Any], x1: Any) -> Any:
             return f(params, x1.unsqueeze(0))[0]
 
         self.f = f
         self._jac = vmap(jacrev(f_one), in_dims=(None, 0))
 
-    def _x(self, x):
+    def _x(self, x: np.ndarray) -> Any:
         return self.torch.as_tensor(np.asarray(x), dtype=self.dtype, device=self.device)
 
-    def outputs(self, x):
+    def outputs(self, x: np.ndarray) -> np.ndarray:
         with self.torch.no_grad():
-            out = self.f(self.params, self._x(x)).double().cpu().numpy()
+            out: np.ndarray = self.f(self.params, self._x(x)).double().cpu().numpy()
         if out.shape[1] != self.d_out:
             raise ValueError(
                 f"the PyTorch model gives {out.shape[1]} output(s) per example but y_train has "
@@ -102,7 +111,7 @@ class _TorchNet(Network):
             )
         return out
 
-    def _blocks(self, x):
+    def _blocks(self, x: np.ndarray) -> Iterator[tuple[int, Any]]:
         torch = self.torch
         k = self.d_out
         per = max(1, _BLOCK_BYTES // (k * self.n_params * self.dtype.itemsize))
@@ -112,7 +121,7 @@ class _TorchNet(Network):
             b = jac[self.names[0]].shape[0]
             yield s, torch.cat([jac[n].reshape(b * k, -1) for n in self.names], dim=1)
 
-    def ntk(self, x1, x2=None):
+    def ntk(self, x1: np.ndarray, x2: np.ndarray | None = None) -> np.ndarray:
         k = self.d_out
         second = x1 if x2 is None else x2
         out = np.empty((len(x1) * k, len(second) * k))
@@ -124,7 +133,16 @@ class _TorchNet(Network):
                 )
         return out
 
-    def fit(self, x, y, learning_rate, steps, checkpoints, x_test=None, progress=None):
+    def fit(
+        self,
+        x: np.ndarray,
+        y: np.ndarray,
+        learning_rate: float,
+        steps: int,
+        checkpoints: Sequence[int],
+        x_test: np.ndarray | None = None,
+        progress: ProgressFn | None = None,
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         torch = self.torch
         xa = self._x(x)
         ya = torch.as_tensor(
@@ -135,12 +153,12 @@ class _TorchNet(Network):
         params = {name: p.clone().requires_grad_(True) for name, p in self.params.items()}
         ck = {int(c): i for i, c in enumerate(checkpoints)}
         f_tr = np.empty((len(ck), len(x), ya.shape[1]))
-        f_te = None if xt is None else np.empty((len(ck), len(x_test), ya.shape[1]))
+        f_te = None if x_test is None else np.empty((len(ck), len(x_test), ya.shape[1]))
         for t in range(steps + 1):
             out = self.f(params, xa)
             if t in ck:
                 f_tr[ck[t]] = out.detach().double().cpu().numpy()
-                if xt is not None:
+                if xt is not None and f_te is not None:
                     with torch.no_grad():
                         f_te[ck[t]] = self.f(params, xt).double().cpu().numpy()
             if progress is not None:
