@@ -227,18 +227,6 @@ class Predictor:
             )
         )
 
-    def _at_state(
-        self,
-        t: Any,
-        fx_train_0: Any,
-        fx_test_0: Any,
-        k_test_train: Any,
-        qx_train_0: Any,
-        qx_test_0: Any,
-    ) -> tuple[Any, Any, Any, Any]:
-        """Kept for the compatibility layer until it calls ``model.ode_state``."""
-        return self._model.ode_state(t, fx_train_0, fx_test_0, k_test_train, qx_train_0, qx_test_0)
-
     def test_set(self, k_test_train: Any, fx_test_0: Any = 0.0) -> TestSet:
         """A handle whose ``.at`` reuses the test-dependent work ``K_te·V`` across calls."""
         return TestSet(self, k_test_train, fx_test_0)

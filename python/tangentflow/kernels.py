@@ -44,7 +44,7 @@ def _inputs(x: npt.ArrayLike, name: str) -> FloatArray:
             f"{name} is a GPU array: tangentflow.kernels runs in the Rust core on the CPU; "
             "pass a NumPy array (and move the kernels to the GPU with cupy.asarray)"
         )
-    arr = _validate.as_float_array(x, name, _backends.select(None, "cpu"))
+    arr = _validate.host_float_array(x, name)
     if arr.ndim != 2:
         raise ValueError(
             f"{name} must be 2-D of shape (N, d) (rows are examples), got shape {arr.shape}"

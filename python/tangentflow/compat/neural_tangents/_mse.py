@@ -7,8 +7,8 @@ from collections.abc import Callable, Sequence
 from types import ModuleType
 from typing import Any
 
-from ... import Predictor
 from ... import max_learning_rate as native_max_learning_rate
+from ..._model import KernelModel, Options
 from ._arrays import Value, as_array, as_scalar, host_array, symmetrized
 from ._jax import Native, Spec, result_dtype
 from ._results import TraceAxes, check_inputs, fx_test_shape, t_shape, train_test
@@ -78,14 +78,15 @@ def gradient_descent_mse(
       time; every output has ``t.shape`` prepended.
     """
 
-    def build(k: Value, y: Value, lr: Value, reg: Value) -> Predictor:
-        return Predictor(
-            symmetrized(as_array(k), "k_train_train"),
-            as_array(y),
+    def build(k: Value, y: Value, lr: Value, reg: Value) -> KernelModel:
+        opts = Options.create(
             learning_rate=as_scalar(lr),
             diag_reg=as_scalar(reg),
             diag_reg_absolute_scale=diag_reg_absolute_scale,
             trace_axes=trace_axes,
+        )
+        return KernelModel.create(
+            symmetrized(as_array(k), "k_train_train"), opts, y_train=as_array(y)
         )
 
     native = Native(
@@ -93,11 +94,15 @@ def gradient_descent_mse(
         [as_array(k_train_train), as_array(y_train), as_array(learning_rate), as_array(diag_reg)],
     )
 
-    def compute(p: Predictor, t: Value, f0: Value, g0: Value, ktd: Value) -> list[Value]:
-        out = p.at(
-            as_array(t), fx_train_0=as_array(f0), fx_test_0=as_array(g0), k_test_train=as_array(ktd)
+    def compute(m: KernelModel, t: Value, f0: Value, g0: Value, ktd: Value) -> list[Value]:
+        return list(
+            m.at(
+                as_array(t),
+                fx_train_0=as_array(f0),
+                fx_test_0=as_array(g0),
+                k_test_train=as_array(ktd),
+            )
         )
-        return [out.train, out.test]
 
     def predict_fn(
         t: Value = None,

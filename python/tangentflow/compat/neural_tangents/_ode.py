@@ -1,5 +1,5 @@
 """``gradient_descent``: an arbitrary loss (recognized built-ins, a ``.grad`` callable or
-``jax.grad``), integrated as an ODE by ``Predictor``; momentum states as ``ODEState``."""
+``jax.grad``), integrated as an ODE by the kernel model; momentum states as ``ODEState``."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from ... import Predictor
+from ..._model import KernelModel, Options
 from ._arrays import Value, as_array, as_scalar, symmetrized, to_host
 from ._jax import Native, x64_context
 from ._mse import predict_specs
@@ -72,9 +72,9 @@ def _jax_grad(loss: Callable[..., Any]) -> GradFn | None:
 
 
 def native_loss(loss: Any, y_train: Value) -> Literal["mse", "cross_entropy"] | GradFn:
-    """The ``loss`` argument of ``Predictor``: the built-in name when the loss is one of
-    them with the same normalization (checked on a probe point), else a gradient
-    callable ``grad(fx, y_hat) -> dL/dfx``."""
+    """The ``loss`` option of the kernel model (as ``Predictor``'s): the built-in name when
+    the loss is one of them with the same normalization (checked on a probe point), else a
+    gradient callable ``grad(fx, y_hat) -> dL/dfx``."""
     user_grad = getattr(loss, "grad", None)
     grad: GradFn
     if callable(user_grad):
@@ -148,16 +148,15 @@ def gradient_descent(
       when given one.
     """
 
-    def build(k: Value, y: Value, lr: Value, mom: Value) -> Predictor:
+    def build(k: Value, y: Value, lr: Value, mom: Value) -> KernelModel:
         y = as_array(y)
-        return Predictor(
-            symmetrized(as_array(k), "k_train_train"),
-            y,
+        opts = Options.create(
             learning_rate=as_scalar(lr),
             momentum=as_scalar(mom),
             loss=native_loss(loss, y),
             trace_axes=trace_axes,
         )
+        return KernelModel.create(symmetrized(as_array(k), "k_train_train"), opts, y_train=y)
 
     native = Native(
         build,
@@ -165,19 +164,23 @@ def gradient_descent(
     )
 
     def compute_state(
-        p: Predictor, t: Value, f0: Value, g0: Value, ktd: Value, q0: Value, q1: Value
+        m: KernelModel, t: Value, f0: Value, g0: Value, ktd: Value, q0: Value, q1: Value
     ) -> list[Value]:
         return list(
-            p._at_state(
+            m.ode_state(
                 as_array(t), as_array(f0), as_array(g0), as_array(ktd), as_array(q0), as_array(q1)
             )
         )
 
-    def compute(p: Predictor, t: Value, f0: Value, g0: Value, ktd: Value) -> list[Value]:
-        out = p.at(
-            as_array(t), fx_train_0=as_array(f0), fx_test_0=as_array(g0), k_test_train=as_array(ktd)
+    def compute(m: KernelModel, t: Value, f0: Value, g0: Value, ktd: Value) -> list[Value]:
+        return list(
+            m.at(
+                as_array(t),
+                fx_train_0=as_array(f0),
+                fx_test_0=as_array(g0),
+                k_test_train=as_array(ktd),
+            )
         )
-        return [out.train, out.test]
 
     def predict_fn(
         t: Value = None,
