@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 
-.PHONY: all venv dev wheel install test test-rust test-python lint stubtest demo bench bench-rust clean
+.PHONY: all venv dev wheel install test test-rust test-python lint typecheck stubtest demo bench bench-rust clean
 
 all: test
 
@@ -45,6 +45,12 @@ lint: venv
 	cargo clippy --all-targets -- -D warnings
 	$(VENV)/bin/ruff check python tests benches
 	$(VENV)/bin/ruff format --check python tests benches
+
+# mypy --strict over python/tangentflow (settings and per-module exceptions: [tool.mypy] in
+# pyproject.toml); the extension is checked through its stubs, python/tangentflow/_core.pyi.
+typecheck: venv
+	$(PIP) install -q mypy
+	$(PY) -m mypy
 
 # The hand-written stubs of the extension against the installed module (after install).
 stubtest: venv
