@@ -10,6 +10,7 @@ import pytest
 
 import tangentflow as tf
 from tangentflow import _core
+from tangentflow._backends.cpu import CpuBackend
 
 from conftest import rbf_problem
 
@@ -57,10 +58,14 @@ def test_forked_child_runs_after_parent_used_the_pool():
         lambda: _core.test_outputs_cached_f64(
             np.ones((4, 2)), np.ones((2, 1)), np.ones((2, 5)), np.ones((3, 1))
         ),
-        lambda: _core.mode_factors("flow", [1.0], np.array([1.0, -1.0]), np.array([1.0])),
-        lambda: _core.mode_factors("flow", [1.0], np.array([1.0]), np.array([-1.0])),
-        lambda: _core.mode_factors("warp", [1.0], np.array([1.0]), np.array([1.0])),
-        lambda: _core.mode_factors("momentum", [1.0, 1.5, 3.0], np.array([1.0]), np.array([1.0])),
+        lambda: _core.mode_factors(
+            _core.Dynamics.flow(1.0), np.array([1.0, -1.0]), np.array([1.0])
+        ),
+        lambda: _core.mode_factors(_core.Dynamics.flow(1.0), np.array([1.0]), np.array([-1.0])),
+        lambda: CpuBackend().mode_factors("warp", [1.0], np.array([1.0]), np.array([1.0])),
+        lambda: _core.mode_factors(
+            _core.Dynamics.momentum(1.0, 1.5, 3.0), np.array([1.0]), np.array([1.0])
+        ),
         lambda: _core.cholesky_solve_f64_f64(np.eye(3), 0.0, np.ones((4, 1))),
         lambda: _core.fully_connected_f64(
             np.ones((3, 2)), np.ones((3, 4)), 1, "relu", 1.0, 0.0, True, True

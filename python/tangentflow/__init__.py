@@ -12,7 +12,7 @@ import numpy as _np
 
 from . import _core
 from ._ensemble import Ensemble
-from ._errors import LinAlgError, NumericalWarning, TangentflowError
+from ._errors import IntegrationError, LinAlgError, NumericalWarning, TangentflowError
 from ._gaussian import Gaussian
 from ._gp import GaussianProcess
 from ._lr import max_learning_rate
@@ -34,6 +34,7 @@ __all__ = [
     "NumericalWarning",
     "TangentflowError",
     "LinAlgError",
+    "IntegrationError",
     "MAX_THREADS",
     "__version__",
 ]

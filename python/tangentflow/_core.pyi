@@ -1,7 +1,7 @@
 # Typed surface of the private extension module tangentflow._core (rust/py).
 # Checked in CI by `python -m mypy.stubtest tangentflow._core`.
 from collections.abc import Callable
-from typing import Any
+from typing import Any, final
 
 import numpy as np
 from numpy.typing import NDArray
@@ -30,7 +30,17 @@ def cholesky_solve_f32_f32(
 def cholesky_solve_f64_f32(
     k: _F64, shift: float, rhs: _F32
 ) -> tuple[_F32, float, float, float, int] | None: ...
-def mode_factors(kind: str, params: list[float], mu: _F64, times: _F64) -> tuple[_F64, _F64]: ...
+@final
+class Dynamics:
+    """How each eigenmode evolves; passed to ``mode_factors`` and ``closed_form_*``."""
+    @staticmethod
+    def flow(scale: float) -> Dynamics: ...
+    @staticmethod
+    def gd(scale: float) -> Dynamics: ...
+    @staticmethod
+    def momentum(learning_rate: float, momentum: float, n: float) -> Dynamics: ...
+
+def mode_factors(dynamics: Dynamics, mu: _F64, times: _F64) -> tuple[_F64, _F64]: ...
 def project_f64(v: _F64, r: _F64) -> _F64: ...
 def project_f32(v: _F32, r: _F32) -> _F32: ...
 def test_basis_f64(kte: _F64, v: _F64) -> _F64: ...
@@ -41,6 +51,28 @@ def test_outputs_f64(kte: _F64, v: _F64, z: _F64, phi: _F64, g0: _F64) -> _F64: 
 def test_outputs_f32(kte: _F32, v: _F32, z: _F32, phi: _F64, g0: _F32) -> _F32: ...
 def test_outputs_cached_f64(kv: _F64, z: _F64, phi: _F64, g0: _F64) -> _F64: ...
 def test_outputs_cached_f32(kv: _F32, z: _F32, phi: _F64, g0: _F32) -> _F32: ...
+def closed_form_f64(
+    dynamics: Dynamics,
+    mu: _F64,
+    times: _F64,
+    v: _F64,
+    r: _F64,
+    f0: _F64 | None,
+    test: _F64 | None,
+    g0: _F64 | None,
+    cached: bool,
+) -> tuple[_F64, _F64 | None, _F64 | None]: ...
+def closed_form_f32(
+    dynamics: Dynamics,
+    mu: _F64,
+    times: _F64,
+    v: _F32,
+    r: _F32,
+    f0: _F32 | None,
+    test: _F32 | None,
+    g0: _F32 | None,
+    cached: bool,
+) -> tuple[_F32, _F32 | None, _F32 | None]: ...
 def set_num_threads(n: int) -> None: ...
 def get_num_threads() -> int: ...
 def fully_connected_f64(

@@ -6,7 +6,7 @@ import warnings
 
 import numpy as np
 
-__all__ = ["TangentflowError", "LinAlgError", "NumericalWarning", "warn"]
+__all__ = ["TangentflowError", "LinAlgError", "IntegrationError", "NumericalWarning", "warn"]
 
 
 class TangentflowError(Exception):
@@ -15,6 +15,11 @@ class TangentflowError(Exception):
 
 class LinAlgError(TangentflowError, np.linalg.LinAlgError):
     """A factorization failed (the eigendecomposition did not converge)."""
+
+
+class IntegrationError(TangentflowError):
+    """The ODE integrator could not finish (the time is out of reach within the step budget,
+    the rate stagnated above ``converge_tol``, the step size underflowed)."""
 
 
 class NumericalWarning(RuntimeWarning):

@@ -1,20 +1,99 @@
-"""The CPU backend: every O(N²) and O(N³) step runs in the Rust core (faer, rayon)."""
+"""The CPU backend: every O(N²) and O(N³) step runs in the Rust core (faer, rayon).
+
+The core's entry points are monomorphic (``_f32``/``_f64`` suffixes, docs/architecture.md);
+the tables below pick one from the dtypes, typed so that mypy checks every call against
+``tangentflow/_core.pyi``."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, Literal
+
 import numpy as np
+from numpy.typing import NDArray
 
 from .. import _core
 
+_Arr = NDArray[Any]
+_F64 = NDArray[np.float64]
+_Prec = Literal["f32", "f64"]
 
-def _c(a, dtype):
+
+def _c(a: Any, dtype: Any) -> Any:
     """C-contiguous and aligned (the Rust views assume natural alignment; a NumPy array
     made with ``frombuffer`` at an odd offset may not be)."""
     return np.require(a, dtype=dtype, requirements=["C", "A"])
 
 
-def _sfx(dtype) -> str:
+def _p(dtype: Any) -> _Prec:
     return "f32" if np.dtype(dtype) == np.float32 else "f64"
+
+
+_KERNEL_STATS: dict[_Prec, Callable[[_Arr], tuple[float, float, float, bool]]] = {
+    "f32": _core.kernel_stats_f32,
+    "f64": _core.kernel_stats_f64,
+}
+# keyed by (kernel dtype, compute dtype)
+_EIGH: dict[tuple[_Prec, _Prec], Callable[[_Arr, float], tuple[_F64, _Arr, int]]] = {
+    ("f64", "f64"): _core.sym_eigh_f64_f64,
+    ("f32", "f64"): _core.sym_eigh_f32_f64,
+    ("f32", "f32"): _core.sym_eigh_f32_f32,
+    ("f64", "f32"): _core.sym_eigh_f64_f32,
+}
+_CHOLESKY: dict[
+    tuple[_Prec, _Prec],
+    Callable[[_Arr, float, _Arr], tuple[_Arr, float, float, float, int] | None],
+] = {
+    ("f64", "f64"): _core.cholesky_solve_f64_f64,
+    ("f32", "f64"): _core.cholesky_solve_f32_f64,
+    ("f32", "f32"): _core.cholesky_solve_f32_f32,
+    ("f64", "f32"): _core.cholesky_solve_f64_f32,
+}
+# keyed by the compute dtype
+_PROJECT: dict[_Prec, Callable[[_Arr, _Arr], _Arr]] = {
+    "f32": _core.project_f32,
+    "f64": _core.project_f64,
+}
+_TEST_BASIS: dict[_Prec, Callable[[_Arr, _Arr], _Arr]] = {
+    "f32": _core.test_basis_f32,
+    "f64": _core.test_basis_f64,
+}
+_TRAIN_OUTPUTS: dict[_Prec, Callable[[_Arr, _Arr, _F64, _Arr], _Arr]] = {
+    "f32": _core.train_outputs_f32,
+    "f64": _core.train_outputs_f64,
+}
+_TEST_OUTPUTS: dict[_Prec, Callable[[_Arr, _Arr, _Arr, _F64, _Arr], _Arr]] = {
+    "f32": _core.test_outputs_f32,
+    "f64": _core.test_outputs_f64,
+}
+_TEST_OUTPUTS_CACHED: dict[_Prec, Callable[[_Arr, _Arr, _F64, _Arr], _Arr]] = {
+    "f32": _core.test_outputs_cached_f32,
+    "f64": _core.test_outputs_cached_f64,
+}
+_CLOSED_FORM: dict[
+    _Prec,
+    Callable[
+        [_core.Dynamics, _F64, _F64, _Arr, _Arr, _Arr | None, _Arr | None, _Arr | None, bool],
+        tuple[_Arr, _Arr | None, _Arr | None],
+    ],
+] = {
+    "f32": _core.closed_form_f32,
+    "f64": _core.closed_form_f64,
+}
+# the protocol's dynamics descriptions ("flow", [η/n]), ("gd", [η/n]), ("momentum", [η, m, n])
+_DYNAMICS: dict[str, Callable[..., _core.Dynamics]] = {
+    "flow": _core.Dynamics.flow,
+    "gd": _core.Dynamics.gd,
+    "momentum": _core.Dynamics.momentum,
+}
+
+
+def _dynamics(kind: str, params: list[float]) -> _core.Dynamics:
+    try:
+        make = _DYNAMICS[kind]
+    except KeyError:
+        raise ValueError(f"unknown dynamics {kind!r}") from None
+    return make(*(float(p) for p in params))
 
 
 class CpuBackend:
@@ -23,23 +102,23 @@ class CpuBackend:
     on_gpu = False
     runs_ode = True
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
         from . import by_name
 
         return (by_name, (self.name,))
 
-    def asarray(self, a, dtype=None):
+    def asarray(self, a: Any, dtype: Any = None) -> Any:
         return np.asarray(a, dtype=dtype)
 
-    def to_numpy(self, a):
+    def to_numpy(self, a: Any) -> Any:
         return np.asarray(a)
 
-    def kernel_stats(self, k):
+    def kernel_stats(self, k: Any) -> tuple[float, float, float, bool]:
         k = self._kernel(k)
-        return getattr(_core, f"kernel_stats_{_sfx(k.dtype)}")(k)
+        return _KERNEL_STATS[_p(k.dtype)](k)
 
     @staticmethod
-    def _kernel(k):
+    def _kernel(k: Any) -> Any:
         # float32 and float64 kernels go to Rust as they are (converted inside the
         # symmetrizing copy); anything else becomes float64 once.
         if k.dtype not in (np.float32, np.float64):
@@ -48,36 +127,64 @@ class CpuBackend:
             k = np.require(k, requirements=["C", "A"])
         return k
 
-    def eigh(self, k, dtype):
+    def eigh(self, k: Any, dtype: Any) -> tuple[Any, Any, int]:
         k = self._kernel(k)
-        return getattr(_core, f"sym_eigh_{_sfx(k.dtype)}_{_sfx(dtype)}")(k, 0.0)
+        return _EIGH[_p(k.dtype), _p(dtype)](k, 0.0)
 
-    def cholesky_solve(self, k, shift, rhs):
+    def cholesky_solve(
+        self, k: Any, shift: float, rhs: Any
+    ) -> tuple[Any, float, float, float, int] | None:
         k = self._kernel(k)
-        fn = getattr(_core, f"cholesky_solve_{_sfx(k.dtype)}_{_sfx(rhs.dtype)}")
-        return fn(k, float(shift), rhs)
+        return _CHOLESKY[_p(k.dtype), _p(rhs.dtype)](k, float(shift), rhs)
 
-    def mode_factors(self, kind, params, mu, times):
+    def mode_factors(self, kind: str, params: list[float], mu: Any, times: Any) -> tuple[Any, Any]:
         return _core.mode_factors(
-            kind, [float(p) for p in params], _c(mu, np.float64), _c(times, np.float64)
+            _dynamics(kind, params), _c(mu, np.float64), _c(times, np.float64)
         )
 
-    def project(self, v, r):
-        return getattr(_core, f"project_{_sfx(v.dtype)}")(v, _c(r, v.dtype))
+    def project(self, v: Any, r: Any) -> Any:
+        return _PROJECT[_p(v.dtype)](v, _c(r, v.dtype))
 
-    def test_basis(self, kte, v):
-        return getattr(_core, f"test_basis_{_sfx(v.dtype)}")(_c(kte, v.dtype), v)
+    def test_basis(self, kte: Any, v: Any) -> Any:
+        return _TEST_BASIS[_p(v.dtype)](_c(kte, v.dtype), v)
 
-    def train_outputs(self, v, z, em1, f0):
-        return getattr(_core, f"train_outputs_{_sfx(v.dtype)}")(v, z, em1, _c(f0, v.dtype))
+    def train_outputs(self, v: Any, z: Any, em1: Any, f0: Any) -> Any:
+        return _TRAIN_OUTPUTS[_p(v.dtype)](v, z, em1, _c(f0, v.dtype))
 
-    def test_outputs(self, kte, v, z, phi, g0):
-        fn = getattr(_core, f"test_outputs_{_sfx(v.dtype)}")
-        return fn(_c(kte, v.dtype), v, z, phi, _c(g0, v.dtype))
+    def test_outputs(self, kte: Any, v: Any, z: Any, phi: Any, g0: Any) -> Any:
+        return _TEST_OUTPUTS[_p(v.dtype)](_c(kte, v.dtype), v, z, phi, _c(g0, v.dtype))
 
-    def test_outputs_cached(self, kv, z, phi, g0):
-        fn = getattr(_core, f"test_outputs_cached_{_sfx(kv.dtype)}")
-        return fn(kv, z, phi, _c(g0, kv.dtype))
+    def test_outputs_cached(self, kv: Any, z: Any, phi: Any, g0: Any) -> Any:
+        return _TEST_OUTPUTS_CACHED[_p(kv.dtype)](kv, z, phi, _c(g0, kv.dtype))
 
-    def ode_solve(self, k, f0, taus, loss, **kw):
+    def closed_form(
+        self,
+        kind: str,
+        params: list[float],
+        mu: Any,
+        times: Any,
+        v: Any,
+        r: Any,
+        f0: Any | None,
+        test: Any | None,
+        g0: Any | None,
+        cached: bool,
+    ) -> tuple[Any, Any | None, Any | None]:
+        """``mode_factors`` + ``project`` + ``train_outputs`` (when ``f0`` is given) +
+        ``test_outputs`` / ``test_outputs_cached`` (when ``test`` is given) in one core call:
+        ``(z, train, test)``, bitwise the outputs of the separate calls."""
+        dt = v.dtype
+        return _CLOSED_FORM[_p(dt)](
+            _dynamics(kind, params),
+            _c(mu, np.float64),
+            _c(times, np.float64),
+            v,
+            _c(r, dt),
+            None if f0 is None else _c(f0, dt),
+            None if test is None else _c(test, dt),
+            None if g0 is None else _c(g0, dt),
+            bool(cached),
+        )
+
+    def ode_solve(self, k: Any, f0: Any, taus: Any, loss: Any, **kw: Any) -> dict[str, Any]:
         return _core.ode_solve(k, f0, taus, loss, **kw)

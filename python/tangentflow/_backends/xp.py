@@ -239,8 +239,7 @@ class XpBackend:
             from .. import _core
 
             em1, phi = _core.mode_factors(
-                kind,
-                [float(p) for p in params],
+                _core.Dynamics.momentum(*(float(p) for p in params)),
                 np.ascontiguousarray(self.to_numpy(mu[:, 0])),
                 np.ascontiguousarray(self.to_numpy(t[0])),
             )

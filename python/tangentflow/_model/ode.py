@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .._errors import TangentflowError
+from .._errors import IntegrationError
 from .._numerics import exponent, ldexp_float, symmetrize
 from .._shapes import Layout
 
@@ -147,11 +147,11 @@ def solve(
                 else None
             ),
         )
-    except TangentflowError as err:
+    except IntegrationError as err:
         if "is out of reach" not in str(err) or not finite.size:
             raise
         # the core counts time in the integrator's (scaled) units: name the caller's t too
-        raise TangentflowError(
+        raise IntegrationError(
             f"t = {float(finite[-1]):g} is out of reach of the ODE integrator within its step "
             f"budget (integrator time tau = t·{scale:g}): {err}"
         ) from None

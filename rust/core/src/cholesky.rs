@@ -17,7 +17,7 @@
 //! triangular solves with one vector.
 
 use crate::spectral::{check_square, ldexp, scale_exponent, symmetrize_lower_scaled};
-use crate::{Error, Real, Result};
+use crate::{Error, Real, Result, Shape};
 use faer::dyn_stack::{MemBuffer, MemStack};
 use faer::linalg::cholesky::llt::factor::{
     cholesky_in_place, cholesky_in_place_scratch, LltRegularization,
@@ -221,8 +221,8 @@ pub fn solve_scaled_with_estimate<S: Real, T: Real>(
     if rhs.nrows() != n {
         return Err(Error::DimensionMismatch {
             what: "right-hand side rows",
-            expected: n,
-            got: rhs.nrows(),
+            expected: Shape::Rows(n),
+            got: Shape::Matrix(rhs.nrows(), rhs.ncols()),
         });
     }
     let e = scale_exponent(k, shift, par)?;

@@ -15,7 +15,7 @@
 //! `k × (c·R)` (`c` times, `c·R` a multiple of 16, the same shape whatever `T`, so a time's
 //! outputs do not depend on the other times of the call); no `(T, N, N)` array is formed.
 
-use crate::{Error, Real, Result};
+use crate::{Error, Real, Result, Shape};
 use faer::linalg::matmul::matmul;
 use faer::reborrow::Reborrow;
 use faer::{Accum, Mat, MatMut, MatRef, Par};
@@ -123,8 +123,8 @@ pub fn mode_factors(
         if m.nrows() != k || m.ncols() != nt {
             return Err(Error::DimensionMismatch {
                 what,
-                expected: k * nt,
-                got: m.nrows() * m.ncols(),
+                expected: Shape::Matrix(k, nt),
+                got: Shape::Matrix(m.nrows(), m.ncols()),
             });
         }
     }
@@ -165,8 +165,8 @@ pub fn project<T: Real>(v: MatRef<'_, T>, r: MatRef<'_, T>, par: Par) -> Result<
     if v.nrows() != r.nrows() {
         return Err(Error::DimensionMismatch {
             what: "residual rows",
-            expected: v.nrows(),
-            got: r.nrows(),
+            expected: Shape::Rows(v.nrows()),
+            got: Shape::Matrix(r.nrows(), r.ncols()),
         });
     }
     let mut z = Mat::<T>::zeros(v.ncols(), r.ncols());
@@ -186,8 +186,8 @@ pub fn test_basis<T: Real>(kte: MatRef<'_, T>, v: MatRef<'_, T>, par: Par) -> Re
     if kte.ncols() != v.nrows() {
         return Err(Error::DimensionMismatch {
             what: "k_test_train columns",
-            expected: v.nrows(),
-            got: kte.ncols(),
+            expected: Shape::Cols(v.nrows()),
+            got: Shape::Matrix(kte.nrows(), kte.ncols()),
         });
     }
     let mut kv = Mat::<T>::zeros(kte.nrows(), v.ncols());
@@ -240,31 +240,35 @@ fn reconstruct<T: Real>(
     if z.nrows() != k || factor.nrows() != k {
         return Err(Error::DimensionMismatch {
             what: "modes of z / factors",
-            expected: k,
-            got: z.nrows(),
+            expected: Shape::Rows(k),
+            got: if z.nrows() == k {
+                Shape::Matrix(factor.nrows(), factor.ncols())
+            } else {
+                Shape::Matrix(z.nrows(), z.ncols())
+            },
         });
     }
     if let Some(m) = then {
         if m.ncols() != basis.nrows() {
             return Err(Error::DimensionMismatch {
                 what: "k_test_train columns",
-                expected: basis.nrows(),
-                got: m.ncols(),
+                expected: Shape::Cols(basis.nrows()),
+                got: Shape::Matrix(m.nrows(), m.ncols()),
             });
         }
     }
     if base.nrows() != rows || base.ncols() != r {
         return Err(Error::DimensionMismatch {
             what: "initial outputs",
-            expected: rows * r,
-            got: base.nrows() * base.ncols(),
+            expected: Shape::Matrix(rows, r),
+            got: Shape::Matrix(base.nrows(), base.ncols()),
         });
     }
     if out.len() != nt * rows * r {
         return Err(Error::DimensionMismatch {
             what: "output buffer",
-            expected: nt * rows * r,
-            got: out.len(),
+            expected: Shape::Len(nt * rows * r),
+            got: Shape::Len(out.len()),
         });
     }
     if out.is_empty() {
@@ -394,22 +398,26 @@ pub fn test_outputs<T: Real>(
     if g0.nrows() != kte.nrows() || g0.ncols() != z.ncols() {
         return Err(Error::DimensionMismatch {
             what: "initial test outputs",
-            expected: kte.nrows() * z.ncols(),
-            got: g0.nrows() * g0.ncols(),
+            expected: Shape::Matrix(kte.nrows(), z.ncols()),
+            got: Shape::Matrix(g0.nrows(), g0.ncols()),
         });
     }
     if z.nrows() != v.ncols() || phi.nrows() != v.ncols() {
         return Err(Error::DimensionMismatch {
             what: "modes of z / factors",
-            expected: v.ncols(),
-            got: z.nrows(),
+            expected: Shape::Rows(v.ncols()),
+            got: if z.nrows() == v.ncols() {
+                Shape::Matrix(phi.nrows(), phi.ncols())
+            } else {
+                Shape::Matrix(z.nrows(), z.ncols())
+            },
         });
     }
     if kte.ncols() != v.nrows() {
         return Err(Error::DimensionMismatch {
             what: "k_test_train columns",
-            expected: v.nrows(),
-            got: kte.ncols(),
+            expected: Shape::Cols(v.nrows()),
+            got: Shape::Matrix(kte.nrows(), kte.ncols()),
         });
     }
     // y = V_R (phi ⊙ z) for a chunk of times at once, then K_te · y in one product.

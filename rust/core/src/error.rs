@@ -12,17 +12,16 @@ pub enum Error {
         nrows: usize,
         ncols: usize,
     },
-    /// `max|K − Kᵀ|` is larger than the accepted tolerance.
-    NotSymmetric { max_asym: f64, max_abs: f64 },
     /// Cholesky met a non-positive pivot.
     NotPositiveDefinite { pivot: usize },
     /// The eigensolver did not converge.
     NoConvergence,
-    /// Two arguments have incompatible shapes.
+    /// An argument's shape does not fit the others': what was expected of it (as much of
+    /// the shape as is fixed) and its actual shape.
     DimensionMismatch {
         what: &'static str,
-        expected: usize,
-        got: usize,
+        expected: Shape,
+        got: Shape,
     },
     /// NaN or infinity where finite numbers are required.
     NonFinite { what: &'static str },
@@ -33,6 +32,30 @@ pub enum Error {
     IntegrationFailed(String),
 }
 
+/// A shape in a [`Error::DimensionMismatch`], printed NumPy-style; `*` marks a free axis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// `(rows, cols)`.
+    Matrix(usize, usize),
+    /// `(rows, *)`: only the number of rows is fixed.
+    Rows(usize),
+    /// `(*, cols)`: only the number of columns is fixed.
+    Cols(usize),
+    /// `(len,)`: a vector or flat buffer.
+    Len(usize),
+}
+
+impl fmt::Display for Shape {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Shape::Matrix(r, c) => write!(f, "({r}, {c})"),
+            Shape::Rows(r) => write!(f, "({r}, *)"),
+            Shape::Cols(c) => write!(f, "(*, {c})"),
+            Shape::Len(n) => write!(f, "({n},)"),
+        }
+    }
+}
+
 pub type Result<T> = std::result::Result<T, Error>;
 
 impl fmt::Display for Error {
@@ -41,17 +64,19 @@ impl fmt::Display for Error {
             Error::NotSquare { what, nrows, ncols } => {
                 write!(f, "{what} must be square, got shape ({nrows}, {ncols})")
             }
-            Error::NotSymmetric { max_asym, max_abs } => write!(
-                f,
-                "kernel is not symmetric: max|K - K^T| = {max_asym:.3e} exceeds 1e-5 * max|K| = {:.3e}",
-                1e-5 * max_abs
-            ),
             Error::NotPositiveDefinite { pivot } => {
-                write!(f, "matrix is not positive definite (non-positive pivot at index {pivot})")
+                write!(
+                    f,
+                    "matrix is not positive definite (non-positive pivot at index {pivot})"
+                )
             }
             Error::NoConvergence => write!(f, "the symmetric eigensolver did not converge"),
-            Error::DimensionMismatch { what, expected, got } => {
-                write!(f, "{what}: expected size {expected}, got {got}")
+            Error::DimensionMismatch {
+                what,
+                expected,
+                got,
+            } => {
+                write!(f, "{what}: expected shape {expected}, got {got}")
             }
             Error::NonFinite { what } => write!(f, "{what} contains NaN or infinity"),
             Error::InvalidArgument(msg) | Error::IntegrationFailed(msg) => f.write_str(msg),

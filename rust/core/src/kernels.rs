@@ -29,7 +29,7 @@
 //! Convention for a zero-variance input (`x = 0` with `b_std = 0`, ReLU): its correlation
 //! with anything is taken as 0, as neural-tangents' clipped formulas do.
 
-use crate::{Error, Result};
+use crate::{Error, Result, Shape};
 use faer::linalg::matmul::matmul;
 use faer::{Accum, Mat, MatMut, MatRef, Par};
 use rayon::prelude::*;
@@ -268,18 +268,11 @@ fn check_finite(x: MatRef<'_, f64>, what: &'static str) -> Result<()> {
 
 fn check_out(m: Option<&MatMut<'_, f64>>, n1: usize, n2: usize, what: &'static str) -> Result<()> {
     if let Some(m) = m {
-        if m.nrows() != n1 {
+        if m.nrows() != n1 || m.ncols() != n2 {
             return Err(Error::DimensionMismatch {
                 what,
-                expected: n1,
-                got: m.nrows(),
-            });
-        }
-        if m.ncols() != n2 {
-            return Err(Error::DimensionMismatch {
-                what,
-                expected: n2,
-                got: m.ncols(),
+                expected: Shape::Matrix(n1, n2),
+                got: Shape::Matrix(m.nrows(), m.ncols()),
             });
         }
     }
@@ -315,8 +308,8 @@ pub fn fully_connected(
         if x2.ncols() != d {
             return Err(Error::DimensionMismatch {
                 what: "x2 feature dimension",
-                expected: d,
-                got: x2.ncols(),
+                expected: Shape::Cols(d),
+                got: Shape::Matrix(x2.nrows(), x2.ncols()),
             });
         }
         check_finite(x2, "x2")?;

@@ -7,10 +7,13 @@
 //! * [`dynamics`]: per-mode factors `e − 1` and `(1 − e)/μ` of gradient flow, discrete
 //!   steps and heavy-ball momentum, and the reconstruction of train/test outputs at many
 //!   times from a cached eigenbasis.
+//! * [`closed_form`]: the MSE closed form at many times in one call (factors, projection,
+//!   train and test outputs).
 //! * [`cholesky`]: the `t = ∞` fast path with a cheap condition estimate.
 //! * [`threads`]: the library's rayon pool (`set_num_threads`), fork-safe.
 
 pub mod cholesky;
+pub mod closed_form;
 pub mod dynamics;
 pub mod error;
 pub mod kernels;
@@ -22,5 +25,5 @@ pub mod simd;
 pub mod spectral;
 pub mod threads;
 
-pub use error::{Error, Result};
+pub use error::{Error, Result, Shape};
 pub use scalar::Real;

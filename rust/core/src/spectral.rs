@@ -13,7 +13,7 @@
 //! nothing. The input is never written: the only copy is the lower triangle of `A`, in the
 //! compute precision `T` (the conversion from the input type `S` happens in that copy).
 
-use crate::{Error, Real, Result};
+use crate::{Error, Real, Result, Shape};
 use faer::dyn_stack::{MemBuffer, MemStack};
 use faer::linalg::evd::{self, ComputeEigenvectors};
 use faer::{Mat, MatMut, MatRef, Par};
@@ -204,8 +204,8 @@ pub fn symmetrize_lower_scaled<S: Real, T: Real>(
     if out.nrows() != n || out.ncols() != n {
         return Err(Error::DimensionMismatch {
             what: "output of symmetrize",
-            expected: n,
-            got: out.nrows(),
+            expected: Shape::Matrix(n, n),
+            got: Shape::Matrix(out.nrows(), out.ncols()),
         });
     }
     // Row sums of |A| accumulate per column block, then add up.
@@ -282,15 +282,15 @@ pub fn eigh_lower<T: Real>(
     if w.len() != n {
         return Err(Error::DimensionMismatch {
             what: "eigenvalue output",
-            expected: n,
-            got: w.len(),
+            expected: Shape::Len(n),
+            got: Shape::Len(w.len()),
         });
     }
     if v.nrows() != n || v.ncols() != n {
         return Err(Error::DimensionMismatch {
             what: "eigenvector output",
-            expected: n,
-            got: v.nrows(),
+            expected: Shape::Matrix(n, n),
+            got: Shape::Matrix(v.nrows(), v.ncols()),
         });
     }
     if n == 0 {
@@ -320,8 +320,8 @@ pub fn sym_eigh_scaled<S: Real, T: Real>(
     if w.len() != n {
         return Err(Error::DimensionMismatch {
             what: "eigenvalue output",
-            expected: n,
-            got: w.len(),
+            expected: Shape::Len(n),
+            got: Shape::Len(w.len()),
         });
     }
     let e = scale_exponent(k, shift, par)?;

@@ -3,8 +3,14 @@
 //! rust-numpy gives element strides through its ndarray view; faer takes element strides
 //! too, so any NumPy layout (C, Fortran, sliced) maps to a `MatRef` without copying.
 
+use crate::errors::CoreResult;
 use faer::{MatMut, MatRef};
-use numpy::{Element, PyReadonlyArray1, PyReadonlyArray2, PyReadwriteArray2};
+use numpy::{
+    Element, PyArray2, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2, PyReadwriteArray2,
+};
+use pyo3::exceptions::PyValueError;
+use pyo3::{Bound, Python};
+use tangentflow_core::Real;
 
 /// A faer view of a 2-D NumPy array (valid while `a` is borrowed).
 pub fn mat_ref<'a, T: Element>(a: &'a PyReadonlyArray2<'_, T>) -> MatRef<'a, T> {
@@ -25,7 +31,20 @@ pub fn mat_mut<'a, T: Element>(a: &'a mut PyReadwriteArray2<'_, T>) -> MatMut<'a
 }
 
 /// A 1-D array as a contiguous slice (callers pass contiguous float64 vectors).
-pub fn slice<'a, T: Element>(a: &'a PyReadonlyArray1<'_, T>) -> pyo3::PyResult<&'a [T]> {
+pub fn slice<'a, T: Element>(a: &'a PyReadonlyArray1<'_, T>) -> CoreResult<&'a [T]> {
     a.as_slice()
-        .map_err(|_| pyo3::exceptions::PyValueError::new_err("expected a contiguous 1-D array"))
+        .map_err(|_| PyValueError::new_err("expected a contiguous 1-D array").into())
+}
+
+/// A new Fortran-ordered NumPy copy of a faer matrix.
+pub fn to_numpy<'py, T: Element + Real>(
+    py: Python<'py>,
+    m: MatRef<'_, T>,
+) -> Bound<'py, PyArray2<T>> {
+    let out = PyArray2::<T>::zeros(py, [m.nrows(), m.ncols()], true);
+    {
+        let mut rw = out.readwrite();
+        mat_mut(&mut rw).copy_from(m);
+    }
+    out
 }

@@ -5,11 +5,11 @@
 //! released inside the library's thread pool.
 
 use crate::convert::{mat_mut, mat_ref};
-use crate::errors::to_py;
+use crate::errors::CoreResult;
 use numpy::{PyArray2, PyArrayMethods, PyReadonlyArray2};
 use pyo3::prelude::*;
 use tangentflow_core::kernels::{self, Activation, FcSpec};
-use tangentflow_core::{threads, Error};
+use tangentflow_core::{threads, Error, Shape};
 
 type Out<'py> = Option<Bound<'py, PyArray2<f64>>>;
 
@@ -28,10 +28,10 @@ pub fn fully_connected_f64<'py>(
     b_std: f64,
     want_nngp: bool,
     want_ntk: bool,
-) -> PyResult<(Out<'py>, Out<'py>)> {
+) -> CoreResult<(Out<'py>, Out<'py>)> {
     let spec = FcSpec {
         hidden_layers,
-        activation: Activation::parse(activation).map_err(to_py)?,
+        activation: Activation::parse(activation)?,
         w_std,
         b_std,
     };
@@ -42,11 +42,12 @@ pub fn fully_connected_f64<'py>(
     // Check the feature dimension before allocating N1 × N2 outputs.
     if let Some(m) = x2r {
         if m.ncols() != x1r.ncols() {
-            return Err(to_py(Error::DimensionMismatch {
+            return Err(Error::DimensionMismatch {
                 what: "x2 feature dimension",
-                expected: x1r.ncols(),
-                got: m.ncols(),
-            }));
+                expected: Shape::Cols(x1r.ncols()),
+                got: Shape::Matrix(m.nrows(), m.ncols()),
+            }
+            .into());
         }
     }
     let alloc = |want: bool| want.then(|| PyArray2::<f64>::zeros(py, [n1, n2], false));
@@ -58,13 +59,7 @@ pub fn fully_connected_f64<'py>(
         let tm = t_rw.as_mut().map(mat_mut);
         py.detach(|| {
             threads::install(|par| kernels::fully_connected(x1r, x2r, &spec, km, tm, par))
-        })
-        .map_err(to_py)?;
+        })?;
     }
     Ok((nngp, ntk))
-}
-
-pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add_function(wrap_pyfunction!(fully_connected_f64, m)?)?;
-    Ok(())
 }

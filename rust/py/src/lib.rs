@@ -1,30 +1,67 @@
-//! `tangentflow._core`: thin PyO3 bindings of `tangentflow-core`.
+//! `tangentflow._core`: thin PyO3 bindings of `tangentflow-core`, one file per core concept.
 //!
 //! Each function validates and borrows its NumPy inputs, builds faer views
 //! ([`convert`]), runs the core with the GIL released inside the library's thread pool,
-//! and wraps the result. Numerics live in the core crate only.
+//! and wraps the result; errors cross as precise Python exceptions ([`errors`]). Numerics
+//! live in the core crate only.
+//!
+//! * [`spectral`]: kernel checks and the eigendecomposition.
+//! * [`cholesky`]: the `t = ∞` fast path.
+//! * [`dynamics`]: the typed `Dynamics`, per-mode factors, reconstruction of outputs and
+//!   the closed form in one call.
+//! * [`ode`]: the function-space ODE integrator.
+//! * [`kernels`]: the infinite-width fully connected kernels.
+//! * [`threads`]: the core's thread pool.
 
+mod cholesky;
 mod convert;
+mod dynamics;
 mod errors;
 mod kernels;
 mod ode;
 mod spectral;
+mod threads;
 
 use pyo3::prelude::*;
 
 #[pymodule(gil_used = false)]
-fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
-    m.add(
-        "build_profile",
-        if cfg!(debug_assertions) {
-            "debug"
-        } else {
-            "release"
-        },
-    )?;
-    spectral::register(m)?;
-    kernels::register(m)?;
-    ode::register(m)?;
-    Ok(())
+mod _core {
+    #[pymodule_export]
+    use crate::cholesky::{
+        cholesky_solve_f32_f32, cholesky_solve_f32_f64, cholesky_solve_f64_f32,
+        cholesky_solve_f64_f64,
+    };
+    #[pymodule_export]
+    use crate::dynamics::{
+        closed_form_f32, closed_form_f64, mode_factors, project_f32, project_f64, test_basis_f32,
+        test_basis_f64, test_outputs_cached_f32, test_outputs_cached_f64, test_outputs_f32,
+        test_outputs_f64, train_outputs_f32, train_outputs_f64, PyDynamics,
+    };
+    #[pymodule_export]
+    use crate::kernels::fully_connected_f64;
+    #[pymodule_export]
+    use crate::ode::ode_solve;
+    #[pymodule_export]
+    use crate::spectral::{
+        kernel_stats_f32, kernel_stats_f64, sym_eigh_f32_f32, sym_eigh_f32_f64, sym_eigh_f64_f32,
+        sym_eigh_f64_f64,
+    };
+    #[pymodule_export]
+    use crate::threads::{get_num_threads, set_num_threads};
+
+    use super::{Bound, PyModule, PyModuleMethods, PyResult};
+
+    #[pymodule_init]
+    fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
+        m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+        m.add(
+            "build_profile",
+            if cfg!(debug_assertions) {
+                "debug"
+            } else {
+                "release"
+            },
+        )?;
+        Ok(())
+    }
 }

@@ -11,7 +11,7 @@
 //! caller from the returned `S` (and `P`) blocks (core `ode` docs).
 
 use crate::convert::{mat_mut, mat_ref};
-use crate::errors::to_py;
+use crate::errors::CoreResult;
 use faer::{MatMut, MatRef};
 use numpy::{
     AllowTypeChange, PyArray1, PyArray2, PyArrayLike2, PyArrayMethods, PyReadonlyArray1,
@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex, PoisonError};
 use std::time::Duration;
 use tangentflow_core::ode::{self, CrossEntropy, Gradient, Mse, OdeOptions};
-use tangentflow_core::{threads, Error};
+use tangentflow_core::{threads, Error, Shape};
 
 /// How often the waiting thread checks for signals.
 const SIGNAL_POLL: Duration = Duration::from_millis(20);
@@ -113,11 +113,11 @@ fn all_finite(m: MatRef<'_, f64>) -> bool {
     m.col_iter().all(|c| c.iter().all(|v| v.is_finite()))
 }
 
-fn check_finite(what: &'static str, m: MatRef<'_, f64>) -> PyResult<()> {
+fn check_finite(what: &'static str, m: MatRef<'_, f64>) -> CoreResult<()> {
     if all_finite(m) {
         Ok(())
     } else {
-        Err(to_py(Error::NonFinite { what }))
+        Err(Error::NonFinite { what }.into())
     }
 }
 
@@ -160,24 +160,26 @@ pub fn ode_solve<'py>(
     converge_tol: Option<f64>,
     first_step: Option<f64>,
     max_steps: Option<usize>,
-) -> PyResult<Bound<'py, PyDict>> {
+) -> CoreResult<Bound<'py, PyDict>> {
     let kr = mat_ref(&kernel);
     let fr = mat_ref(&f0);
     let qr = q0.as_ref().map(mat_ref);
     let (d, r) = (fr.nrows(), fr.ncols());
     if kr.nrows() != kr.ncols() {
-        return Err(to_py(Error::NotSquare {
+        return Err(Error::NotSquare {
             what: "kernel",
             nrows: kr.nrows(),
             ncols: kr.ncols(),
-        }));
+        }
+        .into());
     }
     if kr.nrows() != d {
-        return Err(to_py(Error::DimensionMismatch {
+        return Err(Error::DimensionMismatch {
             what: "f0 rows (kernel size)",
-            expected: kr.nrows(),
-            got: d,
-        }));
+            expected: Shape::Rows(kr.nrows()),
+            got: Shape::Matrix(d, r),
+        }
+        .into());
     }
     check_finite("kernel", kr)?;
     check_finite("f0", fr)?;
@@ -187,11 +189,9 @@ pub fn ode_solve<'py>(
     let times: Vec<f64> = times.map(|t| t.as_array().to_vec()).unwrap_or_default();
     let n = n.unwrap_or((d * r) as f64);
     if !(n > 0.0 && n.is_finite()) {
-        return Err(PyValueError::new_err(format!(
-            "n must be > 0 and finite, got {n}"
-        )));
+        return Err(PyValueError::new_err(format!("n must be > 0 and finite, got {n}")).into());
     }
-    let targets = |name: &str| -> PyResult<faer::Mat<f64>> {
+    let targets = |name: &str| -> CoreResult<faer::Mat<f64>> {
         let y = y
             .as_ref()
             .ok_or_else(|| PyValueError::new_err(format!("loss {name:?} needs the targets y")))?;
@@ -201,7 +201,8 @@ pub fn ode_solve<'py>(
                 "y must have the shape of f0 ({d}, {r}), got ({}, {})",
                 yr.nrows(),
                 yr.ncols()
-            )));
+            ))
+            .into());
         }
         check_finite("y", yr)?;
         Ok(yr.to_owned())
@@ -218,7 +219,8 @@ pub fn ode_solve<'py>(
                     return Err(PyValueError::new_err(format!(
                         "classes must be > 0 and divide the {} outputs, got {classes}",
                         d * r
-                    )));
+                    ))
+                    .into());
                 }
                 Loss::CrossEntropy(CrossEntropy {
                     y: targets("cross_entropy")?,
@@ -229,7 +231,8 @@ pub fn ode_solve<'py>(
             other => {
                 return Err(PyValueError::new_err(format!(
                     "loss must be 'mse', 'cross_entropy' or a callable, got {other:?}"
-                )))
+                ))
+                .into())
             }
         }
     } else if loss.is_callable() {
@@ -241,7 +244,8 @@ pub fn ode_solve<'py>(
         return Err(PyTypeError::new_err(format!(
             "loss must be 'mse', 'cross_entropy' or a callable grad(f) -> array, got {}",
             loss.get_type().name()?
-        )));
+        ))
+        .into());
     };
     let defaults = OdeOptions::default();
     let opts = OdeOptions {
@@ -306,14 +310,14 @@ pub fn ode_solve<'py>(
         Err(panic) => std::panic::resume_unwind(panic),
     };
     if let Some(e) = signal {
-        return Err(e);
+        return Err(e.into());
     }
     if let Loss::Callable(g) = &mut loss {
         if let Some(e) = g.err.take() {
-            return Err(e);
+            return Err(e.into());
         }
     }
-    let sol = result.map_err(to_py)?;
+    let sol = result?;
     let t = times.len() + usize::from(converge_tol.is_some());
     let out = PyDict::new(py);
     out.set_item("f", states(py, sol.f, t, d, r)?)?;
@@ -327,9 +331,4 @@ pub fn ode_solve<'py>(
     out.set_item("n_rejected", sol.n_rejected)?;
     out.set_item("n_evals", sol.n_evals)?;
     Ok(out)
-}
-
-pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add_function(wrap_pyfunction!(ode_solve, m)?)?;
-    Ok(())
 }

@@ -4,7 +4,7 @@
 use super::lanczos::{BlockLanczos, Ritz};
 use super::{check_rcond, check_rtol, gemm, max_abs, LinOp, SolverInfo};
 use crate::dynamics::flow_factors;
-use crate::{Error, Result};
+use crate::{Error, Result, Shape};
 use faer::{Accum, Mat, MatRef};
 
 /// Options of [`flow`].
@@ -279,8 +279,8 @@ pub fn flow_augmented<O: LinOp + ?Sized>(
     if r0.nrows() != n {
         return Err(Error::DimensionMismatch {
             what: "r0 rows",
-            expected: n,
-            got: r0.nrows(),
+            expected: Shape::Rows(n),
+            got: Shape::Matrix(r0.nrows(), r0.ncols()),
         });
     }
     check_rtol(opts.rtol)?;
@@ -382,8 +382,8 @@ impl KrylovFlow {
         if image.ncols() != k {
             return Err(Error::DimensionMismatch {
                 what: "basis image columns",
-                expected: k,
-                got: image.ncols(),
+                expected: Shape::Cols(k),
+                got: Shape::Matrix(image.nrows(), image.ncols()),
             });
         }
         let c = self.coefficients(times, phi)?;

@@ -14,7 +14,7 @@
 
 use super::{gemm, LinOp};
 use crate::spectral::{ldexp, sym_eigh_scaled};
-use crate::{Error, Result};
+use crate::{Error, Result, Shape};
 use faer::{Accum, Mat, MatRef};
 
 /// The state of a block Lanczos iteration started from `r₀ = Q_1 B_0 (+ deflated part)`.
@@ -291,8 +291,8 @@ impl BlockLanczos {
         if v.nrows() != n {
             return Err(Error::DimensionMismatch {
                 what: "augmentation rows",
-                expected: n,
-                got: v.nrows(),
+                expected: Shape::Rows(n),
+                got: Shape::Matrix(v.nrows(), v.ncols()),
             });
         }
         if !super::max_abs(v).1 {
@@ -401,8 +401,8 @@ impl BlockLanczos {
         if op.nrows() != self.n {
             return Err(Error::DimensionMismatch {
                 what: "operator size",
-                expected: self.n,
-                got: op.nrows(),
+                expected: Shape::Matrix(self.n, self.n),
+                got: Shape::Matrix(op.nrows(), op.nrows()),
             });
         }
         self.append_pending();

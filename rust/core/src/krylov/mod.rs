@@ -86,7 +86,7 @@ pub use lanczos::{BlockLanczos, Ritz};
 pub use nystrom::NystromPreconditioner;
 pub use pinv::{solve_pinv, PinvOptions, PinvSolution};
 
-use crate::{Error, Result};
+use crate::{Error, Result, Shape};
 use faer::linalg::matmul::matmul;
 use faer::{Accum, MatMut, MatRef};
 
@@ -145,15 +145,15 @@ fn check_block(n: usize, x: MatRef<'_, f64>, out: (usize, usize)) -> Result<()> 
     if x.nrows() != n {
         return Err(Error::DimensionMismatch {
             what: "operator input rows",
-            expected: n,
-            got: x.nrows(),
+            expected: Shape::Rows(n),
+            got: Shape::Matrix(x.nrows(), x.ncols()),
         });
     }
     if out.0 != n || out.1 != x.ncols() {
         return Err(Error::DimensionMismatch {
             what: "operator output shape",
-            expected: n * x.ncols(),
-            got: out.0 * out.1,
+            expected: Shape::Matrix(n, x.ncols()),
+            got: Shape::Matrix(out.0, out.1),
         });
     }
     Ok(())

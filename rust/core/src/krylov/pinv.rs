@@ -16,7 +16,7 @@
 use super::lanczos::{BlockLanczos, Ritz};
 use super::nystrom::NystromPreconditioner;
 use super::{check_rcond, check_rtol, gemm, max_abs, LinOp, SolverInfo};
-use crate::{Error, Result};
+use crate::{Error, Result, Shape};
 use faer::{Accum, Mat, MatMut, MatRef};
 use std::cell::Cell;
 
@@ -165,8 +165,8 @@ pub fn solve_pinv<O: LinOp + ?Sized>(
     if b.nrows() != n {
         return Err(Error::DimensionMismatch {
             what: "right-hand side rows",
-            expected: n,
-            got: b.nrows(),
+            expected: Shape::Rows(n),
+            got: Shape::Matrix(b.nrows(), b.ncols()),
         });
     }
     check_rtol(opts.rtol)?;

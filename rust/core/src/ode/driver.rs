@@ -5,7 +5,7 @@ use super::dense::dense;
 use super::loss::check_same_shape;
 use super::tableau::{A, B, E};
 use super::{Gradient, OdeOptions, OdeSolution, MAX_CONVERGE_TAU};
-use crate::{Error, Result};
+use crate::{Error, Result, Shape};
 use faer::linalg::matmul::matmul;
 use faer::{Accum, MatMut, MatRef, Par};
 
@@ -192,8 +192,8 @@ pub(super) fn check_inputs(
     if f0.nrows() != theta.nrows() {
         return Err(Error::DimensionMismatch {
             what: "initial outputs rows",
-            expected: theta.nrows(),
-            got: f0.nrows(),
+            expected: Shape::Rows(theta.nrows()),
+            got: Shape::Matrix(f0.nrows(), f0.ncols()),
         });
     }
     if !theta.col_iter().all(|c| c.iter().all(|v| v.is_finite())) {

@@ -1,6 +1,6 @@
 //! The loss gradients `G(F) = ∇_F L` the integrator evaluates (docs/numerics.md §9).
 
-use crate::{Error, Result};
+use crate::{Error, Result, Shape};
 use faer::{Mat, MatMut, MatRef};
 
 /// `∇_F L(F)` of a loss on the train outputs (flattened `D×R`).
@@ -20,18 +20,11 @@ pub(super) fn check_same_shape(
     a: MatRef<'_, f64>,
     b: MatRef<'_, f64>,
 ) -> Result<()> {
-    if a.nrows() != b.nrows() {
+    if a.nrows() != b.nrows() || a.ncols() != b.ncols() {
         return Err(Error::DimensionMismatch {
             what,
-            expected: b.nrows(),
-            got: a.nrows(),
-        });
-    }
-    if a.ncols() != b.ncols() {
-        return Err(Error::DimensionMismatch {
-            what,
-            expected: b.ncols(),
-            got: a.ncols(),
+            expected: Shape::Matrix(b.nrows(), b.ncols()),
+            got: Shape::Matrix(a.nrows(), a.ncols()),
         });
     }
     Ok(())

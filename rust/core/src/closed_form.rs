@@ -1,0 +1,186 @@
+//! The MSE closed form at many times in one call: per-mode factors, projection of the
+//! residual and reconstruction of the train and test outputs (docs/numerics.md §3).
+//!
+//! The same steps, in the same order and on the same buffers' values, as calling
+//! [`dynamics::mode_factors`], [`dynamics::project`] and the reconstructions one by one, so
+//! the outputs are bitwise those of the step-by-step path; only the crossings of the Python
+//! boundary (and the intermediate NumPy arrays) go.
+
+use crate::dynamics::{self, Dynamics};
+use crate::{Real, Result};
+use faer::{Mat, MatRef, Par};
+
+/// The test side of a closed form: the test–train kernel (`M × N`) or its cached product
+/// with the retained eigenvectors (`K_te V_R`, `M × k`), the initial test outputs `g₀`
+/// (`M × R`) and the `(T, M, R)` output buffer.
+pub enum TestSide<'a, T> {
+    Kernel {
+        kte: MatRef<'a, T>,
+        g0: MatRef<'a, T>,
+        out: &'a mut [T],
+    },
+    Cached {
+        kv: MatRef<'a, T>,
+        g0: MatRef<'a, T>,
+        out: &'a mut [T],
+    },
+}
+
+/// Outputs of gradient dynamics on `A = V diag(μ) Vᵀ` at `times`: with `z = V_Rᵀ r`
+/// (`r = f₀ − Y`), `train = (f₀, out)` receives `f₀ + V_R (em1 ⊙ z)` and `test` receives
+/// `g₀ − K_te V_R (φ ⊙ z)` (see [`dynamics`]). Returns `z`.
+///
+/// `mu` are the retained eigenvalues (checked), `v` the matching eigenvectors (`N × k`).
+pub fn closed_form<T: Real>(
+    dynamics: &Dynamics,
+    mu: &[f64],
+    times: &[f64],
+    v: MatRef<'_, T>,
+    r: MatRef<'_, T>,
+    train: Option<(MatRef<'_, T>, &mut [T])>,
+    test: Option<TestSide<'_, T>>,
+    par: Par,
+) -> Result<Mat<T>> {
+    dynamics::check_retained(mu)?;
+    let mut em1 = Mat::<f64>::zeros(mu.len(), times.len());
+    let mut phi = Mat::<f64>::zeros(mu.len(), times.len());
+    dynamics::mode_factors(dynamics, mu, times, em1.as_mut(), phi.as_mut())?;
+    let z = dynamics::project(v, r, par)?;
+    if let Some((f0, out)) = train {
+        dynamics::train_outputs(v, z.as_ref(), em1.as_ref(), f0, out, par)?;
+    }
+    match test {
+        Some(TestSide::Kernel { kte, g0, out }) => {
+            dynamics::test_outputs(kte, v, z.as_ref(), phi.as_ref(), g0, out, par)?;
+        }
+        Some(TestSide::Cached { kv, g0, out }) => {
+            dynamics::test_outputs_cached(kv, z.as_ref(), phi.as_ref(), g0, out, par)?;
+        }
+        None => {}
+    }
+    Ok(z)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spectral::{sym_eigh, tests::with_spectrum};
+
+    /// One call gives bitwise the outputs of the step-by-step path.
+    #[test]
+    fn matches_the_steps_bitwise() {
+        let (n, m, r) = (7, 3, 2);
+        let a = with_spectrum(&[0.0, 1e-3, 0.2, 0.5, 1.0, 3.0, 9.0]);
+        let mut w = vec![0.0; n];
+        let mut vv = Mat::<f64>::zeros(n, n);
+        sym_eigh(a.as_ref(), 0.0, &mut w, vv.as_mut(), Par::Seq).unwrap();
+        let first = 1;
+        let (mu, v) = (&w[first..], vv.as_ref().subcols(first, n - first));
+        let res = Mat::<f64>::from_fn(n, r, |i, j| ((i * r + j) as f64 * 0.37).sin());
+        let f0 = Mat::<f64>::from_fn(n, r, |i, j| 0.1 * (i + j) as f64);
+        let kte = Mat::<f64>::from_fn(m, n, |i, j| ((i * n + j) as f64 * 0.11).cos());
+        let g0 = Mat::<f64>::from_fn(m, r, |i, j| 0.2 * (i as f64) - (j as f64));
+        let times = [0.0, 0.3, 2.0, f64::INFINITY];
+        for dynm in [
+            Dynamics::Flow { scale: 0.5 },
+            Dynamics::Steps { scale: 0.05 },
+            Dynamics::momentum(0.5, 0.9, n as f64).unwrap(),
+        ] {
+            let nt = times.len();
+            let (mut train, mut test) = (vec![0.0; nt * n * r], vec![0.0; nt * m * r]);
+            let z = closed_form(
+                &dynm,
+                mu,
+                &times,
+                v,
+                res.as_ref(),
+                Some((f0.as_ref(), &mut train)),
+                Some(TestSide::Kernel {
+                    kte: kte.as_ref(),
+                    g0: g0.as_ref(),
+                    out: &mut test,
+                }),
+                Par::Seq,
+            )
+            .unwrap();
+            let mut em1 = Mat::<f64>::zeros(mu.len(), nt);
+            let mut phi = Mat::<f64>::zeros(mu.len(), nt);
+            dynamics::mode_factors(&dynm, mu, &times, em1.as_mut(), phi.as_mut()).unwrap();
+            let z2 = dynamics::project(v, res.as_ref(), Par::Seq).unwrap();
+            let (mut train2, mut test2) = (vec![0.0; nt * n * r], vec![0.0; nt * m * r]);
+            dynamics::train_outputs(
+                v,
+                z2.as_ref(),
+                em1.as_ref(),
+                f0.as_ref(),
+                &mut train2,
+                Par::Seq,
+            )
+            .unwrap();
+            dynamics::test_outputs(
+                kte.as_ref(),
+                v,
+                z2.as_ref(),
+                phi.as_ref(),
+                g0.as_ref(),
+                &mut test2,
+                Par::Seq,
+            )
+            .unwrap();
+            assert_eq!(z, z2);
+            assert_eq!(train, train2);
+            assert_eq!(test, test2);
+            // t = 0 gives f0 and g0 exactly; t = inf the interpolant of the residual.
+            assert_eq!(&train[..n * r], f0_row_major(&f0).as_slice());
+            // the cached basis gives the same outputs to rounding
+            let kv = dynamics::test_basis(kte.as_ref(), v, Par::Seq).unwrap();
+            let mut test3 = vec![0.0; nt * m * r];
+            closed_form(
+                &dynm,
+                mu,
+                &times,
+                v,
+                res.as_ref(),
+                None,
+                Some(TestSide::Cached {
+                    kv: kv.as_ref(),
+                    g0: g0.as_ref(),
+                    out: &mut test3,
+                }),
+                Par::Seq,
+            )
+            .unwrap();
+            let scale = test2.iter().fold(1.0f64, |s, x| s.max(x.abs()));
+            for (a, b) in test3.iter().zip(&test2) {
+                assert!((a - b).abs() <= 1e-12 * scale, "{a} vs {b}");
+            }
+        }
+    }
+
+    fn f0_row_major(f0: &Mat<f64>) -> Vec<f64> {
+        let mut out = Vec::new();
+        for i in 0..f0.nrows() {
+            for j in 0..f0.ncols() {
+                out.push(f0[(i, j)]);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn checks_the_retained_eigenvalues() {
+        let v = Mat::<f64>::zeros(2, 1);
+        let r = Mat::<f64>::zeros(2, 1);
+        let e = closed_form(
+            &Dynamics::Flow { scale: 1.0 },
+            &[-1.0],
+            &[1.0],
+            v.as_ref(),
+            r.as_ref(),
+            None,
+            None,
+            Par::Seq,
+        );
+        assert!(e.is_err());
+    }
+}

@@ -1,0 +1,268 @@
+//! Bindings of the dynamics (`tangentflow_core::dynamics`, `momentum`, `closed_form`): the
+//! typed [`PyDynamics`] value, per-mode factors, the reconstruction steps, and the whole
+//! MSE closed form in one call (`closed_form_<t>`, one boundary crossing per `at`).
+//!
+//! Every function borrows, releases the GIL for the heavy work, and allocates its NumPy
+//! outputs (which the core writes). Names carry the compute type (`_f32`, `_f64`).
+
+use crate::convert::{mat_mut, mat_ref, slice, to_numpy};
+use crate::errors::{internal, CoreResult};
+use numpy::{PyArray2, PyArray3, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2};
+use pyo3::prelude::*;
+use tangentflow_core::closed_form::{self, TestSide};
+use tangentflow_core::dynamics::{self, Dynamics};
+use tangentflow_core::threads;
+
+/// How each eigenmode evolves (`tangentflow._core.Dynamics`): built by `flow`, `gd` or
+/// `momentum` and passed to `mode_factors` / `closed_form_*` as it is.
+#[pyclass(frozen, name = "Dynamics", module = "tangentflow._core")]
+#[derive(Clone, Copy)]
+pub struct PyDynamics(Dynamics);
+
+#[pymethods]
+impl PyDynamics {
+    /// Gradient flow, `e = exp(−μ·scale·t)` with `scale = η/n`.
+    #[staticmethod]
+    fn flow(scale: f64) -> Self {
+        PyDynamics(Dynamics::Flow { scale })
+    }
+
+    /// Gradient descent with discrete steps, `e = (1 − μ·scale)^t` with `scale = η/n`.
+    #[staticmethod]
+    fn gd(scale: f64) -> Self {
+        PyDynamics(Dynamics::Steps { scale })
+    }
+
+    /// Heavy-ball momentum `momentum` at learning rate `learning_rate` over `n` loss terms.
+    #[staticmethod]
+    fn momentum(learning_rate: f64, momentum: f64, n: f64) -> CoreResult<Self> {
+        Ok(PyDynamics(Dynamics::momentum(learning_rate, momentum, n)?))
+    }
+
+    fn __repr__(&self) -> String {
+        match self.0 {
+            Dynamics::Flow { scale } => format!("Dynamics.flow({scale:?})"),
+            Dynamics::Steps { scale } => format!("Dynamics.gd({scale:?})"),
+            Dynamics::Momentum {
+                sqrt_eta,
+                inv_n,
+                damping,
+            } => format!(
+                "Dynamics(momentum: sqrt_eta={sqrt_eta:?}, inv_n={inv_n:?}, damping={damping:?})"
+            ),
+        }
+    }
+}
+
+type Factors<'py> = (Bound<'py, PyArray2<f64>>, Bound<'py, PyArray2<f64>>);
+
+/// Per-mode factors `(e − 1, (1 − e)/μ)`, each `(k, T)`, for retained eigenvalues `mu`.
+#[pyfunction]
+pub fn mode_factors<'py>(
+    py: Python<'py>,
+    dynamics: PyRef<'py, PyDynamics>,
+    mu: PyReadonlyArray1<'py, f64>,
+    times: PyReadonlyArray1<'py, f64>,
+) -> CoreResult<Factors<'py>> {
+    let dynm = dynamics.0;
+    let mu = slice(&mu)?;
+    let ts = slice(&times)?;
+    dynamics::check_retained(mu)?;
+    let em1 = PyArray2::<f64>::zeros(py, [mu.len(), ts.len()], true);
+    let phi = PyArray2::<f64>::zeros(py, [mu.len(), ts.len()], true);
+    {
+        let mut a = em1.readwrite();
+        let mut b = phi.readwrite();
+        let (am, bm) = (mat_mut(&mut a), mat_mut(&mut b));
+        py.detach(|| dynamics::mode_factors(&dynm, mu, ts, am, bm))?;
+    }
+    Ok((em1, phi))
+}
+
+/// A zeroed C-ordered `(T, rows, R)` output.
+fn outputs<'py, T: numpy::Element>(
+    py: Python<'py>,
+    nt: usize,
+    rows: usize,
+    r: usize,
+) -> Bound<'py, PyArray3<T>> {
+    PyArray3::<T>::zeros(py, [nt, rows, r], false)
+}
+
+macro_rules! recon_fns {
+    ($t:ty, $project:ident, $basis:ident, $train:ident, $test:ident, $cached:ident, $closed:ident) => {
+        /// `z = Vᵀ r`.
+        #[pyfunction]
+        pub fn $project<'py>(
+            py: Python<'py>,
+            v: PyReadonlyArray2<'py, $t>,
+            r: PyReadonlyArray2<'py, $t>,
+        ) -> CoreResult<Bound<'py, PyArray2<$t>>> {
+            let (vr, rr) = (mat_ref(&v), mat_ref(&r));
+            let z = py.detach(|| threads::install(|par| dynamics::project(vr, rr, par)))?;
+            Ok(to_numpy(py, z.as_ref()))
+        }
+
+        /// `K_te · V`.
+        #[pyfunction]
+        pub fn $basis<'py>(
+            py: Python<'py>,
+            kte: PyReadonlyArray2<'py, $t>,
+            v: PyReadonlyArray2<'py, $t>,
+        ) -> CoreResult<Bound<'py, PyArray2<$t>>> {
+            let (kr, vr) = (mat_ref(&kte), mat_ref(&v));
+            let kv = py.detach(|| threads::install(|par| dynamics::test_basis(kr, vr, par)))?;
+            Ok(to_numpy(py, kv.as_ref()))
+        }
+
+        /// Train outputs `(T, N, R)`: `f₀ + V (em1 ⊙ z)` at every time.
+        #[pyfunction]
+        pub fn $train<'py>(
+            py: Python<'py>,
+            v: PyReadonlyArray2<'py, $t>,
+            z: PyReadonlyArray2<'py, $t>,
+            em1: PyReadonlyArray2<'py, f64>,
+            f0: PyReadonlyArray2<'py, $t>,
+        ) -> CoreResult<Bound<'py, PyArray3<$t>>> {
+            let (vr, zr, er, fr) = (mat_ref(&v), mat_ref(&z), mat_ref(&em1), mat_ref(&f0));
+            let out = outputs::<$t>(py, er.ncols(), vr.nrows(), zr.ncols());
+            {
+                let mut rw = out.readwrite();
+                let sl = rw.as_slice_mut().map_err(|_| internal("output buffer"))?;
+                py.detach(|| {
+                    threads::install(|par| dynamics::train_outputs(vr, zr, er, fr, sl, par))
+                })?;
+            }
+            Ok(out)
+        }
+
+        /// Test outputs `(T, M, R)`: `g₀ − K_te V (phi ⊙ z)`.
+        #[pyfunction]
+        pub fn $test<'py>(
+            py: Python<'py>,
+            kte: PyReadonlyArray2<'py, $t>,
+            v: PyReadonlyArray2<'py, $t>,
+            z: PyReadonlyArray2<'py, $t>,
+            phi: PyReadonlyArray2<'py, f64>,
+            g0: PyReadonlyArray2<'py, $t>,
+        ) -> CoreResult<Bound<'py, PyArray3<$t>>> {
+            let (kr, vr, zr) = (mat_ref(&kte), mat_ref(&v), mat_ref(&z));
+            let (pr, gr) = (mat_ref(&phi), mat_ref(&g0));
+            let out = outputs::<$t>(py, pr.ncols(), kr.nrows(), zr.ncols());
+            {
+                let mut rw = out.readwrite();
+                let sl = rw.as_slice_mut().map_err(|_| internal("output buffer"))?;
+                py.detach(|| {
+                    threads::install(|par| dynamics::test_outputs(kr, vr, zr, pr, gr, sl, par))
+                })?;
+            }
+            Ok(out)
+        }
+
+        /// Test outputs `(T, M, R)` from a cached `K_te V`.
+        #[pyfunction]
+        pub fn $cached<'py>(
+            py: Python<'py>,
+            kv: PyReadonlyArray2<'py, $t>,
+            z: PyReadonlyArray2<'py, $t>,
+            phi: PyReadonlyArray2<'py, f64>,
+            g0: PyReadonlyArray2<'py, $t>,
+        ) -> CoreResult<Bound<'py, PyArray3<$t>>> {
+            let (kr, zr, pr, gr) = (mat_ref(&kv), mat_ref(&z), mat_ref(&phi), mat_ref(&g0));
+            let out = outputs::<$t>(py, pr.ncols(), kr.nrows(), zr.ncols());
+            {
+                let mut rw = out.readwrite();
+                let sl = rw.as_slice_mut().map_err(|_| internal("output buffer"))?;
+                py.detach(|| {
+                    threads::install(|par| dynamics::test_outputs_cached(kr, zr, pr, gr, sl, par))
+                })?;
+            }
+            Ok(out)
+        }
+
+        /// The whole MSE closed form in one call: `(z, train, test)` with `z = Vᵀ r`,
+        /// `train` `(T, N, R)` when `f0` is given, `test` `(T, M, R)` when `test` (the
+        /// test–train kernel, or `K_te V` with `cached`) and `g0` are given.
+        #[pyfunction]
+        #[pyo3(signature = (dynamics, mu, times, v, r, f0, test, g0, cached))]
+        #[allow(clippy::type_complexity)]
+        pub fn $closed<'py>(
+            py: Python<'py>,
+            dynamics: PyRef<'py, PyDynamics>,
+            mu: PyReadonlyArray1<'py, f64>,
+            times: PyReadonlyArray1<'py, f64>,
+            v: PyReadonlyArray2<'py, $t>,
+            r: PyReadonlyArray2<'py, $t>,
+            f0: Option<PyReadonlyArray2<'py, $t>>,
+            test: Option<PyReadonlyArray2<'py, $t>>,
+            g0: Option<PyReadonlyArray2<'py, $t>>,
+            cached: bool,
+        ) -> CoreResult<(
+            Bound<'py, PyArray2<$t>>,
+            Option<Bound<'py, PyArray3<$t>>>,
+            Option<Bound<'py, PyArray3<$t>>>,
+        )> {
+            let dynm = dynamics.0;
+            let (mu, ts) = (slice(&mu)?, slice(&times)?);
+            let (vr, rr) = (mat_ref(&v), mat_ref(&r));
+            let fr = f0.as_ref().map(mat_ref);
+            let (nt, ncol) = (ts.len(), rr.ncols());
+            let test = match (test.as_ref().map(mat_ref), g0.as_ref().map(mat_ref)) {
+                (Some(k), Some(g)) => Some((k, g)),
+                (None, None) => None,
+                _ => {
+                    return Err(
+                        pyo3::exceptions::PyValueError::new_err("test and g0 go together").into(),
+                    )
+                }
+            };
+            let train_out = fr.map(|f| outputs::<$t>(py, nt, f.nrows(), ncol));
+            let test_out = test.map(|(k, _)| outputs::<$t>(py, nt, k.nrows(), ncol));
+            let z = {
+                let mut train_rw = train_out.as_ref().map(PyArrayMethods::readwrite);
+                let mut test_rw = test_out.as_ref().map(PyArrayMethods::readwrite);
+                let train_sl = match train_rw.as_mut() {
+                    Some(rw) => Some(rw.as_slice_mut().map_err(|_| internal("output buffer"))?),
+                    None => None,
+                };
+                let test_sl = match test_rw.as_mut() {
+                    Some(rw) => Some(rw.as_slice_mut().map_err(|_| internal("output buffer"))?),
+                    None => None,
+                };
+                let train = fr.zip(train_sl);
+                let side = test.zip(test_sl).map(|((k, g0), out)| {
+                    if cached {
+                        TestSide::Cached { kv: k, g0, out }
+                    } else {
+                        TestSide::Kernel { kte: k, g0, out }
+                    }
+                });
+                py.detach(|| {
+                    threads::install(|par| {
+                        closed_form::closed_form(&dynm, mu, ts, vr, rr, train, side, par)
+                    })
+                })?
+            };
+            Ok((to_numpy(py, z.as_ref()), train_out, test_out))
+        }
+    };
+}
+
+recon_fns!(
+    f64,
+    project_f64,
+    test_basis_f64,
+    train_outputs_f64,
+    test_outputs_f64,
+    test_outputs_cached_f64,
+    closed_form_f64
+);
+recon_fns!(
+    f32,
+    project_f32,
+    test_basis_f32,
+    train_outputs_f32,
+    test_outputs_f32,
+    test_outputs_cached_f32,
+    closed_form_f32
+);
