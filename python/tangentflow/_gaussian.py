@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from ._devices import cupy_or_none, is_gpu_array
 from ._shapes import Layout
 
 __all__ = ["Gaussian"]
@@ -109,8 +110,6 @@ class Gaussian(_GaussianFields):
 
 
 def _namespace(a: Any) -> Any:
-    from ._backends import cupy_or_none, is_gpu_array
-
     if is_gpu_array(a):
         cp = cupy_or_none()
         if cp is None:

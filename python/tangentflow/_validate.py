@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from ._devices import cupy_or_none, is_gpu_array
 from ._numerics import SYMMETRY_RTOL, symmetrize
 from ._shapes import flatten_kernel, kernel_dims, zip_dims
 
@@ -24,8 +25,6 @@ _FLOATS = (np.float32, np.float64)
 
 def as_float_array(a: Any, name: str, backend: Any) -> Any:
     """A float32/float64 array on the backend's device; ints/bools become float64."""
-    from ._backends import is_gpu_array
-
     if a is None:
         raise TypeError(f"{name} must be an array, got None")
     if is_gpu_array(a) and not backend.on_gpu:
@@ -109,8 +108,6 @@ def times(
         return np.array([np.inf]), ()
     if isinstance(t, bool):
         raise TypeError("t must be a number, an array of numbers or None, got bool")
-    from ._backends import cupy_or_none, is_gpu_array
-
     if is_gpu_array(t):  # times are few: they live on the host
         cp = cupy_or_none()
         if cp is None:

@@ -3,9 +3,10 @@
 
 from __future__ import annotations
 
+from .._devices import cupy_or_none, is_gpu_array
 from ._base import Backend
 from .cpu import CpuBackend
-from .xp import XpBackend, cupy_or_none, is_gpu_array
+from .xp import XpBackend
 
 __all__ = [
     "Backend",
