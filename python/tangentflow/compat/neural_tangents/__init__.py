@@ -54,7 +54,8 @@ from ._state import ODEState
 # gradient_descent, _gp: gp_inference, _ensemble: gradient_descent_mse_ensemble) over the
 # shared parts: _arrays (inputs as the native classes take them), _jax (the JAX bridge:
 # dtypes, devices, pure_callback), _results (predict_fn arguments and result containers),
-# _pytrees (kernel_fn keywords), _state (ODEState). The numbers come from the public classes.
+# _pytrees (kernel_fn keywords), _state (ODEState). The numbers come from the kernel model
+# (gradient descent) and the public Ensemble and GaussianProcess (docs/architecture.md).
 
 __all__ = [
     "gradient_descent_mse",
