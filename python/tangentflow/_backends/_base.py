@@ -58,6 +58,25 @@ class Backend(Protocol):
     def train_outputs(self, v: Any, z: Any, em1: Any, f0: Any) -> Any: ...
     def test_outputs(self, kte: Any, v: Any, z: Any, phi: Any, g0: Any) -> Any: ...
     def test_outputs_cached(self, kv: Any, z: Any, phi: Any, g0: Any) -> Any: ...
+    def closed_form(
+        self,
+        kind: str,
+        params: list[float],
+        mu: Any,
+        times: Any,
+        v: Any,
+        r: Any,
+        f0: Any | None,
+        test: Any | None,
+        g0: Any | None,
+        cached: bool,
+    ) -> tuple[Any, Any | None, Any | None]:
+        """The MSE closed form of one call: ``(z, train, test)`` with ``z = Vᵀ r``, ``train``
+        when ``f0`` is given and ``test`` when ``test`` (``2^-e·K_te``, or ``K_te·V`` with
+        ``cached``) and ``g0`` are: bitwise ``mode_factors`` → ``project`` →
+        ``train_outputs`` / ``test_outputs[_cached]`` (one boundary crossing on the CPU)."""
+        ...
+
     def ode_solve(self, k: Any, f0: Any, taus: Any, loss: Any, **kw: Any) -> dict[str, Any]:
         """The function-space ODE (docs/numerics.md §9) with ``_core.ode_solve``'s keywords;
         a TypeError where ``runs_ode`` is False."""

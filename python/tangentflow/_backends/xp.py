@@ -12,36 +12,13 @@ from typing import Any
 
 import numpy as np
 
+from .._devices import is_gpu_array
 from .._errors import LinAlgError
 from .._numerics import exponent, ldexp_float
 
 #: Iterations of Hager's 1-norm estimator and steps of the inverse iteration of the
 #: condition estimate, and the seed of its random start (as in the Rust core).
 _HAGER_ITERS, _INVERSE_STEPS, _SEED = 5, 3, 0x9E3779B97F4A7C15
-
-
-def cupy_or_none() -> Any:
-    try:
-        import cupy
-    except Exception:  # noqa: BLE001 - no CuPy, or CuPy without a working CUDA runtime
-        return None
-    return cupy
-
-
-def is_gpu_array(a: object) -> bool:
-    """CuPy arrays, and GPU arrays that CuPy can take through DLPack (torch, JAX)."""
-    mod = type(a).__module__.split(".")[0]
-    if mod == "cupy":
-        return True
-    if hasattr(a, "__cuda_array_interface__"):
-        return True
-    dev = getattr(a, "__dlpack_device__", None)
-    if dev is not None and mod in ("torch", "jax", "jaxlib"):
-        try:
-            return int(dev()[0]) in (2, 3, 13)  # kDLCUDA, kDLCUDAHost, kDLCUDAManaged
-        except Exception:  # noqa: BLE001
-            return False
-    return False
 
 
 class XpBackend:
@@ -315,6 +292,30 @@ class XpBackend:
         if kv.shape[1] == 0:
             return self.xp.broadcast_to(g0, (phi.shape[1],) + g0.shape).copy()
         return self._per_time(kv, z, phi, -1, base=g0)
+
+    def closed_form(
+        self,
+        kind: str,
+        params: list[float],
+        mu: Any,
+        times: Any,
+        v: Any,
+        r: Any,
+        f0: Any | None,
+        test: Any | None,
+        g0: Any | None,
+        cached: bool,
+    ) -> tuple[Any, Any | None, Any | None]:
+        em1, phi = self.mode_factors(kind, params, mu, times)
+        z = self.project(v, r)
+        train = None if f0 is None else self.train_outputs(v, z, em1, f0)
+        tst = None
+        if test is not None:
+            if cached:
+                tst = self.test_outputs_cached(test, z, phi, g0)
+            else:
+                tst = self.test_outputs(test, v, z, phi, g0)
+        return z, train, tst
 
     # -- ODE losses ----------------------------------------------------------------------
     def ode_solve(self, k: Any, f0: Any, taus: Any, loss: Any, **kw: Any) -> dict[str, Any]:

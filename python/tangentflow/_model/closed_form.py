@@ -69,74 +69,92 @@ def _scaled(
     m.check_steps_converge(ts, n)
     vr = m.eigenvectors()[:, spec.first :]
     kind, params = m.dynamics(n)
-    em1, phi = be.mode_factors(kind, params, spec.retained, ts)
-    z = be.project(vr, f0 - yf)
-    train = None
-    if want_train:
-        train = train_outputs(m, ts, spec, vr, z, em1, yf, f0, kind)
-    tst = None
+    memo = _TrainMemo(m, ts, spec, yf, f0) if want_train and kind == "flow" else None
+    reuse = memo is not None and memo.hit()
+    kt = None
     if test is not None:
         if test.cached:
-            kv = test.basis()[:, spec.first :]
-            tst = be.test_outputs_cached(xp.ascontiguousarray(kv), z, phi, g0)
+            kt = xp.ascontiguousarray(test.basis()[:, spec.first :])
         else:
-            tst = be.test_outputs(test.scaled_k(m.fact.exp), vr, z, phi, g0)
+            kt = test.scaled_k(m.fact.exp)
+    # one boundary crossing: factors, projection and reconstruction (docs/architecture.md)
+    z, train, tst = be.closed_form(
+        kind,
+        params,
+        spec.retained,
+        ts,
+        vr,
+        f0 - yf,
+        f0 if want_train and not reuse else None,
+        kt,
+        None if test is None else g0,
+        test is not None and test.cached,
+    )
+    if memo is not None:
+        train = memo.reuse(vr, z) if reuse else memo.store(train, vr, z)
     return train, tst
 
 
-def train_outputs(
-    m: KernelModel,
-    ts: Any,
-    spec: Spectrum,
-    vr: Any,
-    z: Any,
-    em1: Any,
-    yf: Any,
-    f0: Any,
-    kind: str,
-) -> Any:
-    """Train outputs; under gradient flow, a ``diag_reg`` sweep reuses the previous
-    member's residual: ``e^{−(A+λI)s} = e^{−λs} e^{−As}`` on the same retained modes, so
-    for λ > λ_b the residual ``V diag(e) z`` is ``e^{−(λ−λ_b)s}`` times the stored one
-    (docs/numerics.md §3 in O(N·R·T) instead of a GEMM). The memo is keyed by the values of the
-    times, targets, initial outputs and learning rate, never by object identity; it hashes
-    array bytes, so it is used only for host arrays."""
-    be = m.backend
-    if kind != "flow" or be.on_gpu:
-        return be.train_outputs(vr, z, em1, f0)
-    xp = be.xp
-    lam = m.shift
-    lr = m.options.learning_rate
-    h = hashlib.blake2b(digest_size=16)
-    for a in (ts, yf, f0):
-        h.update(np.ascontiguousarray(a).tobytes())
-    h.update(repr((lr, spec.first, yf.shape, str(yf.dtype))).encode())
-    key = h.digest()
-    memo = m.fact.train_memo
-    if spec.first:
-        r0 = f0 - yf
-        pperp = r0 - vr @ z
-    else:
-        pperp = None
-    if memo is not None and memo[0] == key and lam > memo[1]:
+class _TrainMemo:
+    """Under gradient flow a ``diag_reg`` sweep reuses the previous member's residual:
+    ``e^{−(A+λI)s} = e^{−λs} e^{−As}`` on the same retained modes, so for λ > λ_b the
+    residual ``V diag(e) z`` is ``e^{−(λ−λ_b)s}`` times the stored one (docs/numerics.md §3,
+    in O(N·R·T) instead of a GEMM). The memo is keyed by the values of the times, targets,
+    initial outputs and learning rate, never by object identity; it hashes array bytes, so
+    it serves host arrays only (``Backend.on_gpu`` False)."""
+
+    def __init__(self, m: KernelModel, ts: Any, spec: Spectrum, yf: Any, f0: Any) -> None:
+        self.m, self.ts, self.spec, self.yf, self.f0 = m, ts, spec, yf, f0
+        self.key = b""
+        if m.backend.on_gpu:
+            return
+        h = hashlib.blake2b(digest_size=16)
+        for a in (ts, yf, f0):
+            h.update(np.ascontiguousarray(a).tobytes())
+        lr = m.options.learning_rate
+        h.update(repr((lr, spec.first, yf.shape, str(yf.dtype))).encode())
+        self.key = h.digest()
+
+    def hit(self) -> bool:
+        memo = self.m.fact.train_memo
+        return (
+            bool(self.key) and memo is not None and memo[0] == self.key and self.m.shift > memo[1]
+        )
+
+    def _pperp(self, vr: Any, z: Any) -> Any:
+        """The part of ``f₀ − Y`` outside the retained modes (it does not evolve)."""
+        return (self.f0 - self.yf) - vr @ z if self.spec.first else None
+
+    def reuse(self, vr: Any, z: Any) -> Any:
+        memo = self.m.fact.train_memo
+        assert memo is not None
         _, lam_b, resid = memo
-        s = (lr / yf.size) * ts
+        yf, ts = self.yf, self.ts
+        lam = self.m.shift
+        s = (self.m.options.learning_rate / yf.size) * ts
         fin = np.isfinite(ts)
         scale = np.where(fin, np.exp(-(lam - lam_b) * np.where(fin, s, 0.0)), 0.0)
-        train = yf[None] + xp.asarray(scale, dtype=yf.dtype)[:, None, None] * resid
+        train = yf[None] + self.m.xp.asarray(scale, dtype=yf.dtype)[:, None, None] * resid
+        pperp = self._pperp(vr, z)
         if pperp is not None:
             train += pperp[None]
         zero = ts == 0
         if zero.any():
-            train[zero] = f0
+            train[zero] = self.f0
         return train
-    train = be.train_outputs(vr, z, em1, f0)
-    resid = train - yf[None]
-    if pperp is not None:
-        resid -= pperp[None]
-    if memo is None or memo[0] != key or lam < memo[1]:
-        m.fact.train_memo = (key, lam, resid)
-    return train
+
+    def store(self, train: Any, vr: Any, z: Any) -> Any:
+        if not self.key:
+            return train
+        resid = train - self.yf[None]
+        pperp = self._pperp(vr, z)
+        if pperp is not None:
+            resid -= pperp[None]
+        memo = self.m.fact.train_memo
+        lam = self.m.shift
+        if memo is None or memo[0] != self.key or lam < memo[1]:
+            self.m.fact.train_memo = (self.key, lam, resid)
+        return train
 
 
 def _cholesky_limit(
