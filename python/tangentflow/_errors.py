@@ -3,6 +3,7 @@
 import os
 import sys
 import warnings
+from types import FrameType
 
 import numpy as np
 
@@ -29,10 +30,10 @@ class NumericalWarning(RuntimeWarning):
 _PKG = os.path.dirname(os.path.abspath(__file__))
 
 
-def warn(message: str, category=None) -> None:
+def warn(message: str, category: type[Warning] | None = None) -> None:
     """``warnings.warn`` attributed to the first frame outside the package (the user's
     call), so that module-based warning filters match user code."""
-    frame = sys._getframe(1)
+    frame: FrameType | None = sys._getframe(1)
     level = 2
     while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_PKG):
         frame = frame.f_back
