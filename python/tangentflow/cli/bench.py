@@ -86,16 +86,19 @@ def add_arguments(bench: argparse.ArgumentParser) -> None:
     bench.add_argument("--no-memory", action="store_true", help=hidden)
 
 
+_DESCRIPTION = (
+    "Times tangentflow's first call, repeat call, t=inf, a regularization sweep, small "
+    "problems and peak memory against numpy.linalg.eigh / scipy Cholesky, and prints "
+    "the ratios with their targets."
+)
+
+
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Registers ``bench`` on the ``tangentflow`` subcommand parsers."""
     bench = subparsers.add_parser(
         "bench",
         help="end-to-end benchmark against NumPy/SciPy on the same matrices",
-        description=(
-            "Times tangentflow's first call, repeat call, t=inf, a regularization sweep, small "
-            "problems and peak memory against numpy.linalg.eigh / scipy Cholesky, and prints "
-            "the ratios with their targets."
-        ),
+        description=_DESCRIPTION,
     )
     add_arguments(bench)
 
@@ -123,9 +126,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None)
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python benches/bench_predict.py [--sizes ...]``: the same as ``tangentflow bench``."""
-    parser = argparse.ArgumentParser(
-        prog="tangentflow bench", description="The end-to-end benchmark (tangentflow bench)."
-    )
+    parser = argparse.ArgumentParser(prog="tangentflow bench", description=_DESCRIPTION)
     add_arguments(parser)
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
     check_outputs(parser, args)
