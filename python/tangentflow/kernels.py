@@ -10,7 +10,7 @@ from typing import Any, Literal, overload
 import numpy as np
 import numpy.typing as npt
 
-from tangentflow import _backends, _core, _validate
+from tangentflow import _core, _devices, _validate
 
 __all__ = ["fully_connected"]
 
@@ -39,7 +39,7 @@ def _inputs(x: npt.ArrayLike, name: str) -> FloatArray:
     """``x`` as a float64 C-contiguous (N, d) array (a copy when a conversion is needed)."""
     if x is None:
         raise TypeError(f"{name} must be an array of shape (N, d), got None")
-    if _backends.is_gpu_array(x):
+    if _devices.is_gpu_array(x):
         raise TypeError(
             f"{name} is a GPU array: tangentflow.kernels runs in the Rust core on the CPU; "
             "pass a NumPy array (and move the kernels to the GPU with cupy.asarray)"

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from ..._backends import cupy_or_none, is_gpu_array
+from ..._devices import cupy_or_none, is_gpu_array
 from ..._errors import NumericalWarning, warn
 
 #: What the compat functions pass around: a NumPy, CuPy or JAX array, a JAX tracer, a
