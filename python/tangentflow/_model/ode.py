@@ -164,10 +164,10 @@ def solve(
         kte = np.ldexp(np.asarray(test.k, dtype=np.float64), -e)
         g0 = np.asarray(test.g0, dtype=np.float64)
         s = sol["s"][idx]
-        tst = g0[None] - np.einsum("md,tdr->tmr", kte, s, optimize=True)
+        tst = g0[None] - _products(m, kte, s)
         if damping is not None:
             p_int = sol["p"][idx]
-            q_test = -np.einsum("md,tdr->tmr", kte, p_int, optimize=True)
+            q_test = -_products(m, kte, p_int)
             if q_test_0 is not None:
                 qt0 = np.ldexp(np.asarray(q_test_0, dtype=np.float64), -et)
                 decay = np.exp(-damping * tau_all)[:, None, None]
@@ -175,3 +175,11 @@ def solve(
                 q_test = q_test + decay * qt0[None]
             q_test = np.ldexp(q_test, et)
     return train, tst, q_train, q_test
+
+
+def _products(m: KernelModel, kte: Any, s: Any) -> Any:
+    """``K_te·S(τ)`` for each time, ``(T, M, R)``, in the core (under ``set_num_threads``)."""
+    out = np.empty((s.shape[0], kte.shape[0], s.shape[2]), dtype=np.float64)
+    for j in range(s.shape[0]):
+        out[j] = m.backend.test_basis(kte, np.ascontiguousarray(s[j]))
+    return out
