@@ -36,7 +36,7 @@ Array = npt.NDArray[Any]
 #: ``[(W_0, b_0), …, (W_L, b_L)]``.
 Params = list[tuple[Array, Array]]
 
-__all__ = ["MLP"]
+__all__ = ["MLP", "input_array", "unflatten"]
 
 _ACTIVATIONS = ("relu", "erf")
 _TWO_OVER_SQRT_PI = 2.0 / math.sqrt(math.pi)
@@ -194,7 +194,7 @@ class MLP(Family):
 
     def apply(self, params: Params, x: npt.ArrayLike) -> npt.NDArray[np.float64]:
         """Outputs ``(N, K)`` (float64) for inputs ``(N, d)``."""
-        return self._forward(params, _inputs(x, "x"))[0].astype(np.float64)
+        return self._forward(params, input_array(x, "x"))[0].astype(np.float64)
 
     # -- kernels ---------------------------------------------------------------------------
     def _deltas(self, params: Params, zs: list[Array], ds: list[Array]) -> list[Array]:
@@ -281,8 +281,8 @@ class MLP(Family):
     ) -> npt.NDArray[np.float64]:
         """The empirical NTK of the network with ``params``: ``(N1, N2)`` for one output,
         ``(N1, N2, K, K)`` (pair-interleaved) for ``K > 1``; float64."""
-        a1 = _inputs(x1, "x1")
-        a2 = None if x2 is None else _inputs(x2, "x2", a1.shape[1])
+        a1 = input_array(x1, "x1")
+        a2 = None if x2 is None else input_array(x2, "x2", a1.shape[1])
         flat = self.ntk_flat(params, a1, a2)
         k = params[-1][0].shape[1]
         return unflatten(flat, k)
@@ -402,7 +402,9 @@ def unflatten(flat: np.ndarray, k: int) -> np.ndarray:
     return view
 
 
-def _inputs(x: npt.ArrayLike, name: str, d: int | None = None) -> npt.NDArray[np.float64]:
+def input_array(x: npt.ArrayLike, name: str, d: int | None = None) -> npt.NDArray[np.float64]:
+    """``x`` as a finite, non-empty float64 ``(N, d)`` array (``d`` features when given); the
+    errors name the argument."""
     try:
         a = np.asarray(x, dtype=np.float64)
     except (TypeError, ValueError) as e:

@@ -21,7 +21,7 @@ import numpy.typing as npt
 from .._errors import NumericalWarning, TangentflowError, warn
 from ._family import Family, as_family
 from ._fit import bisect_width, extrapolate_width, loglog_slope
-from ._mlp import _inputs, unflatten
+from ._mlp import input_array, unflatten
 from ._result import WidthStudy
 
 __all__ = ["check", "LearningRateWarning", "DEFAULT_WIDTHS"]
@@ -265,7 +265,7 @@ def check(
         learning rate reaches ``max_learning_rate`` of some width's kernel (unless
         ``force``); a :class:`LearningRateWarning` above half of it.
     """
-    x = _inputs(x_train, "x_train")
+    x = input_array(x_train, "x_train")
     try:
         y = np.array(y_train, dtype=np.float64)
     except (TypeError, ValueError) as e:
@@ -279,7 +279,7 @@ def check(
         )
     if not np.all(np.isfinite(y)):
         raise ValueError("y_train contains NaN or infinity")
-    xt = None if x_test is None else _inputs(x_test, "x_test", x.shape[1])
+    xt = None if x_test is None else input_array(x_test, "x_test", x.shape[1])
     try:
         ws = sorted({_positive_int(w, "widths entries") for w in widths})
     except TypeError:
