@@ -30,6 +30,7 @@ def cholesky_solve_f32_f32(
 def cholesky_solve_f64_f32(
     k: _F64, shift: float, rhs: _F32
 ) -> tuple[_F32, float, float, float, int] | None: ...
+
 @final
 class Dynamics:
     """How each eigenmode evolves; passed to ``mode_factors`` and ``closed_form_*``."""
