@@ -123,7 +123,9 @@ class _TrainMemo:
 
     def _pperp(self, vr: Any, z: Any) -> Any:
         """The part of ``f₀ − Y`` outside the retained modes (it does not evolve)."""
-        return (self.f0 - self.yf) - vr @ z if self.spec.first else None
+        if not self.spec.first:
+            return None
+        return (self.f0 - self.yf) - self.m.backend.test_basis(vr, z)  # in the core
 
     def reuse(self, vr: Any, z: Any) -> Any:
         memo = self.m.fact.train_memo
