@@ -12,6 +12,7 @@ import numpy as np
 
 from ..._devices import cupy_or_none, is_gpu_array
 from ..._errors import NumericalWarning, warn
+from ..._numerics import SYMMETRY_RTOL
 
 #: What the compat functions pass around: a NumPy, CuPy or JAX array, a JAX tracer, a
 #: Python scalar or None (JAX and CuPy are optional, so these are not typed further).
@@ -103,7 +104,7 @@ def symmetrized(k: Value, name: str) -> Value:
         )
     else:
         max_asym = float(abs(k - k.transpose(perm)).max())
-    if not (np.isfinite(max_abs) and np.isfinite(max_asym)) or max_asym <= 1e-5 * max_abs:
+    if not (np.isfinite(max_abs) and np.isfinite(max_asym)) or max_asym <= SYMMETRY_RTOL * max_abs:
         return k
     kt = k.transpose(perm)
     warn(
