@@ -16,7 +16,9 @@
 use crate::{Error, Real, Result, Shape};
 use faer::dyn_stack::{MemBuffer, MemStack};
 use faer::linalg::evd::{self, ComputeEigenvectors};
-use faer::{Mat, MatMut, MatRef, Par};
+use faer::mat::AsMatMut;
+use faer::prelude::{Reborrow, ReborrowMut};
+use faer::{MatMut, MatRef, Par};
 use rayon::prelude::*;
 
 /// Column block used to tile O(N²) passes (64 doubles = one 512-byte row of a tile).
@@ -279,20 +281,7 @@ pub fn eigh_lower<T: Real>(
     par: Par,
 ) -> Result<()> {
     let n = check_square(a, "matrix")?;
-    if w.len() != n {
-        return Err(Error::DimensionMismatch {
-            what: "eigenvalue output",
-            expected: Shape::Len(n),
-            got: Shape::Len(w.len()),
-        });
-    }
-    if v.nrows() != n || v.ncols() != n {
-        return Err(Error::DimensionMismatch {
-            what: "eigenvector output",
-            expected: Shape::Matrix(n, n),
-            got: Shape::Matrix(v.nrows(), v.ncols()),
-        });
-    }
+    check_eigh_outputs(n, w.len(), v.rb())?;
     if n == 0 {
         return Ok(());
     }
@@ -303,6 +292,50 @@ pub fn eigh_lower<T: Real>(
     let s = faer::diag::DiagMut::from_slice_mut(w);
     evd::self_adjoint_evd(a, s, Some(v), par, stack, Default::default())
         .map_err(|_| Error::NoConvergence)
+}
+
+fn check_eigh_outputs<T>(n: usize, w_len: usize, v: MatRef<'_, T>) -> Result<()> {
+    if w_len != n {
+        return Err(Error::DimensionMismatch {
+            what: "eigenvalue output",
+            expected: Shape::Len(n),
+            got: Shape::Len(w_len),
+        });
+    }
+    if v.nrows() != n || v.ncols() != n {
+        return Err(Error::DimensionMismatch {
+            what: "eigenvector output",
+            expected: Shape::Matrix(n, n),
+            got: Shape::Matrix(v.nrows(), v.ncols()),
+        });
+    }
+    Ok(())
+}
+
+/// Seconds spent in each stage of one [`sym_eigh_scaled_timed`] (docs/performance.md,
+/// "Where the time goes in factorize()"). Not printed anywhere by default: the benchmark
+/// reads it through a private binding.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct EighTimings {
+    /// The pass over `K` for `max|K_ij|` (the scaling exponent) and finiteness.
+    pub scale: f64,
+    /// The fused pass writing the lower triangle of `2^-e·(sym(K) + shift·I)`.
+    pub symmetrize: f64,
+    /// faer's Householder tridiagonalization, in place in that buffer.
+    pub tridiagonalize: f64,
+    /// faer's divide-and-conquer solve of the tridiagonal problem (eigenvectors into `V`).
+    pub tridiagonal_solve: f64,
+    /// Applying the Householder reflectors to `V` (back-transformation).
+    pub back_transform: f64,
+    /// Eigenvalues to float64, and the allocation of the work space.
+    pub other: f64,
+}
+
+fn lap(t: &mut std::time::Instant) -> f64 {
+    let now = std::time::Instant::now();
+    let dt = now.duration_since(*t).as_secs_f64();
+    *t = now;
+    dt
 }
 
 /// `2^-e·(sym(K) + shift·I) = V diag(w) Vᵀ` for a kernel `K` of element type `S`, computed
@@ -316,21 +349,105 @@ pub fn sym_eigh_scaled<S: Real, T: Real>(
     v: MatMut<'_, T>,
     par: Par,
 ) -> Result<i32> {
+    sym_eigh_scaled_timed(k, shift, w, v, par, None)
+}
+
+/// [`sym_eigh_scaled`], with the seconds of each stage added to `timings` when given.
+///
+/// The stages are those of faer's `self_adjoint_evd` called one by one, so that the
+/// symmetrized, scaled copy is written straight into the buffer faer tridiagonalizes in
+/// place: one `N×N` buffer fewer, and one copy pass fewer, than handing that copy to
+/// `self_adjoint_evd` (which copies its input again). Only the lower triangle of the
+/// buffer is ever written or read, so the pages of the strict upper triangle are never
+/// touched (docs/performance.md). Same operations in the same order as
+/// `self_adjoint_evd`: the same bits.
+pub fn sym_eigh_scaled_timed<S: Real, T: Real>(
+    k: MatRef<'_, S>,
+    shift: f64,
+    w: &mut [f64],
+    mut v: MatMut<'_, T>,
+    par: Par,
+    timings: Option<&mut EighTimings>,
+) -> Result<i32> {
+    use faer::linalg::{householder, qr, temp_mat_scratch, temp_mat_uninit};
+
+    let mut clock = std::time::Instant::now();
+    let mut tm = EighTimings::default();
     let n = check_square(k, "k_train_train")?;
-    if w.len() != n {
-        return Err(Error::DimensionMismatch {
-            what: "eigenvalue output",
-            expected: Shape::Len(n),
-            got: Shape::Len(w.len()),
-        });
-    }
+    check_eigh_outputs(n, w.len(), v.rb())?;
     let e = scale_exponent(k, shift, par)?;
-    let mut a = Mat::<T>::zeros(n, n);
-    symmetrize_lower_scaled(k, shift, e, a.as_mut(), par)?;
+    tm.scale = lap(&mut clock);
+    if n == 0 {
+        if let Some(t) = timings {
+            *t = tm;
+        }
+        return Ok(e);
+    }
+    let params: faer::Spec<evd::SelfAdjointEvdParams, T> = Default::default();
+    let bs = qr::no_pivoting::factor::recommended_block_size::<T>(n, n);
+    // the buffer, the reflectors' block factors, and (reused one after the other) the
+    // scratch of each stage; self_adjoint_evd_scratch covers every stage's scratch
+    let req = faer::dyn_stack::StackReq::all_of(&[
+        temp_mat_scratch::<T>(n, n),
+        temp_mat_scratch::<T>(bs, n - 1),
+        evd::self_adjoint_evd_scratch::<T>(n, ComputeEigenvectors::Yes, par, params),
+    ]);
+    let mut mem = MemBuffer::new(req);
+    let stack = MemStack::new(&mut mem);
+    // SAFETY: faer's own self_adjoint_evd uses an uninitialized work matrix the same way:
+    // the lower triangle is fully written below before anything reads it, and no stage
+    // reads the strict upper triangle.
+    let (mut a, stack) = unsafe { temp_mat_uninit::<T, _, _>(n, n, stack) };
+    let mut a = a.as_mat_mut();
+    let (mut hh, stack) = unsafe { temp_mat_uninit::<T, _, _>(bs, n - 1, stack) };
+    let mut hh = hh.as_mat_mut();
+    tm.other += lap(&mut clock);
+
+    symmetrize_lower_scaled(k, shift, e, a.rb_mut(), par)?;
+    tm.symmetrize = lap(&mut clock);
+
+    evd::tridiag::tridiag_in_place(a.rb_mut(), hh.rb_mut(), par, stack, params.tridiag.into());
+    tm.tridiagonalize = lap(&mut clock);
+
+    let diag: Vec<T> = (0..n).map(|i| a[(i, i)]).collect();
+    let sub: Vec<T> = (0..n)
+        .map(|i| {
+            if i + 1 < n {
+                a[(i + 1, i)]
+            } else {
+                T::from_f64(0.0)
+            }
+        })
+        .collect();
     let mut wt = vec![T::from_f64(0.0); n];
-    eigh_lower(a.as_ref(), &mut wt, v, par)?;
+    evd::tridiagonal_self_adjoint_evd(
+        faer::diag::DiagRef::from_slice(&diag),
+        faer::diag::DiagRef::from_slice(&sub),
+        faer::diag::DiagMut::from_slice_mut(&mut wt),
+        Some(v.rb_mut()),
+        par,
+        stack,
+        params,
+    )
+    .map_err(|_| Error::NoConvergence)?;
+    tm.tridiagonal_solve = lap(&mut clock);
+
+    householder::apply_block_householder_sequence_on_the_left_in_place_with_conj(
+        a.rb().submatrix(1, 0, n - 1, n - 1),
+        hh.rb(),
+        faer::Conj::No,
+        v.subrows_mut(1, n - 1),
+        par,
+        stack,
+    );
+    tm.back_transform = lap(&mut clock);
+
     for (dst, src) in w.iter_mut().zip(&wt) {
         *dst = src.to_f64();
+    }
+    tm.other += lap(&mut clock);
+    if let Some(t) = timings {
+        *t = tm;
     }
     Ok(e)
 }
@@ -356,6 +473,7 @@ pub fn sym_eigh<S: Real, T: Real>(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use faer::Mat;
 
     /// `U diag(λ) Uᵀ` with a deterministic orthogonal `U` (Householder reflections).
     pub fn with_spectrum(lams: &[f64]) -> Mat<f64> {
@@ -414,6 +532,36 @@ pub(crate) mod tests {
                     let want = if i == j { 1.0 } else { 0.0 };
                     assert!((vtv[(i, j)] - want).abs() < 1e-12);
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn staged_eigh_is_faers_self_adjoint_evd_bit_for_bit() {
+        // 60: faer's QR path; 150, 300: divide and conquer; a rounded, asymmetric kernel
+        for n in [60usize, 150, 300] {
+            let lams: Vec<f64> = (0..n)
+                .map(|i| 1e-4 + (i as f64 / 7.0).sin().abs())
+                .collect();
+            let mut k = with_spectrum(&lams);
+            k[(3, 1)] += 1e-9;
+            for par in [Par::Seq, Par::rayon(2)] {
+                let e = scale_exponent(k.as_ref(), 0.25, par).unwrap();
+                let mut a = Mat::<f64>::zeros(n, n);
+                symmetrize_lower_scaled(k.as_ref(), 0.25, e, a.as_mut(), par).unwrap();
+                let mut w_ref = vec![0.0; n];
+                let mut v_ref = Mat::<f64>::zeros(n, n);
+                eigh_lower(a.as_ref(), &mut w_ref, v_ref.as_mut(), par).unwrap();
+                let mut w = vec![0.0; n];
+                let mut v = Mat::<f64>::zeros(n, n);
+                let mut tm = EighTimings::default();
+                let got =
+                    sym_eigh_scaled_timed(k.as_ref(), 0.25, &mut w, v.as_mut(), par, Some(&mut tm))
+                        .unwrap();
+                assert_eq!(got, e);
+                assert_eq!(w, w_ref, "eigenvalues, n = {n}");
+                assert!(v == v_ref, "eigenvectors, n = {n}");
+                assert!(tm.tridiagonalize > 0.0 && tm.tridiagonal_solve > 0.0);
             }
         }
     }
