@@ -188,6 +188,13 @@ def test_bench_runs_tiny(tmp_path, capsys):
     st = size["ratios"]["first_vs_eigh"]
     assert f"{st['median']:.2f}x ({st['min']:.2f}–{st['max']:.2f})" in text
     assert "median of 3 paired samples" in text
+    # the raw samples are kept, and each ratio is the median of the per-round ratios
+    for key in ("first_many_vs_first", "train_loss_vs_first", "factorize_vs_eigh"):
+        assert size["ratios"][key]["pairs"] == 3
+    raw = size["samples_s"]
+    per_round = [a / b for a, b in zip(raw["first"], raw["eigh"], strict=True)]
+    assert st["median"] == pytest.approx(float(np.median(per_round)), rel=1e-12)
+    assert "1000 times" in text and "train_loss, 10000 times" in text
 
 
 def test_paired_timing_alternates_and_takes_the_median(monkeypatch):
@@ -218,6 +225,80 @@ def test_paired_timing_alternates_and_takes_the_median(monkeypatch):
     assert t_base == pytest.approx(0.1)
     assert st["min"] <= st["median"] <= st["max"]
     assert st["median"] == pytest.approx(t_fn / t_base, rel=0.2)
+
+
+class FakeClock:
+    """A clock that only moves when a timed function says how long it took."""
+
+    def __init__(self):
+        self.now = 0.0
+        self.log = []
+
+    def __call__(self):
+        return self.now
+
+    def fn(self, name, costs):
+        it = iter(costs)
+
+        def f():
+            self.log.append(name)
+            self.now += next(it)
+            return name
+
+        return f
+
+
+def test_interleaved_rounds_alternate_and_pair_per_round():
+    """_measure.interleaved: one calibrated sample of each function per round, the order
+    reversed every other round; ratio_stats pairs the samples of the same round."""
+    from tangentflow.cli import _measure
+
+    clock = FakeClock()
+    # base: 0.3 s per call (>= min_time: 1 call per sample); fn: 0.1 s calibration, then
+    # 0.1 s per call in round 0, 0.2 in round 1, 0.15 in round 2 (3 calls per sample)
+    fns = {
+        "base": clock.fn("base", [0.3] * 4),
+        "fn": clock.fn("fn", [0.1, 0.1] + [0.1] * 3 + [0.2] * 3 + [0.15] * 3),
+    }
+    samples, calls, outs = _measure.interleaved(fns, 3, min_time=0.2, clock=clock)
+    assert calls == {"base": 1, "fn": 3}  # ceil(1.2 * 0.2 / 0.1) = 3
+    assert outs == {"base": "base", "fn": "fn"}
+    timed = clock.log[3:]  # after 1 + 2 calibration calls
+    assert timed == ["base"] + ["fn"] * 3 + ["fn"] * 3 + ["base"] + ["base"] + ["fn"] * 3
+    assert samples["base"] == pytest.approx([0.3, 0.3, 0.3])
+    assert samples["fn"] == pytest.approx([0.1, 0.2, 0.15])
+    st = _measure.ratio_stats(samples["fn"], samples["base"])
+    assert st["median"] == pytest.approx(0.5) and st["pairs"] == 3
+    assert st["min"] == pytest.approx(1 / 3) and st["max"] == pytest.approx(2 / 3)
+    assert st["q1"] == pytest.approx(5 / 12) and st["q3"] == pytest.approx(7 / 12)
+    assert st["samples_s"] == [samples["fn"], samples["base"]]
+
+
+def test_ratio_stats_pairs_by_round_not_by_sorted_times():
+    """A slow round slows both members of its pair: the per-round ratios stay steady
+    although the ratio of the median times does not."""
+    from tangentflow.cli import _measure
+
+    num = [1.0, 4.0, 1.1]  # round 1 ran on a busy machine
+    den = [1.0, 4.0, 0.9]
+    st = _measure.ratio_stats(num, den)
+    assert st["ratios"] == pytest.approx([1.0, 1.0, 1.1 / 0.9])
+    assert st["median"] == pytest.approx(1.0)
+    assert float(np.median(num)) / float(np.median(den)) == pytest.approx(1.1)
+    with pytest.raises(ValueError, match="differ in length"):
+        _measure.ratio_stats([1.0], [1.0, 2.0])
+    with pytest.raises(ValueError, match="differ in length"):
+        _measure.ratio_stats([], [])
+
+
+def test_bench_ratios_come_from_the_same_rounds():
+    """The bench's ratios are ratio_stats of the interleaved samples named in RATIOS."""
+    from tangentflow.cli import bench as _bench
+
+    assert set(_bench.ROUND_ORDER) >= {x for pair in _bench.RATIOS.values() for x in pair}
+    for key, (num, den) in _bench.RATIOS.items():
+        # every baseline precedes its numerator in a round (alternation within a pair)
+        assert _bench.ROUND_ORDER.index(den) < _bench.ROUND_ORDER.index(num), key
 
 
 def test_short_calls_are_repeated_within_a_sample(monkeypatch):

@@ -1,16 +1,19 @@
 """``tangentflow bench``: the end-to-end benchmark of the Predictor against NumPy/SciPy.
 
-Every ratio is measured in one run on the same matrices (docs/numerics.md §14): each
-figure is a sample of at least ``MIN_SAMPLE_S`` = 0.2 s (a shorter call is repeated within
-the sample), baseline and tangentflow samples alternate, and the ratio reported is the
-median of ``DEFAULT_PAIRS`` = 3 paired ratios with their min–max spread, so a verdict does
-not flip between runs. For each N,
-an analytic ReLU NTK of random unit-norm inputs (3 hidden layers), R = 10 outputs,
-M = 1000 test points and T = 100 times on a log grid:
+Every ratio is measured in one run on the same matrices (docs/cli.md): each figure is a
+sample of at least ``MIN_SAMPLE_S`` = 0.2 s (a shorter call is repeated within the
+sample), and the measurements of a size run in ``--repeats`` (default 3) rounds of one
+sample each, in ``ROUND_ORDER`` (each baseline next to what it divides) and reversed every
+other round; a ratio is the median of its per-round ratios, printed with their min–max, and
+the JSON keeps every raw sample. For each N, an analytic ReLU NTK of random unit-norm inputs
+(3 hidden layers), R = 10 outputs, M = 1000 test points and T = 100 times on a log grid:
 
 (a) ``numpy.linalg.eigh(K)``, the floor of any finite-time prediction;
-(b) the first call ``Predictor(K, y).at(ts, k_test_train=..., fx_train_0=..., fx_test_0=...)``;
+(b) the first call ``Predictor(K, y).at(ts, k_test_train=..., fx_train_0=..., fx_test_0=...)``
+    (and, for information, ``Predictor(K, y).factorize()`` alone);
+(b') the same first call with 1000 times, against (b);
 (c) a repeat call with 100 new times through ``p.test_set(k_test_train).at(...)``;
+(c') ``train_loss`` at 10,000 times on a factorized Predictor, against (b);
 (d) ``at(None)`` vs ``scipy.linalg.cho_factor`` + ``cho_solve`` + the test product;
 (e) a sweep over 20 ``diag_reg`` values × 100 times with a test set (``with_params``);
 (f) small problems (N = 100, 10 times, 50 test points) vs plain NumPy;
@@ -35,7 +38,7 @@ import numpy.typing as npt
 from ._args import add_threads_option, int_arg
 from ._bench_inputs import N_OUTPUTS, make_inputs, times
 from ._bench_report import TARGETS, format_report, machine_info
-from ._measure import DEFAULT_PAIRS, MIN_SAMPLE_S, best, paired, peak_memory
+from ._measure import DEFAULT_PAIRS, MIN_SAMPLE_S, interleaved, paired, peak_memory, ratio_stats
 from ._outputs import add_output_option, check_outputs
 from ._progress import Progress
 
@@ -75,13 +78,20 @@ def add_arguments(bench: argparse.ArgumentParser) -> None:
     add_output_option(bench, "--json", metavar="FILE", help="write every number to this JSON file")
     add_threads_option(bench)
     bench.add_argument("--no-progress", action="store_true", help="no progress bar")
+    bench.add_argument(
+        "--repeats",
+        type=int_arg("an integer from 1 to 100", 1, 100),
+        default=DEFAULT_PAIRS,
+        metavar="K",
+        help=f"rounds of paired samples per ratio, 1 to 100 (default {DEFAULT_PAIRS}); "
+        "each ratio is the median over the rounds",
+    )
     # Internal knobs (tests shrink the problem with them); hidden from --help.
     hidden = argparse.SUPPRESS
     pos = int_arg("a positive integer", 1)
     bench.add_argument("--test-points", type=pos, default=1000, help=hidden)
     bench.add_argument("--n-times", type=pos, default=100, help=hidden)
     bench.add_argument("--n-regs", type=pos, default=20, help=hidden)
-    bench.add_argument("--repeats", type=pos, default=None, help=hidden)  # paired samples
     bench.add_argument("--min-time", type=_min_time_arg, default=None, help=hidden)
     bench.add_argument("--no-memory", action="store_true", help=hidden)
 
@@ -167,6 +177,36 @@ def _small(pairs: int, min_time: float) -> dict[str, Any]:
     }
 
 
+#: The measurements of one size, in the order of a round (docs/cli.md): each baseline sits
+#: next to the tangentflow measurement it is the denominator of.
+ROUND_ORDER = (
+    "eigh",
+    "first",
+    "first_many",
+    "factorize",
+    "sweep",
+    "repeat",
+    "repeat_test_only",
+    "train_loss",
+    "cholesky",
+    "inf",
+)
+#: ratio name -> (numerator, denominator) of ROUND_ORDER
+RATIOS: dict[str, tuple[str, str]] = {
+    "first_vs_eigh": ("first", "eigh"),
+    "first_many_vs_first": ("first_many", "first"),
+    "factorize_vs_eigh": ("factorize", "eigh"),
+    "repeat_vs_first": ("repeat", "first"),
+    "repeat_test_only_vs_first": ("repeat_test_only", "first"),
+    "sweep_vs_eigh": ("sweep", "eigh"),
+    "train_loss_vs_first": ("train_loss", "first"),
+    "inf_vs_cholesky": ("inf", "cholesky"),
+}
+#: times of the first call with many times, and of the training loss
+MANY_TIMES = 1000
+LOSS_TIMES = 10_000
+
+
 def _one_size(
     n: int,
     m: int,
@@ -176,6 +216,8 @@ def _one_size(
     min_time: float,
     memory: bool,
     step: Progress,
+    many_times: int = MANY_TIMES,
+    loss_times: int = LOSS_TIMES,
 ) -> dict[str, Any]:
     from tangentflow import Predictor
 
@@ -185,81 +227,100 @@ def _one_size(
         k, kte, y, f0, g0 = inp["k"], inp["k_te"], inp["y"], inp["f0"], inp["g0"]
         ts = times(k, n_times, N_OUTPUTS)
         ts2 = times(k, n_times, N_OUTPUTS, seed=1)
-
-    ratios: dict[str, Any] = {}
-    res["ratios"] = ratios
-    with step(f"N={n}: first call vs numpy eigh"):
+        ts_many = times(k, many_times, N_OUTPUTS, seed=2)
+        ts_loss = times(k, loss_times, N_OUTPUTS, seed=3)
         w = np.linalg.eigvalsh(k)
         res["cond"] = float(w[-1] / w[0]) if w[0] > 0 else float("inf")
-
-        def first() -> Any:
-            return Predictor(k, y).at(ts, k_test_train=kte, fx_train_0=f0, fx_test_0=g0)
-
-        def eigh() -> Any:
-            return np.linalg.eigh(k)
-
-        res["first_s"], res["eigh_s"], ratios["first_vs_eigh"], out, _ = paired(
-            first, eigh, pairs, min_time
-        )
-        # breakdown (information): the factorization alone
-        res["factorize_s"], _ = best(lambda: Predictor(k, y).factorize(), pairs, min_time)
-
-    with step(f"N={n}: repeat call"):
-        p = Predictor(k, y)
-        tset = p.test_set(kte, fx_test_0=g0)
-        tset.at(ts, fx_train_0=f0)  # warm: factorization and K_te·V
-        res["repeat_s"], _, ratios["repeat_vs_first"], rep, _ = paired(
-            lambda: tset.at(ts2, fx_train_0=f0), first, pairs, min_time
-        )
-        # information: the same call without asking for train outputs
-        res["repeat_test_only_s"], _ = best(lambda: tset.at(ts2, fx_train_0=None), pairs, min_time)
-
-    with step(f"N={n}: t=None vs Cholesky"):
-        # Well conditioned: the kernel itself when cond <= 1e5, else shifted to cond ~1e5.
+        # t = None well conditioned: the kernel itself when cond <= 1e5, else shifted to
+        # cond ~1e5 (on both sides)
         lam = 0.0 if res["cond"] <= 1e5 else float(w[-1]) * 1e-5
         res["inf_diag_reg"] = lam
-
-        def tf_inf() -> Any:
-            p = Predictor(k, y, diag_reg=lam, diag_reg_absolute_scale=True)
-            return p.at(None, k_test_train=kte, fx_train_0=f0, fx_test_0=g0)
-
-        try:
-            import scipy.linalg as sl
-        except ImportError:
-            sl = None
-        if sl is None:
-            res["inf_s"], _ = best(tf_inf, pairs, min_time)
-            res["cholesky_s"] = None
-            res["cholesky_note"] = "scipy not installed: skipped"
-        else:
-
-            def chol() -> Any:
-                a = k + lam * np.eye(n) if lam else k
-                c = sl.cho_factor(a, lower=True, overwrite_a=bool(lam), check_finite=False)
-                x = sl.cho_solve(c, y - f0, check_finite=False)
-                return g0 + kte @ x
-
-            res["inf_s"], res["cholesky_s"], ratios["inf_vs_cholesky"], out_inf, ref = paired(
-                tf_inf, chol, pairs, min_time
-            )
-            res["inf_max_abs_diff"] = float(np.max(np.abs(out_inf.test - ref)))
-
-    with step(f"N={n}: diag_reg sweep"):
         regs = np.geomspace(1e-6, 1e-1, n_regs)
-
-        def sweep() -> int:
-            # The sweep pattern of the docs: one test-set handle, with_params per value,
-            # so the factorization and K_te·V are shared by all 20 members.
-            p = Predictor(k, y)
-            tset = p.test_set(kte, fx_test_0=g0)
-            for lam_r in regs:
-                tset.with_params(diag_reg=float(lam_r)).at(ts, fx_train_0=f0)
-            return p.factorizations
-
-        res["sweep_s"], _, ratios["sweep_vs_eigh"], nfact, _ = paired(sweep, eigh, pairs, min_time)
-        assert nfact == 1, f"the sweep ran {nfact} factorizations, expected 1"
-        res["sweep_factorizations"] = nfact
         res["n_regs"] = n_regs
+        res["t_many"] = many_times
+        res["t_loss"] = loss_times
+
+    def first() -> Any:
+        return Predictor(k, y).at(ts, k_test_train=kte, fx_train_0=f0, fx_test_0=g0)
+
+    def first_many() -> Any:
+        return Predictor(k, y).at(ts_many, k_test_train=kte, fx_train_0=f0, fx_test_0=g0)
+
+    def eigh() -> Any:
+        return np.linalg.eigh(k)
+
+    def factorize() -> Any:
+        return Predictor(k, y).factorize()
+
+    def sweep() -> int:
+        # The sweep pattern of the docs: one test-set handle, with_params per value, so
+        # the factorization and K_te·V are shared by all members.
+        p = Predictor(k, y)
+        tset = p.test_set(kte, fx_test_0=g0)
+        for lam_r in regs:
+            tset.with_params(diag_reg=float(lam_r)).at(ts, fx_train_0=f0)
+        return p.factorizations
+
+    p = Predictor(k, y)
+    tset = p.test_set(kte, fx_test_0=g0)
+
+    def repeat() -> Any:
+        return tset.at(ts2, fx_train_0=f0)
+
+    def repeat_test_only() -> Any:
+        return tset.at(ts2, fx_train_0=None)
+
+    def train_loss() -> Any:
+        return p.train_loss(ts_loss, fx_train_0=f0)
+
+    def tf_inf() -> Any:
+        q = Predictor(k, y, diag_reg=lam, diag_reg_absolute_scale=True)
+        return q.at(None, k_test_train=kte, fx_train_0=f0, fx_test_0=g0)
+
+    fns: dict[str, Any] = {
+        "eigh": eigh,
+        "first": first,
+        "first_many": first_many,
+        "factorize": factorize,
+        "sweep": sweep,
+        "repeat": repeat,
+        "repeat_test_only": repeat_test_only,
+        "train_loss": train_loss,
+        "inf": tf_inf,
+    }
+    try:
+        import scipy.linalg as sl
+    except ImportError:
+        res["cholesky_note"] = "scipy not installed: skipped"
+    else:
+
+        def chol() -> Any:
+            a = k + lam * np.eye(n) if lam else k
+            c = sl.cho_factor(a, lower=True, overwrite_a=bool(lam), check_finite=False)
+            x = sl.cho_solve(c, y - f0, check_finite=False)
+            return g0 + kte @ x
+
+        fns["cholesky"] = chol
+    order = {name: fns[name] for name in ROUND_ORDER if name in fns}
+    with step(f"N={n}: {pairs} rounds of {len(order)} measurements"):
+        tset.at(ts, fx_train_0=f0)  # the repeat's handle: factorization and K_te·V ready
+        samples, calls, outs = interleaved(order, pairs, min_time)
+    res["samples_s"] = samples
+    res["calls_per_sample"] = calls
+    for name, sam in samples.items():
+        res[f"{name}_s"] = float(np.median(sam))
+    ratios: dict[str, Any] = {}
+    res["ratios"] = ratios
+    for key, (a, b) in RATIOS.items():
+        if a in samples and b in samples:
+            ratios[key] = ratio_stats(samples[a], samples[b])
+    nfact = outs["sweep"]
+    assert nfact == 1, f"the sweep ran {nfact} factorizations, expected 1"
+    res["sweep_factorizations"] = nfact
+    if "cholesky" in outs:
+        res["inf_max_abs_diff"] = float(np.max(np.abs(outs["inf"].test - outs["cholesky"])))
+    else:
+        res["cholesky_s"] = None
 
     if memory:
         with step(f"N={n}: peak memory"):
@@ -291,7 +352,7 @@ def run_bench(
     out = out if out is not None else sys.stdout
     if threads is not None:
         tangentflow.set_num_threads(threads)
-    per_size = 7 if memory else 6
+    per_size = 3 if memory else 2
     bar = Progress(1 + per_size * len(sizes), "bench", enabled=progress)
     pairs = DEFAULT_PAIRS if repeats is None else int(repeats)
     result: dict[str, Any] = {
