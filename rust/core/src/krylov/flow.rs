@@ -18,6 +18,9 @@ pub struct FlowOptions {
     pub rcond: Option<f64>,
     /// Deflation threshold relative to `‖A‖` (default 1e-13).
     pub drop_tol: f64,
+    /// `λ` of `A + λI` (default 0): the iteration runs on `A`, the Ritz values are those of
+    /// `T + λI` (the Krylov space is shift-invariant), so one basis serves every `λ`.
+    pub shift: f64,
 }
 
 impl Default for FlowOptions {
@@ -27,9 +30,14 @@ impl Default for FlowOptions {
             max_iter: 500,
             rcond: None,
             drop_tol: 1e-13,
+            shift: 0.0,
         }
     }
 }
+
+/// Called after every stopping test with what the solve has done so far (the error
+/// estimate relative to `max|r₀|`); an error stops the solve and is returned.
+pub type Monitor<'a> = &'a mut dyn FnMut(&SolverInfo) -> Result<()>;
 
 /// A converged (or capped) Krylov solution: evaluate it at any times.
 #[derive(Debug, Clone)]
@@ -37,6 +45,7 @@ pub struct KrylovFlow {
     lanczos: BlockLanczos,
     ritz: Ritz,
     scale: f64,
+    shift: f64,
     /// What the solve did; `error_estimate` is the bound at the largest requested time.
     pub info: SolverInfo,
 }
@@ -275,6 +284,33 @@ pub fn flow_augmented<O: LinOp + ?Sized>(
     times: &[f64],
     opts: &FlowOptions,
 ) -> Result<KrylovFlow> {
+    flow_monitored(op, r0, v, times, opts, &mut |_| Ok(()))
+}
+
+fn check_flow_options(opts: &FlowOptions, n: usize) -> Result<f64> {
+    check_rtol(opts.rtol)?;
+    let rcond = check_rcond(opts.rcond, n)?;
+    if opts.max_iter == 0 {
+        return Err(Error::InvalidArgument("max_iter must be >= 1".into()));
+    }
+    if !(opts.shift >= 0.0 && opts.shift.is_finite()) {
+        return Err(Error::InvalidArgument(format!(
+            "shift must be >= 0 and finite, got {}",
+            opts.shift
+        )));
+    }
+    Ok(rcond)
+}
+
+/// [`flow_augmented`] with a [`Monitor`] (progress, cancellation).
+pub fn flow_monitored<O: LinOp + ?Sized>(
+    op: &O,
+    r0: MatRef<'_, f64>,
+    v: MatRef<'_, f64>,
+    times: &[f64],
+    opts: &FlowOptions,
+    monitor: Monitor<'_>,
+) -> Result<KrylovFlow> {
     let n = op.nrows();
     if r0.nrows() != n {
         return Err(Error::DimensionMismatch {
@@ -283,51 +319,123 @@ pub fn flow_augmented<O: LinOp + ?Sized>(
             got: Shape::Matrix(r0.nrows(), r0.ncols()),
         });
     }
-    check_rtol(opts.rtol)?;
-    let rcond = check_rcond(opts.rcond, n)?;
-    if opts.max_iter == 0 {
-        return Err(Error::InvalidArgument("max_iter must be >= 1".into()));
-    }
+    check_flow_options(opts, n)?;
     let smax = check_times(times)?;
     let (scale, finite) = max_abs(r0);
     if !finite {
         return Err(Error::NonFinite { what: "r0" });
     }
-    let mut lz = if v.ncols() == 0 || scale == 0.0 {
+    let lanczos = if v.ncols() == 0 || scale == 0.0 {
         BlockLanczos::new(r0, opts.drop_tol)?
     } else {
         BlockLanczos::new_augmented(v, r0, opts.drop_tol)?
     };
-    let target = opts.rtol * scale;
-    let mut schedule = super::CheckSchedule::default();
-    let (ritz, est, converged) = loop {
-        let stepped = lz.step(op)?;
-        let it = lz.iterations();
-        let last = !stepped || lz.exhausted() || it >= opts.max_iter;
-        if last || schedule.due(it) {
-            let ritz = lz.ritz(rcond, 0.0)?;
-            let est = DefectIntegral::new(&ritz, smax)
-                .bounds(smax, false)
-                .into_iter()
-                .fold(0.0f64, f64::max);
+    let mut kf = KrylovFlow {
+        ritz: lanczos.ritz(f64::EPSILON, 0.0)?, // empty: no block yet
+        lanczos,
+        scale,
+        shift: opts.shift,
+        info: SolverInfo {
+            method: "block-lanczos",
+            iterations: 0,
+            matvecs: 0,
+            error_estimate: f64::INFINITY,
+            converged: false,
+        },
+    };
+    kf.iterate(op, smax, opts, false, monitor)?;
+    Ok(kf)
+}
+
+impl KrylovFlow {
+    /// Continues this solve for other times or options (`rtol`, `max_iter`, `rcond`,
+    /// `shift`; `drop_tol` is the basis's own): the bound is evaluated for the new
+    /// parameters on the existing basis first, and the iteration resumes (new products)
+    /// only while it exceeds `rtol · max|r₀|`. A learning-rate change is a change of the
+    /// scaled times; a `diag_reg` change is a change of `shift`.
+    pub fn extend<O: LinOp + ?Sized>(
+        &mut self,
+        op: &O,
+        times: &[f64],
+        opts: &FlowOptions,
+        monitor: Monitor<'_>,
+    ) -> Result<()> {
+        if op.nrows() != self.lanczos.basis().nrows() {
+            return Err(Error::DimensionMismatch {
+                what: "operator size",
+                expected: Shape::Rows(self.lanczos.basis().nrows()),
+                got: Shape::Rows(op.nrows()),
+            });
+        }
+        check_flow_options(opts, op.nrows())?;
+        let smax = check_times(times)?;
+        self.shift = opts.shift;
+        self.iterate(op, smax, opts, true, monitor)
+    }
+
+    fn iterate<O: LinOp + ?Sized>(
+        &mut self,
+        op: &O,
+        smax: f64,
+        opts: &FlowOptions,
+        check_first: bool,
+        monitor: Monitor<'_>,
+    ) -> Result<()> {
+        let rcond = check_rcond(opts.rcond, op.nrows())?;
+        let target = opts.rtol * self.scale;
+        let lz = &mut self.lanczos;
+        let mut schedule = super::CheckSchedule::default();
+        let rel = |est: f64, scale: f64| if scale > 0.0 { est / scale } else { 0.0 };
+        let mut result = None;
+        if check_first && (lz.iterations() > 0 || lz.exhausted()) {
+            let ritz = lz.ritz_shifted(rcond, 0.0, opts.shift)?;
+            let est = self_estimate(&ritz, smax);
+            let last = lz.exhausted() || lz.iterations() >= opts.max_iter;
+            schedule.last = lz.iterations();
             if est <= target || last {
-                break (ritz, est, est <= target);
+                result = Some((ritz, est, est <= target));
             }
         }
-    };
-    let info = SolverInfo {
-        method: "block-lanczos",
-        iterations: lz.iterations(),
-        matvecs: lz.matvecs(),
-        error_estimate: if scale > 0.0 { est / scale } else { 0.0 },
-        converged,
-    };
-    Ok(KrylovFlow {
-        lanczos: lz,
-        ritz,
-        scale,
-        info,
-    })
+        let (ritz, est, converged) = match result {
+            Some(r) => r,
+            None => loop {
+                let stepped = lz.step(op)?;
+                let it = lz.iterations();
+                let last = !stepped || lz.exhausted() || it >= opts.max_iter;
+                if last || schedule.due(it) {
+                    let ritz = lz.ritz_shifted(rcond, 0.0, opts.shift)?;
+                    let est = self_estimate(&ritz, smax);
+                    monitor(&SolverInfo {
+                        method: "block-lanczos",
+                        iterations: it,
+                        matvecs: lz.matvecs(),
+                        error_estimate: rel(est, self.scale),
+                        converged: est <= target,
+                    })?;
+                    if est <= target || last {
+                        break (ritz, est, est <= target);
+                    }
+                }
+            },
+        };
+        self.info = SolverInfo {
+            method: "block-lanczos",
+            iterations: lz.iterations(),
+            matvecs: lz.matvecs(),
+            error_estimate: rel(est, self.scale),
+            converged,
+        };
+        self.ritz = ritz;
+        Ok(())
+    }
+}
+
+/// The bound of `u` at `smax` on the current basis, worst column (no product).
+fn self_estimate(ritz: &Ritz, smax: f64) -> f64 {
+    DefectIntegral::new(ritz, smax)
+        .bounds(smax, false)
+        .into_iter()
+        .fold(0.0f64, f64::max)
 }
 
 impl KrylovFlow {
@@ -347,6 +455,12 @@ impl KrylovFlow {
     #[must_use]
     pub fn t_matrix(&self) -> Mat<f64> {
         self.lanczos.t_matrix()
+    }
+
+    /// `λ` of the Ritz values (`T + λI`).
+    #[must_use]
+    pub fn shift(&self) -> f64 {
+        self.shift
     }
 
     /// `max|r₀|`, the scale of the relative estimates.

@@ -455,6 +455,13 @@ impl BlockLanczos {
 
     /// Ritz decomposition with the cut `rcond · max(θ_max, lambda_floor)`.
     pub fn ritz(&self, rcond: f64, lambda_floor: f64) -> Result<Ritz> {
+        self.ritz_shifted(rcond, lambda_floor, 0.0)
+    }
+
+    /// [`BlockLanczos::ritz`] of `A + shift·I` from the basis of `A`: the Krylov space is
+    /// shift-invariant (`(A + λI) Q = Q (T + λI) + …` with the same residual blocks), so
+    /// only `T` moves.
+    pub fn ritz_shifted(&self, rcond: f64, lambda_floor: f64, shift: f64) -> Result<Ritz> {
         let k = self.k;
         let r = self.b0.ncols();
         if k == 0 {
@@ -470,7 +477,12 @@ impl BlockLanczos {
                 dropped: Vec::new(),
             });
         }
-        let t = self.t_matrix();
+        let mut t = self.t_matrix();
+        if shift != 0.0 {
+            for i in 0..k {
+                t[(i, i)] += shift;
+            }
+        }
         let mut w = vec![0.0; k];
         let mut s = Mat::<f64>::zeros(k, k);
         let e = crate::threads::install(|par| {

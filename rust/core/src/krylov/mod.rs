@@ -81,10 +81,10 @@ mod pinv;
 #[cfg(test)]
 mod tests;
 
-pub use flow::{flow, flow_augmented, FlowOptions, KrylovFlow};
+pub use flow::{flow, flow_augmented, flow_monitored, FlowOptions, KrylovFlow, Monitor};
 pub use lanczos::{BlockLanczos, Ritz};
 pub use nystrom::NystromPreconditioner;
-pub use pinv::{solve_pinv, PinvOptions, PinvSolution};
+pub use pinv::{solve_pinv, solve_pinv_monitored, PinvOptions, PinvSolution};
 
 use crate::{Error, Result, Shape};
 use faer::linalg::matmul::matmul;

@@ -13,6 +13,7 @@
 //! and the solution by about
 //! `ρ_r / θ_min` (`‖P^{-1/2}‖ = 1`).
 
+use super::flow::Monitor;
 use super::lanczos::{BlockLanczos, Ritz};
 use super::nystrom::NystromPreconditioner;
 use super::{check_rcond, check_rtol, gemm, max_abs, LinOp, SolverInfo};
@@ -35,6 +36,8 @@ pub struct PinvOptions {
     pub rank: usize,
     /// Seed of the Gaussian sketch.
     pub seed: u64,
+    /// `λ` of `A + λI` (default 0).
+    pub shift: f64,
 }
 
 impl Default for PinvOptions {
@@ -46,6 +49,7 @@ impl Default for PinvOptions {
             drop_tol: 1e-13,
             rank: 100,
             seed: 0x5EED,
+            shift: 0.0,
         }
     }
 }
@@ -161,6 +165,60 @@ pub fn solve_pinv<O: LinOp + ?Sized>(
     b: MatRef<'_, f64>,
     opts: &PinvOptions,
 ) -> Result<PinvSolution> {
+    solve_pinv_monitored(op, b, opts, &mut |_| Ok(()))
+}
+
+/// `A + λI` applied as `A x + λ x`.
+struct Shifted<'a, O: ?Sized> {
+    op: &'a O,
+    shift: f64,
+}
+
+impl<O: LinOp + ?Sized> LinOp for Shifted<'_, O> {
+    fn nrows(&self) -> usize {
+        self.op.nrows()
+    }
+    fn apply(&self, x: MatRef<'_, f64>, mut out: MatMut<'_, f64>) -> Result<()> {
+        self.op.apply(x, out.as_mut())?;
+        for j in 0..x.ncols() {
+            for i in 0..x.nrows() {
+                out[(i, j)] += self.shift * x[(i, j)];
+            }
+        }
+        Ok(())
+    }
+}
+
+/// [`solve_pinv`] with a [`Monitor`] (progress, cancellation), on `A + shift·I`.
+pub fn solve_pinv_monitored<O: LinOp + ?Sized>(
+    op: &O,
+    b: MatRef<'_, f64>,
+    opts: &PinvOptions,
+    monitor: Monitor<'_>,
+) -> Result<PinvSolution> {
+    if !(opts.shift >= 0.0 && opts.shift.is_finite()) {
+        return Err(Error::InvalidArgument(format!(
+            "shift must be >= 0 and finite, got {}",
+            opts.shift
+        )));
+    }
+    if opts.shift > 0.0 {
+        let shifted = Shifted {
+            op,
+            shift: opts.shift,
+        };
+        pinv_impl(&shifted, b, opts, monitor)
+    } else {
+        pinv_impl(op, b, opts, monitor)
+    }
+}
+
+fn pinv_impl<O: LinOp + ?Sized>(
+    op: &O,
+    b: MatRef<'_, f64>,
+    opts: &PinvOptions,
+    monitor: Monitor<'_>,
+) -> Result<PinvSolution> {
     let n = op.nrows();
     if b.nrows() != n {
         return Err(Error::DimensionMismatch {
@@ -204,6 +262,13 @@ pub fn solve_pinv<O: LinOp + ?Sized>(
             let ritz = lz.ritz(rcond, pre.lambda_max())?;
             let (rho, train) = residual_bounds(&ritz, lz.next_block(), &pre);
             let worst = train.iter().fold(0.0f64, |a, b| a.max(*b));
+            monitor(&SolverInfo {
+                method: if pre.rank() > 0 { "nystrom-pcg" } else { "pcg" },
+                iterations: it,
+                matvecs: pop.cols.get() + sketch,
+                error_estimate: if scale > 0.0 { worst / scale } else { 0.0 },
+                converged: worst <= target,
+            })?;
             if worst <= target || last {
                 break (ritz, rho, train, worst <= target);
             }

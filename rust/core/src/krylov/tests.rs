@@ -693,3 +693,86 @@ fn pinv_cond_1e8_converges_in_few_sweeps() {
     assert!(ex < 1e-6, "{ex:e}");
     assert!(s.null_part.norm_max() <= s.info.error_estimate * b.norm_max() + 1e-12);
 }
+
+#[test]
+fn extend_reuses_the_basis_for_new_times_and_shifts() {
+    let n = 400;
+    let p = Problem::new(logspace(-4.0, 0.0, n), 31);
+    let op = p.op();
+    let r0 = gaussian(n, 2, 32);
+    let o = FlowOptions::default();
+    let mut kf = flow(&op, r0.as_ref(), &[1.0], &o).unwrap();
+    assert!(kf.info.converged);
+    let m1 = kf.info.matvecs;
+    // the same (or a smaller) time: no new product
+    kf.extend(&op, &[0.5, 1.0], &o, &mut |_| Ok(())).unwrap();
+    assert_eq!(kf.info.matvecs, m1);
+    // a larger time: the basis grows until the bound holds again
+    let mut calls = 0;
+    kf.extend(&op, &[100.0], &o, &mut |_| {
+        calls += 1;
+        Ok(())
+    })
+    .unwrap();
+    assert!(kf.info.converged && kf.info.matvecs > m1, "{:?}", kf.info);
+    assert!(calls > 0);
+    let c = check_flow(&p, &r0, &kf, &[1.0, 100.0], 1e4);
+    assert!(c.u_err <= 1e-8, "{:e}", c.u_err);
+    // a shift: T + λI on the same basis, checked against A + λI
+    let lam = 1e-2;
+    let shifted = FlowOptions {
+        shift: lam,
+        ..o.clone()
+    };
+    let m2 = kf.info.matvecs;
+    kf.extend(&op, &[100.0], &shifted, &mut |_| Ok(())).unwrap();
+    assert_eq!(
+        kf.info.matvecs, m2,
+        "a larger shift needs no new product here"
+    );
+    let ps = Problem {
+        u: p.u.clone(),
+        lam: p.lam.iter().map(|l| l + lam).collect(),
+        a: Mat::<f64>::from_fn(n, n, |i, j| p.a[(i, j)] + if i == j { lam } else { 0.0 }),
+    };
+    let c = check_flow(&ps, &r0, &kf, &[1.0, 100.0], 1e2);
+    assert!(c.u_err <= 1e-8, "{:e}", c.u_err);
+    // a monitor error stops the solve and is returned
+    let err = flow_monitored(
+        &op,
+        r0.as_ref(),
+        MatRef::from_column_major_slice(&[], n, 0),
+        &[1e3],
+        &o,
+        &mut |_| Err(Error::InvalidArgument("stop".into())),
+    );
+    assert!(matches!(err, Err(Error::InvalidArgument(_))));
+    // bad shift
+    let bad = FlowOptions {
+        shift: -1.0,
+        ..o.clone()
+    };
+    assert!(flow(&op, r0.as_ref(), &[1.0], &bad).is_err());
+}
+
+#[test]
+fn pinv_with_a_shift_solves_the_shifted_system() {
+    let n = 300;
+    let p = Problem::new(logspace(-10.0, 0.0, n), 41);
+    let op = p.op();
+    let b = gaussian(n, 2, 42);
+    let lam = 1e-3;
+    let opts = PinvOptions {
+        shift: lam,
+        ..PinvOptions::default()
+    };
+    let sol = solve_pinv(&op, b.as_ref(), &opts).unwrap();
+    assert!(sol.info.converged, "{:?}", sol.info);
+    let ps = Problem::new(p.lam.iter().map(|l| l + lam).collect(), 41);
+    let (x, _) = pinv_reference(&ps, &b);
+    let mut err = 0.0f64;
+    for c in 0..2 {
+        err = err.max(col_err(sol.x.as_ref(), x.as_ref(), c) / x.as_ref().col(c).norm_l2());
+    }
+    assert!(err <= 1e-6, "{err:e}");
+}
