@@ -86,6 +86,21 @@ def fully_connected_f64(
     want_nngp: bool,
     want_ntk: bool,
 ) -> tuple[_F64 | None, _F64 | None]: ...
+def fc_matmat_f64(
+    x1: _F64,
+    x2: _F64 | None,
+    r0: int,
+    r1: int,
+    hidden_layers: int,
+    activation: str,
+    w_std: float,
+    b_std: float,
+    ntk: bool,
+    v: _F64,
+) -> _F64: ...
+def fc_diagonal_f64(
+    x: _F64, hidden_layers: int, activation: str, w_std: float, b_std: float
+) -> tuple[_F64, _F64]: ...
 def ode_solve(
     kernel: _F64,
     f0: _F64,

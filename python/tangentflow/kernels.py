@@ -5,7 +5,7 @@ from __future__ import annotations
 import numbers
 from collections import namedtuple
 from collections.abc import Callable, Sequence
-from typing import Any, Literal, overload
+from typing import Any, Literal, NamedTuple, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -74,6 +74,67 @@ def _get(get: object) -> tuple[tuple[str, ...], bool]:
 
 #: Deepest network accepted (as in the Rust core).
 MAX_HIDDEN_LAYERS = 10_000
+
+
+class Arguments(NamedTuple):
+    """Validated arguments of a fully connected kernel (shared with tangentflow.operators)."""
+
+    #: float64 C-contiguous (N1, d) inputs.
+    x1: FloatArray
+    #: float64 C-contiguous (N2, d) inputs, or None when they are ``x1`` (symmetric kernel).
+    x2: FloatArray | None
+    #: ``(hidden_layers, activation, w_std, b_std)`` in the order the core takes them.
+    spec: tuple[int, str, float, float]
+
+
+def check_arguments(
+    x1: npt.ArrayLike,
+    x2: npt.ArrayLike | None,
+    *,
+    hidden_layers: object,
+    activation: object,
+    w_std: object,
+    b_std: object,
+) -> Arguments:
+    """Every check of :func:`fully_connected`'s inputs and architecture, before any work.
+
+    ``x2`` equal to ``x1`` (the same object or the same values) becomes None, so the kernel
+    is computed as exactly symmetric with the exact diagonal.
+    """
+    a1 = _inputs(x1, "x1")
+    a2 = None
+    if x2 is not None and x2 is not x1:
+        a2 = _inputs(x2, "x2")
+        if a2.shape[1] != a1.shape[1]:
+            raise ValueError(
+                f"x1 and x2 must have the same feature dimension d, got x1 shape {a1.shape} "
+                f"and x2 shape {a2.shape}"
+            )
+        if a2.shape == a1.shape and np.array_equal(a1, a2):
+            a2 = None  # same inputs: exactly symmetric, exact diagonal
+    if isinstance(hidden_layers, bool) or not isinstance(hidden_layers, numbers.Integral):
+        raise ValueError(
+            f"hidden_layers must be a non-negative int, got {type(hidden_layers).__name__} "
+            f"{hidden_layers!r}"
+        )
+    if not 0 <= int(hidden_layers) <= MAX_HIDDEN_LAYERS:
+        raise ValueError(
+            f"hidden_layers must be an int in [0, {MAX_HIDDEN_LAYERS}], got {hidden_layers}"
+        )
+    if not isinstance(activation, str) or activation not in _ACTIVATIONS:
+        raise ValueError(f"activation must be 'relu' or 'erf', got {activation!r}")
+    w = _validate.positive_float(w_std, "w_std")
+    b = _validate.positive_float(b_std, "b_std", allow_zero=True)
+    return Arguments(a1, a2, (int(hidden_layers), activation, w, b))
+
+
+def check_overflow(k: Any, name: str) -> None:
+    """A ValueError when a computed ``name`` kernel (block) has non-finite entries."""
+    if not bool(np.all(np.isfinite(k))):
+        raise ValueError(
+            f"the {name} kernel overflows float64 for these inputs and w_std/b_std: "
+            "rescale the inputs (the recursion multiplies variances layer by layer)"
+        )
 
 
 @overload
@@ -199,41 +260,16 @@ def fully_connected(
     (3, 2)
     """
     fields, single = _get(get)
-    a1 = _inputs(x1, "x1")
-    a2 = None
-    if x2 is not None and x2 is not x1:
-        a2 = _inputs(x2, "x2")
-        if a2.shape[1] != a1.shape[1]:
-            raise ValueError(
-                f"x1 and x2 must have the same feature dimension d, got x1 shape {a1.shape} "
-                f"and x2 shape {a2.shape}"
-            )
-        if a2.shape == a1.shape and np.array_equal(a1, a2):
-            a2 = None  # same inputs: exactly symmetric, exact diagonal
-    if isinstance(hidden_layers, bool) or not isinstance(hidden_layers, numbers.Integral):
-        raise ValueError(
-            f"hidden_layers must be a non-negative int, got {type(hidden_layers).__name__} "
-            f"{hidden_layers!r}"
-        )
-    if not 0 <= hidden_layers <= MAX_HIDDEN_LAYERS:
-        raise ValueError(
-            f"hidden_layers must be an int in [0, {MAX_HIDDEN_LAYERS}], got {hidden_layers}"
-        )
-    if not isinstance(activation, str) or activation not in _ACTIVATIONS:
-        raise ValueError(f"activation must be 'relu' or 'erf', got {activation!r}")
-    w = _validate.positive_float(w_std, "w_std")
-    b = _validate.positive_float(b_std, "b_std", allow_zero=True)
-
+    args = check_arguments(
+        x1, x2, hidden_layers=hidden_layers, activation=activation, w_std=w_std, b_std=b_std
+    )
     nngp, ntk = _core.fully_connected_f64(
-        a1, a2, int(hidden_layers), activation, w, b, "nngp" in fields, "ntk" in fields
+        args.x1, args.x2, *args.spec, "nngp" in fields, "ntk" in fields
     )
     for name, k in (("nngp", nngp), ("ntk", ntk)):
-        if k is not None and not np.all(np.isfinite(k)):
-            raise ValueError(
-                f"the {name} kernel overflows float64 for these inputs and w_std/b_std: "
-                "rescale the inputs (the recursion multiplies variances layer by layer)"
-            )
-    out = {"nngp": nngp, "ntk": ntk}
+        if k is not None:
+            check_overflow(k, name)
+    out: dict[str, Any] = {"nngp": nngp, "ntk": ntk}
     if single:
         return out[fields[0]]
     return _kernel_type(fields)(*(out[f] for f in fields))

@@ -38,7 +38,7 @@ mod _core {
         test_outputs_f64, train_outputs_f32, train_outputs_f64, PyDynamics,
     };
     #[pymodule_export]
-    use crate::kernels::fully_connected_f64;
+    use crate::kernels::{fc_diagonal_f64, fc_matmat_f64, fully_connected_f64};
     #[pymodule_export]
     use crate::ode::ode_solve;
     #[pymodule_export]

@@ -20,20 +20,33 @@
 //! `E[φ'φ'] = (4/π)/sqrt((1 + 2Kxx)(1 + 2Kx'x') − 4K²)`.
 //!
 //! The variances of every example are tracked layer by layer once (O(N·L)); each output
-//! entry then runs the whole recursion fused, in registers. Outputs are filled by
-//! `TILE × TILE` tiles in parallel, each tile computing its block of `x1·x2ᵀ` with a small
+//! entry then runs the whole recursion fused, a row of entries at a time over contiguous
+//! slices ([`eval`]: vectorized, with its own accurate arc-cosine). Outputs are filled by
+//! `TILE × TILE` tiles in parallel, each tile computing its block of `x2·x1ᵀ` with a small
 //! faer matmul; when `x2` is `None` only the lower triangle of tiles is computed and
 //! mirrored, and the diagonal uses `c = 1` exactly (the same-input correlation), which
 //! avoids the ill-conditioning of `arccos` near 1.
 //!
+//! [`fully_connected_matmat`] ([`product`]) is the fused kernel-times-block `K(x_a, x_b)·V`
+//! that never stores the kernel: each tile of entries is multiplied into the output as
+//! soon as it is computed.
+//!
 //! Convention for a zero-variance input (`x = 0` with `b_std = 0`, ReLU): its correlation
 //! with anything is taken as 0, as neural-tangents' clipped formulas do.
 
+mod eval;
+mod product;
+
+pub use product::{fully_connected_diagonal, fully_connected_matmat, Kind};
+
 use crate::{Error, Result, Shape};
+use eval::{Cols, Row};
 use faer::linalg::matmul::matmul;
 use faer::{Accum, Mat, MatMut, MatRef, Par};
 use rayon::prelude::*;
-use std::f64::consts::{FRAC_1_PI, PI};
+use std::f64::consts::FRAC_1_PI;
+#[cfg(test)]
+use std::f64::consts::PI;
 
 /// Side of the square output tiles processed by one task.
 const TILE: usize = 64;
@@ -100,15 +113,37 @@ impl FcSpec {
     }
 }
 
-/// The per-layer variance terms of one input set, example-major (`L` values per example).
+/// The per-layer variance terms of one input set, layer-major (layer `l` of example `i`
+/// at `l·n + i`, so a run of examples is a contiguous slice).
 ///
 /// `relu`: `p = sqrt(q)`, `ip = 1/sqrt(q)` (0 when `q = 0`).
 /// Erf: `p = 1 + 2q`, `ip = 1/sqrt(1 + 2q)`.
 struct Side {
+    n: usize,
+    layers: usize,
     p: Vec<f64>,
     ip: Vec<f64>,
     /// Final diagonal `(K_ii, Θ_ii)` of the same-input kernel (used when `x2` is `None`).
     diag: Vec<(f64, f64)>,
+}
+
+impl Side {
+    /// Example `i`'s terms, one per layer (copied out of the layer-major arrays).
+    fn row(&self, i: usize, p: &mut Vec<f64>, ip: &mut Vec<f64>) {
+        p.clear();
+        ip.clear();
+        for l in 0..self.layers {
+            p.push(self.p[l * self.n + i]);
+            ip.push(self.ip[l * self.n + i]);
+        }
+    }
+    fn cols(&self) -> Cols<'_> {
+        Cols {
+            p: &self.p,
+            ip: &self.ip,
+            n: self.n,
+        }
+    }
 }
 
 /// Per-example squared norms scaled into `K₀ = w²·|x|²/d + b²`.
@@ -148,22 +183,24 @@ fn prepare(x: MatRef<'_, f64>, spec: &FcSpec) -> Side {
     let (w2, b2) = (spec.w_std * spec.w_std, spec.b_std * spec.b_std);
     let l = spec.hidden_layers;
     let q0 = input_variances(x, w2, b2);
-    let mut p = Vec::with_capacity(q0.len() * l);
-    let mut ip = Vec::with_capacity(q0.len() * l);
-    let mut diag = Vec::with_capacity(q0.len());
-    for &q_in in &q0 {
+    let n = q0.len();
+    let mut p = vec![0.0; n * l];
+    let mut ip = vec![0.0; n * l];
+    let mut diag = Vec::with_capacity(n);
+    for (i, &q_in) in q0.iter().enumerate() {
         let (mut q, mut th) = (q_in, q_in);
-        for _ in 0..l {
+        for layer in 0..l {
+            let at = layer * n + i;
             match spec.activation {
                 Activation::Relu => {
                     let r = q.sqrt();
-                    p.push(r);
-                    ip.push(if r > 0.0 { 1.0 / r } else { 0.0 });
+                    p[at] = r;
+                    ip[at] = if r > 0.0 { 1.0 / r } else { 0.0 };
                 }
                 Activation::Erf => {
                     let a = 1.0 + 2.0 * q;
-                    p.push(a);
-                    ip.push(1.0 / a.sqrt());
+                    p[at] = a;
+                    ip[at] = 1.0 / a.sqrt();
                 }
             }
             let (e, ed) = diag_moments(spec.activation, q);
@@ -173,47 +210,13 @@ fn prepare(x: MatRef<'_, f64>, spec: &FcSpec) -> Side {
         }
         diag.push((q, th));
     }
-    Side { p, ip, diag }
-}
-
-/// The recursion for one pair, from `K₀ = k`: returns `(K_L, Θ_L)`.
-#[inline]
-fn pair(
-    act: Activation,
-    w2: f64,
-    b2: f64,
-    mut k: f64,
-    s1: (&[f64], &[f64]),
-    s2: (&[f64], &[f64]),
-) -> (f64, f64) {
-    let mut th = k;
-    let (p1, ip1) = s1;
-    let (p2, ip2) = s2;
-    match act {
-        Activation::Relu => {
-            for l in 0..p1.len() {
-                let c = (k * ip1[l] * ip2[l]).clamp(-1.0, 1.0);
-                let theta = c.acos();
-                let pm = PI - theta;
-                let sin = (1.0 - c * c).max(0.0).sqrt();
-                let e = p1[l] * p2[l] * (0.5 * FRAC_1_PI) * (sin + pm * c);
-                let ed = pm * (0.5 * FRAC_1_PI);
-                k = w2 * e + b2;
-                th = k + w2 * ed * th;
-            }
-        }
-        Activation::Erf => {
-            for l in 0..p1.len() {
-                let arg = (2.0 * k * ip1[l] * ip2[l]).clamp(-1.0, 1.0);
-                let e = 2.0 * FRAC_1_PI * arg.asin();
-                let det = (p1[l] * p2[l] - 4.0 * k * k).max(f64::MIN_POSITIVE);
-                let ed = 4.0 * FRAC_1_PI / det.sqrt();
-                k = w2 * e + b2;
-                th = k + w2 * ed * th;
-            }
-        }
+    Side {
+        n,
+        layers: l,
+        p,
+        ip,
+        diag,
     }
-    (k, th)
 }
 
 /// One unit of work: the output tile at rows `i0..`, columns `j0..`, and (symmetric case,
@@ -253,6 +256,29 @@ fn tile_grid(
         grid.push(line);
     }
     grid
+}
+
+/// The checks shared by every entry point: the spec, `d ≥ 1`, matching `d`, finiteness.
+fn check_inputs(x1: MatRef<'_, f64>, x2: Option<MatRef<'_, f64>>, spec: &FcSpec) -> Result<()> {
+    spec.validate()?;
+    let d = x1.ncols();
+    if d == 0 {
+        return Err(Error::InvalidArgument(
+            "inputs must have at least one feature (d >= 1)".into(),
+        ));
+    }
+    check_finite(x1, "x1")?;
+    if let Some(x2) = x2 {
+        if x2.ncols() != d {
+            return Err(Error::DimensionMismatch {
+                what: "x2 feature dimension",
+                expected: Shape::Cols(d),
+                got: Shape::Matrix(x2.nrows(), x2.ncols()),
+            });
+        }
+        check_finite(x2, "x2")?;
+    }
+    Ok(())
 }
 
 fn check_finite(x: MatRef<'_, f64>, what: &'static str) -> Result<()> {
@@ -296,24 +322,8 @@ pub fn fully_connected(
     ntk: Option<MatMut<'_, f64>>,
     par: Par,
 ) -> Result<()> {
-    spec.validate()?;
+    check_inputs(x1, x2, spec)?;
     let d = x1.ncols();
-    if d == 0 {
-        return Err(Error::InvalidArgument(
-            "inputs must have at least one feature (d >= 1)".into(),
-        ));
-    }
-    check_finite(x1, "x1")?;
-    if let Some(x2) = x2 {
-        if x2.ncols() != d {
-            return Err(Error::DimensionMismatch {
-                what: "x2 feature dimension",
-                expected: Shape::Cols(d),
-                got: Shape::Matrix(x2.nrows(), x2.ncols()),
-            });
-        }
-        check_finite(x2, "x2")?;
-    }
     let same = x2.is_none();
     let x2v = x2.unwrap_or(x1);
     let (n1, n2) = (x1.nrows(), x2v.nrows());
@@ -329,6 +339,7 @@ pub fn fully_connected(
 
     let (nb1, nb2) = (n1.div_ceil(TILE), n2.div_ceil(TILE));
     let mut g_nngp = tile_grid(nngp, nb1, nb2);
+    let want_ntk = ntk.is_some();
     let mut g_ntk = tile_grid(ntk, nb1, nb2);
     let mut tasks = Vec::new();
     for bi in 0..nb1 {
@@ -353,46 +364,53 @@ pub fn fully_connected(
     let run = |mut t: Task<'_>| {
         let ti = TILE.min(n1 - t.i0);
         let tj = TILE.min(n2 - t.j0);
-        let mut g = Mat::<f64>::zeros(ti, tj);
+        // gᵀ: column i holds the pairs (i, j0..j0+tj), contiguous for the row evaluation.
+        let mut g = Mat::<f64>::zeros(tj, ti);
         matmul(
             g.as_mut(),
             Accum::Replace,
-            x1.subrows(t.i0, ti),
-            x2v.subrows(t.j0, tj).transpose(),
+            x2v.subrows(t.j0, tj),
+            x1.subrows(t.i0, ti).transpose(),
             alpha,
             Par::Seq,
         );
         crate::simd::clear_upper_vector_state();
+        let mut th = vec![0.0; tj];
+        let (mut rp, mut rip) = (Vec::with_capacity(l), Vec::with_capacity(l));
+        let cols = s2.cols();
         let diag_tile = same && t.i0 == t.j0;
         for i in 0..ti {
             let gi = t.i0 + i;
-            let side1 = (&s1.p[gi * l..(gi + 1) * l], &s1.ip[gi * l..(gi + 1) * l]);
+            s1.row(gi, &mut rp, &mut rip);
+            let row = Row { p: &rp, ip: &rip };
             let jend = if diag_tile { i + 1 } else { tj };
+            let k = &mut g.col_as_slice_mut(i)[..jend];
+            for v in k.iter_mut() {
+                *v += b2;
+            }
+            eval::entries(act, w2, b2, &row, &cols, t.j0, k, &mut th, want_ntk);
+            if diag_tile {
+                (k[i], th[i]) = s1.diag[gi];
+            }
             for j in 0..jend {
-                let gj = t.j0 + j;
-                let (k, th) = if diag_tile && i == j {
-                    s1.diag[gi]
-                } else {
-                    let side2 = (&s2.p[gj * l..(gj + 1) * l], &s2.ip[gj * l..(gj + 1) * l]);
-                    pair(act, w2, b2, g[(i, j)] + b2, side1, side2)
-                };
+                let (kk, tt) = (k[j], th[j]);
                 if let Some(m) = t.nngp.as_mut() {
-                    m[(i, j)] = k;
+                    m[(i, j)] = kk;
                     if diag_tile {
-                        m[(j, i)] = k;
+                        m[(j, i)] = kk;
                     }
                 }
                 if let Some(m) = t.ntk.as_mut() {
-                    m[(i, j)] = th;
+                    m[(i, j)] = tt;
                     if diag_tile {
-                        m[(j, i)] = th;
+                        m[(j, i)] = tt;
                     }
                 }
                 if let Some(m) = t.nngp_t.as_mut() {
-                    m[(j, i)] = k;
+                    m[(j, i)] = kk;
                 }
                 if let Some(m) = t.ntk_t.as_mut() {
-                    m[(j, i)] = th;
+                    m[(j, i)] = tt;
                 }
             }
         }

@@ -319,3 +319,174 @@ fn rejects_bad_arguments() {
     assert_eq!(Activation::parse("erf"), Ok(Activation::Erf));
     assert!(Activation::parse("tanh").is_err());
 }
+
+/// `|a − b|` in units of `ε·max(|a|, |b|)` (between one and two ulp).
+fn ulps(a: f64, b: f64) -> f64 {
+    (a - b).abs() / (f64::EPSILON * a.abs().max(b.abs()).max(f64::MIN_POSITIVE))
+}
+
+#[test]
+fn polynomial_acos_and_asin_are_within_2_and_3_ulp_of_libm() {
+    // A dense grid of [-1, 1], the branch point ±1/2 and the ends included.
+    let mut worst: (f64, f64) = (0.0, 0.0);
+    let n: usize = 200_000;
+    for i in 0..=n {
+        let x = -1.0 + 2.0 * i as f64 / n as f64;
+        for c in [
+            x,
+            0.5f64.next_up(),
+            0.5,
+            -0.5,
+            1.0,
+            -1.0,
+            0.0,
+            1e-300,
+            1.0 - 1e-16,
+        ] {
+            worst.0 = worst.0.max(ulps(eval::acos(c), c.acos()));
+            worst.1 = worst.1.max(ulps(eval::asin(c), c.asin()));
+        }
+    }
+    assert!(
+        worst.0 <= 2.0 && worst.1 <= 3.0,
+        "acos, asin: {worst:?} ulp"
+    );
+    assert_eq!(eval::acos(1.0), 0.0);
+    assert!(ulps(eval::acos(-1.0), PI) <= 1.0);
+    assert_eq!(eval::asin(0.0), 0.0);
+}
+
+/// `K(x1, x2) · v` from the dense kernels of [`fully_connected`].
+fn dense_product(
+    x1: &Mat<f64>,
+    x2: Option<&Mat<f64>>,
+    spec: &FcSpec,
+    kind: Kind,
+    v: &Mat<f64>,
+) -> Mat<f64> {
+    let n2 = x2.map_or(x1.nrows(), Mat::nrows);
+    let mut k = Mat::<f64>::zeros(x1.nrows(), n2);
+    let (kk, tt) = match kind {
+        Kind::Nngp => (Some(k.as_mut()), None),
+        Kind::Ntk => (None, Some(k.as_mut())),
+    };
+    fully_connected(x1.as_ref(), x2.map(Mat::as_ref), spec, kk, tt, Par::Seq).unwrap();
+    &k * v
+}
+
+#[test]
+fn fused_product_matches_the_dense_kernel_times_v() {
+    // Sizes straddling the row (64) and column (256) tiles.
+    let x = inputs(333, 6, 4);
+    let xt = inputs(70, 6, 5);
+    let v = Mat::from_fn(333, 3, |i, j| ((i * 7 + j * 13) as f64 * 0.37).cos());
+    for spec in specs() {
+        for kind in [Kind::Nngp, Kind::Ntk] {
+            // Symmetric: a partition of the rows (unaligned boundaries too) adds up to K·v.
+            let want = dense_product(&x, None, &spec, kind, &v);
+            for par in [Par::Seq, Par::rayon(2)] {
+                let mut got = Mat::<f64>::zeros(333, 3);
+                for (r0, r1) in [(0, 64), (64, 100), (100, 333)] {
+                    let mut part = Mat::<f64>::zeros(r1, 3);
+                    fully_connected_matmat(
+                        x.as_ref(),
+                        None,
+                        (r0, r1),
+                        &spec,
+                        kind,
+                        v.as_ref(),
+                        part.as_mut(),
+                        par,
+                    )
+                    .unwrap();
+                    for j in 0..3 {
+                        for i in 0..r1 {
+                            got[(i, j)] += part[(i, j)];
+                        }
+                    }
+                }
+                assert!(
+                    max_rel(got.as_ref(), want.as_ref()) < 1e-13,
+                    "{spec:?} {kind:?}"
+                );
+            }
+            // Rectangular rows 5..70 of K(xt, x).
+            let want = dense_product(&xt, Some(&x), &spec, kind, &v);
+            let mut got = Mat::<f64>::zeros(65, 3);
+            fully_connected_matmat(
+                xt.as_ref(),
+                Some(x.as_ref()),
+                (5, 70),
+                &spec,
+                kind,
+                v.as_ref(),
+                got.as_mut(),
+                Par::rayon(2),
+            )
+            .unwrap();
+            assert!(
+                max_rel(got.as_ref(), want.subrows(5, 65)) < 1e-13,
+                "{spec:?} {kind:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn diagonal_is_the_kernels_diagonal() {
+    let x = inputs(90, 5, 6);
+    for spec in specs() {
+        let (rk, rt) = reference(&x, &x, &spec, true);
+        let (k, t) = fully_connected_diagonal(x.as_ref(), &spec).unwrap();
+        for i in 0..90 {
+            assert!(
+                ulps(k[i], rk[(i, i)]) < 8.0 && ulps(t[i], rt[(i, i)]) < 8.0,
+                "{spec:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn product_rejects_bad_shapes() {
+    let spec = specs()[2];
+    let x = inputs(10, 3, 1);
+    let v = Mat::<f64>::zeros(9, 2);
+    let mut out = Mat::<f64>::zeros(10, 2);
+    let e = fully_connected_matmat(
+        x.as_ref(),
+        None,
+        (0, 10),
+        &spec,
+        Kind::Ntk,
+        v.as_ref(),
+        out.as_mut(),
+        Par::Seq,
+    );
+    assert!(matches!(e, Err(Error::DimensionMismatch { .. })));
+    let v = Mat::<f64>::zeros(10, 2);
+    let e = fully_connected_matmat(
+        x.as_ref(),
+        None,
+        (3, 11),
+        &spec,
+        Kind::Ntk,
+        v.as_ref(),
+        out.as_mut(),
+        Par::Seq,
+    );
+    assert!(matches!(e, Err(Error::InvalidArgument(_))));
+    let mut bad = v.clone();
+    bad[(1, 1)] = f64::NAN;
+    let e = fully_connected_matmat(
+        x.as_ref(),
+        None,
+        (0, 10),
+        &spec,
+        Kind::Ntk,
+        bad.as_ref(),
+        out.as_mut(),
+        Par::Seq,
+    );
+    assert!(matches!(e, Err(Error::NonFinite { .. })));
+}
