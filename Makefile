@@ -25,10 +25,10 @@ wheel: venv
 	rm -f target/wheels/tangentflow-*.whl
 	$(VENV)/bin/maturin build --release --out target/wheels
 
-# Installs the built wheel (not editable) with the test extras into the venv.
+# Installs the built wheel (not editable) with the test and scale (Dask, Zarr) extras.
 install: wheel
 	$(PIP) install -q --force-reinstall --no-deps target/wheels/tangentflow-*.whl
-	$(PIP) install -q "$$(ls target/wheels/tangentflow-*.whl)[test]"
+	$(PIP) install -q "$$(ls target/wheels/tangentflow-*.whl)[test,scale]"
 
 test-rust:
 	cargo test --workspace --exclude tangentflow-py

@@ -18,9 +18,18 @@ from typing import Any
 __all__ = ["Shared", "run_blocks"]
 
 
+def _dask() -> Any:
+    """The ``dask`` module, or None when it is not installed."""
+    try:
+        import dask
+    except ImportError:
+        return None
+    return dask
+
+
 def _client() -> Any:
     """The ``dask.distributed.Client`` that ``dask.compute`` would use now, or None."""
-    if "distributed" not in sys.modules:
+    if sys.modules.get("distributed") is None:
         return None
     from dask.base import get_scheduler
     from distributed import Client
@@ -43,7 +52,8 @@ class Shared:
     def on(self, client: Any) -> Any:
         fut = self._futures.get(client)
         if fut is None or fut.status != "finished":
-            fut = client.scatter(self.data, broadcast=True, hash=False)
+            # A list of one item: the item is one future, even when it is a tuple.
+            (fut,) = client.scatter([self.data], broadcast=True, hash=False)
             self._futures[client] = fut
         return fut
 
@@ -65,15 +75,10 @@ def run_blocks(
 
     ``fn`` must be a module-level function (it is pickled by reference for workers).
     """
-    if "dask" not in sys.modules:
-        try:
-            import dask  # noqa: F401
-        except ImportError:
-            return [fn(shared.data, v, r0, r1, *args) for r0, r1 in blocks]
-    if len(blocks) == 1 and _client() is None:
-        (r0, r1) = blocks[0]
-        return [fn(shared.data, v, r0, r1, *args)]
-    client = _client()
+    dask = _dask()
+    client = None if dask is None else _client()
+    if dask is None or (client is None and len(blocks) == 1):
+        return [fn(shared.data, v, r0, r1, *args) for r0, r1 in blocks]
     if client is not None:
         data = shared.on(client)
         vf = client.scatter(v, broadcast=True, hash=False)
@@ -84,7 +89,5 @@ def run_blocks(
             for f in futs:
                 f.release()
             vf.release()
-    import dask
-
     tasks = [dask.delayed(fn, pure=False)(shared.data, v, r0, r1, *args) for r0, r1 in blocks]
     return list(dask.compute(*tasks))
