@@ -365,9 +365,36 @@ pub fn sym_eigh_scaled_timed<S: Real, T: Real>(
     k: MatRef<'_, S>,
     shift: f64,
     w: &mut [f64],
+    v: MatMut<'_, T>,
+    par: Par,
+    timings: Option<&mut EighTimings>,
+) -> Result<i32> {
+    sym_eigh_scaled_tuned(k, shift, w, v, par, timings, EighTuning::default())
+}
+
+/// faer's tuning parameters of the eigendecomposition; `0` keeps faer's own choice.
+/// The library uses the default; the benchmark's diagnostic varies them
+/// (docs/performance.md).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EighTuning {
+    /// Block size of the Householder back-transformation (faer: 128 for N ≥ 2048).
+    pub block_size: usize,
+    /// Size below which the divide and conquer solves by QR iteration (faer: 128).
+    pub recursion_threshold: usize,
+    /// Trailing-matrix size (`rem²/2`) below which the tridiagonalization stops running in
+    /// parallel (faer: 192·256).
+    pub par_threshold: usize,
+}
+
+/// [`sym_eigh_scaled_timed`] with faer's parameters set by `tuning`.
+pub fn sym_eigh_scaled_tuned<S: Real, T: Real>(
+    k: MatRef<'_, S>,
+    shift: f64,
+    w: &mut [f64],
     mut v: MatMut<'_, T>,
     par: Par,
     timings: Option<&mut EighTimings>,
+    tuning: EighTuning,
 ) -> Result<i32> {
     use faer::linalg::{householder, qr, temp_mat_scratch, temp_mat_uninit};
 
@@ -383,8 +410,18 @@ pub fn sym_eigh_scaled_timed<S: Real, T: Real>(
         }
         return Ok(e);
     }
-    let params: faer::Spec<evd::SelfAdjointEvdParams, T> = Default::default();
-    let bs = qr::no_pivoting::factor::recommended_block_size::<T>(n, n);
+    let mut params: faer::Spec<evd::SelfAdjointEvdParams, T> = Default::default();
+    if tuning.recursion_threshold > 0 {
+        params.recursion_threshold = tuning.recursion_threshold;
+    }
+    if tuning.par_threshold > 0 {
+        params.tridiag.par_threshold = tuning.par_threshold;
+    }
+    let bs = if tuning.block_size > 0 {
+        tuning.block_size.min(n).max(1)
+    } else {
+        qr::no_pivoting::factor::recommended_block_size::<T>(n, n)
+    };
     // the buffer, the reflectors' block factors, and (reused one after the other) the
     // scratch of each stage; self_adjoint_evd_scratch covers every stage's scratch
     let req = faer::dyn_stack::StackReq::all_of(&[

@@ -43,8 +43,8 @@ mod _core {
     use crate::ode::ode_solve;
     #[pymodule_export]
     use crate::spectral::{
-        kernel_stats_f32, kernel_stats_f64, sym_eigh_f32_f32, sym_eigh_f32_f64, sym_eigh_f64_f32,
-        sym_eigh_f64_f64,
+        _eigh_timings_f64, kernel_stats_f32, kernel_stats_f64, sym_eigh_f32_f32, sym_eigh_f32_f64,
+        sym_eigh_f64_f32, sym_eigh_f64_f64,
     };
     #[pymodule_export]
     use crate::threads::{get_num_threads, set_num_threads};

@@ -66,3 +66,75 @@ eigh_fn!(f64, f64, sym_eigh_f64_f64);
 eigh_fn!(f32, f64, sym_eigh_f32_f64);
 eigh_fn!(f32, f32, sym_eigh_f32_f32);
 eigh_fn!(f64, f32, sym_eigh_f64_f32);
+
+/// `[(stage, seconds)]` of one factorization of `2^-e·(sym(K) + shift·I)` (float64), the
+/// breakdown of docs/performance.md; the factors themselves are dropped. `staged = false`
+/// times the composition the library used before (the symmetrized copy handed to faer's
+/// `self_adjoint_evd`, which copies it again), for comparison in the same process;
+/// `tuning = (block size, recursion threshold, parallel threshold)` sets faer's
+/// parameters (`0`: faer's choice, see `EighTuning`).
+/// Private: the benchmark's diagnostic, not part of the API.
+#[pyfunction]
+#[pyo3(signature = (k, shift, staged = true, tuning = (0, 0, 0)))]
+pub fn _eigh_timings_f64(
+    py: Python<'_>,
+    k: PyReadonlyArray2<'_, f64>,
+    shift: f64,
+    staged: bool,
+    tuning: (usize, usize, usize),
+) -> CoreResult<Vec<(&'static str, f64)>> {
+    let tuning = spectral::EighTuning {
+        block_size: tuning.0,
+        recursion_threshold: tuning.1,
+        par_threshold: tuning.2,
+    };
+    let kr = mat_ref(&k);
+    let n = kr.nrows();
+    let out = py.detach(|| {
+        threads::install(
+            |par| -> tangentflow_core::Result<Vec<(&'static str, f64)>> {
+                let clock = std::time::Instant::now();
+                let mut w = vec![0.0f64; n];
+                let mut v = faer::Mat::<f64>::zeros(n, n);
+                let alloc = clock.elapsed().as_secs_f64();
+                if staged {
+                    let mut tm = spectral::EighTimings::default();
+                    spectral::sym_eigh_scaled_tuned(
+                        kr,
+                        shift,
+                        &mut w,
+                        v.as_mut(),
+                        par,
+                        Some(&mut tm),
+                        tuning,
+                    )?;
+                    return Ok(vec![
+                        ("scale", tm.scale),
+                        ("symmetrize", tm.symmetrize),
+                        ("tridiagonalize", tm.tridiagonalize),
+                        ("tridiagonal_solve", tm.tridiagonal_solve),
+                        ("back_transform", tm.back_transform),
+                        ("other", tm.other + alloc),
+                    ]);
+                }
+                let t = std::time::Instant::now();
+                let e = spectral::scale_exponent(kr, shift, par)?;
+                let scale = t.elapsed().as_secs_f64();
+                let t = std::time::Instant::now();
+                let mut a = faer::Mat::<f64>::zeros(n, n);
+                spectral::symmetrize_lower_scaled(kr, shift, e, a.as_mut(), par)?;
+                let symmetrize = t.elapsed().as_secs_f64();
+                let t = std::time::Instant::now();
+                spectral::eigh_lower(a.as_ref(), &mut w, v.as_mut(), par)?;
+                let evd = t.elapsed().as_secs_f64();
+                Ok(vec![
+                    ("scale", scale),
+                    ("symmetrize", symmetrize),
+                    ("self_adjoint_evd", evd),
+                    ("other", alloc),
+                ])
+            },
+        )
+    })?;
+    Ok(out)
+}
