@@ -78,7 +78,21 @@ class Predictor:
     rcond : float, optional
         Eigenvalues ``<= rcond·max|μ|`` are exact null directions (default ``D·ε``).
     rtol, atol, converge_tol
-        ODE tolerances; ``converge_tol`` lets ``t=None`` stop at ``max|df/dτ| <= tol``.
+        ODE tolerances (``rtol=None``: 1.4e-8); ``converge_tol`` lets ``t=None`` stop at
+        ``max|df/dτ| <= tol``. With a kernel operator ``rtol`` is the Krylov solver's
+        target instead (``None``: 1e-8), relative to ``max|f₀ − Y|``.
+    max_iter : int, optional
+        Kernel operators: the cap on block iterations of one Krylov basis (default 1000);
+        not converging within it is a ``NumericalWarning`` naming the achieved error.
+    progress : bool, optional
+        Kernel operators: a progress bar (tqdm when installed) with the iterations and
+        the estimated error; ``None`` shows it on a terminal once a solve runs 2 s.
+
+    A kernel operator (anything with ``.shape``, ``.dtype`` and ``.matmat``: a
+    ``tangentflow.operators`` operator, a SciPy ``LinearOperator``, a Dask array) instead
+    of an array selects the Krylov backend: the kernel is touched only through block
+    products, never stored or factorized (MSE gradient flow; docs/numerics.md §15,
+    docs/scale.md). ``solver_info`` reports each solve.
 
     Examples
     --------
@@ -104,9 +118,11 @@ class Predictor:
         trace_axes: int | tuple[int, ...] | None = None,
         precision: Precision = "float64",
         rcond: float | None = None,
-        rtol: float = 1.4e-8,
+        rtol: float | None = None,
         atol: float = 1.4e-8,
         converge_tol: float | None = None,
+        max_iter: int | None = None,
+        progress: bool | None = None,
         _backend: str | None = None,
     ) -> None:
         opts = Options.create(
@@ -122,6 +138,8 @@ class Predictor:
             rtol=rtol,
             atol=atol,
             converge_tol=converge_tol,
+            max_iter=max_iter,
+            progress=progress,
         )
         self._model = KernelModel.create(k_train_train, opts, y_train=y_train, backend=_backend)
 
@@ -152,7 +170,7 @@ class Predictor:
 
     def factorize(self) -> Predictor:
         """Computes the eigendecomposition now (it is otherwise done on first use)."""
-        self._model.fact.ensure()
+        self._model.eigenvectors()
         return self
 
     @property
@@ -194,6 +212,13 @@ class Predictor:
     @property
     def rcond(self) -> float:
         return self._model.rcond
+
+    @property
+    def solver_info(self) -> Any:
+        """What the last Krylov solve of this Predictor did (kernel operators): a
+        ``SolverInfo`` with ``method``, ``iterations``, ``matvecs``, ``error_estimate``,
+        ``converged``; None before the first solve and for array kernels."""
+        return getattr(self._model, "solver_info", None)
 
     @property
     def eigenvalues(self) -> Any:

@@ -72,6 +72,17 @@ def optional_positive_float(x: object, name: str) -> float | None:
     return None if x is None else positive_float(x, name)
 
 
+def optional_positive_int(x: object, name: str) -> int | None:
+    """None or an int ``>= 1`` (NumPy ints too)."""
+    if x is None:
+        return None
+    if isinstance(x, bool) or not isinstance(x, (int, np.integer)):
+        raise TypeError(f"{name} must be None or an int >= 1, got {type(x).__name__}")
+    if int(x) < 1:
+        raise ValueError(f"{name} must be >= 1, got {x!r}")
+    return int(x)
+
+
 def flag(x: object, name: str) -> bool:
     """A bool (NumPy bools too)."""
     if not isinstance(x, (bool, np.bool_)):

@@ -16,6 +16,7 @@ from .._shapes import zip_dims
 from .kernel import KernelModel
 from .options import Options
 from .spectrum import Spectrum
+from .test_inputs import TestInputs
 
 __all__ = ["EnsembleModel", "unflatten_cov"]
 
@@ -73,6 +74,58 @@ class EnsembleModel:
         self._y = y
         self._layout = nngp.layout(y, kernel_name="nngp_train_train")
         self._c_full: Any = None  # Vᵀ sym(K_dd) V ("ntk" mode covariances), on demand
+        # kernel operators (the Krylov backend): the means only
+        self._operators = nngp.is_operator or dyn.is_operator
+
+    def _operator_at(
+        self,
+        ts: Any,
+        tshape: tuple[int, ...],
+        ntk_test_train: Any,
+        nngp_test_train: Any,
+        want_cov: bool,
+    ) -> tuple[Any, Any, int, tuple[int, ...]]:
+        """The mean with kernel operators: a Predictor's outputs with ``f₀ = g₀ = 0``
+        (train ``(I − E(s)) Y``, test ``k_td G(s) Y``; docs/numerics.md §8, §15)."""
+        from . import krylov
+
+        if want_cov:
+            raise NotImplementedError(
+                "compute_cov=True: the ensemble covariance is not available with kernel "
+                "operators (it needs the N×N train or an M×M test block and a Krylov solve "
+                "per test point); pass compute_cov=False for the mean"
+            )
+        dyn = self.dyn
+        if not isinstance(dyn, krylov.OperatorModel):
+            raise NotImplementedError(
+                "an Ensemble with an NNGP operator and an NTK array: pass both kernels as "
+                "operators (or both as arrays)"
+            )
+        if self.mode == "nngp" and ntk_test_train is not None:
+            raise ValueError(
+                "ntk_test_train was given but this Ensemble has no ntk_train_train "
+                '("nngp" mode: the dynamics use the NNGP kernel); pass nngp_test_train'
+            )
+        k_te = ntk_test_train if self.mode == "ntk" else nngp_test_train
+        if self.mode == "ntk" and k_te is None and nngp_test_train is not None:
+            raise ValueError('ntk_test_train is required for the test mean in "ntk" mode')
+        lay = self._layout
+        yf = np.ascontiguousarray(lay.flatten(self._y, np), dtype=np.float64)
+        zeros = np.zeros_like(yf)
+        test = None
+        if k_te is not None:
+            test = TestInputs(dyn, k_te, 0.0)
+            test = test.bind(lay)
+        train, tst = krylov.outputs(dyn, ts, lay, yf, zeros, test, want_train=test is None)
+        if test is None:
+            mean, shape = train, lay.y_shape
+        else:
+            mean, shape = tst, test.shape
+        mean = lay.unflatten(mean, shape, np)
+        mean = cast_outputs(
+            np.reshape(mean, tuple(tshape) + shape), self._out_dtype, "ensemble mean", np
+        )
+        return mean, None, len(tshape), lay.traced
 
     @property
     def size(self) -> int:
@@ -143,6 +196,8 @@ class EnsembleModel:
         """``(mean, covariance, time axes, traced axes)`` as ``Ensemble.at`` returns them."""
         want_cov = _validate.flag(compute_cov, "compute_cov")
         ts, tshape = _validate.times(t)
+        if self._operators:
+            return self._operator_at(ts, tshape, ntk_test_train, nngp_test_train, want_cov)
         test = self._test_kernels(ntk_test_train, nngp_test_train, nngp_test_test, want_cov)
         dyn = self.dyn
         be = dyn.backend

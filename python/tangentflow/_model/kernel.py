@@ -45,6 +45,8 @@ class KernelModel:
     Build with ``KernelModel.create``; ``derive`` gives a model with other options that
     shares this one's factorization (``Predictor.with_params``)."""
 
+    #: True for ``OperatorModel`` (a kernel operator, the Krylov backend: ``_model/krylov.py``).
+    is_operator: bool = False
     backend: Backend
     k: Any
     name: str
@@ -90,7 +92,20 @@ class KernelModel:
     ) -> KernelModel:
         """Validates the kernel (and the targets, kept as a copy) on the backend chosen for
         it; ``backend`` is an override name or an already chosen backend (a second kernel
-        of the same facade). ``check_trace_axes``: ``trace_axes=None`` needs a 2-D kernel."""
+        of the same facade). ``check_trace_axes``: ``trace_axes=None`` needs a 2-D kernel.
+        A kernel operator (``tangentflow.operators.is_operator``) gives an ``OperatorModel``
+        (the Krylov backend; docs/numerics.md §15)."""
+        if not isinstance(k_train_train, np.ndarray):
+            from . import krylov
+
+            if krylov.is_operator(k_train_train):
+                return krylov.OperatorModel.from_operator(
+                    k_train_train,
+                    options,
+                    name=name,
+                    y_train=y_train,
+                    check_trace_axes=check_trace_axes,
+                )
         be = backend if backend is not None and not isinstance(backend, str) else None
         if be is None:
             be = select_backend(k_train_train, backend if isinstance(backend, str) else None)

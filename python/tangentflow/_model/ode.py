@@ -139,7 +139,7 @@ def solve(
             classes=classes,
             q0=q0,
             damping=damping,
-            rtol=cfg.rtol,
+            rtol=cfg.ode_rtol,
             atol=cfg.atol,
             converge_tol=(
                 ldexp_float(cfg.converge_tol, -et)

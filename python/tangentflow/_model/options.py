@@ -24,6 +24,10 @@ Precision = Literal["float64", "float32"]
 
 _LOSSES = ("mse", "cross_entropy")
 
+#: Default ``rtol`` of the ODE integrator and of the Krylov solver (``rtol=None``).
+ODE_RTOL = 1.4e-8
+KRYLOV_RTOL = 1e-8
+
 
 @dataclass(frozen=True)
 class Options:
@@ -38,9 +42,11 @@ class Options:
     trace_axes: tuple[int, ...] | None = None
     precision: Precision = "float64"
     rcond: float | None = None
-    rtol: float = 1.4e-8
+    rtol: float | None = None
     atol: float = 1.4e-8
     converge_tol: float | None = None
+    max_iter: int | None = None
+    progress: bool | None = None
 
     @classmethod
     def create(
@@ -55,9 +61,11 @@ class Options:
         trace_axes: object = None,
         precision: object = "float64",
         rcond: object = None,
-        rtol: object = 1.4e-8,
+        rtol: object = None,
         atol: object = 1.4e-8,
         converge_tol: object = None,
+        max_iter: object = None,
+        progress: object = None,
     ) -> Options:
         """Checks every option (errors name the argument) and combinations of them."""
         lr = _validate.positive_float(learning_rate, "learning_rate")
@@ -89,9 +97,11 @@ class Options:
             trace_axes=freeze_trace_axes(trace_axes),  # a generator is read once
             precision=prec,  # type: ignore[arg-type]
             rcond=_validate.optional_positive_float(rcond, "rcond"),
-            rtol=_validate.positive_float(rtol, "rtol"),
+            rtol=_validate.optional_positive_float(rtol, "rtol"),
             atol=_validate.positive_float(atol, "atol"),
             converge_tol=_validate.optional_positive_float(converge_tol, "converge_tol"),
+            max_iter=_validate.optional_positive_int(max_iter, "max_iter"),
+            progress=None if progress is None else _validate.flag(progress, "progress"),
         )
 
     def replace(self, **changes: object) -> Options:
@@ -103,6 +113,17 @@ class Options:
     def as_dict(self) -> dict[str, Any]:
         """The options by name (the ``cfg`` entry of a pickled Predictor)."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    @property
+    def ode_rtol(self) -> float:
+        """The ODE integrator's relative tolerance (docs/numerics.md §9; default 1.4e-8)."""
+        return ODE_RTOL if self.rtol is None else self.rtol
+
+    @property
+    def krylov_rtol(self) -> float:
+        """The Krylov solver's target, relative to ``max|f₀ − Y|`` (docs/numerics.md §15;
+        default 1e-8)."""
+        return KRYLOV_RTOL if self.rtol is None else self.rtol
 
     @property
     def dtype(self) -> np.dtype[Any]:

@@ -14,7 +14,7 @@ from .. import _validate
 from .._errors import TangentflowError
 from .._numerics import cast_outputs, ldexp, ldexp_float
 from .._shapes import Layout
-from . import closed_form, ode
+from . import closed_form, krylov, ode
 from .test_inputs import TestInputs
 
 if TYPE_CHECKING:
@@ -67,6 +67,8 @@ def predict(
         test = test.bind(layout)
     if m.options.loss != "mse":
         train, tst, _, _ = ode.solve(m, ts, layout, yf, f0, test)
+    elif isinstance(m, krylov.OperatorModel):  # the Krylov backend
+        train, tst = krylov.outputs(m, ts, layout, yf, f0, test, want_train)
     else:
         train, tst = closed_form.outputs(m, ts, layout, yf, f0, test, want_train)
     return _finish(m, train if want_train else None, tst, tshape, layout, test)
@@ -151,6 +153,9 @@ def train_loss(m: KernelModel, t: Any, y_train: Any, fx_train_0: Any) -> Any:
     ts, tshape = _validate.times(t, steps=m.options.dynamics == "gd")
     layout, yf, f0, _ = _resolve(m, y_train, fx_train_0)
     xp = m.xp
+    if isinstance(m, krylov.OperatorModel):  # the Krylov backend
+        loss = krylov.train_loss(m, ts, layout, yf, f0)
+        return cast_outputs(xp.reshape(loss, tshape), m.out_dtype, "training loss", xp)
     loss, ey = closed_form.train_loss(m, ts, layout, yf, f0)
     with np.errstate(over="ignore"):
         loss = ldexp(loss, 2 * ey, xp)

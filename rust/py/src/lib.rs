@@ -11,6 +11,7 @@
 //!   the closed form in one call.
 //! * [`ode`]: the function-space ODE integrator.
 //! * [`kernels`]: the infinite-width fully connected kernels.
+//! * [`krylov`]: Krylov dynamics over a kernel operator given by a Python callable.
 //! * [`threads`]: the core's thread pool.
 
 mod cholesky;
@@ -18,6 +19,7 @@ mod convert;
 mod dynamics;
 mod errors;
 mod kernels;
+mod krylov;
 mod ode;
 mod spectral;
 mod threads;
@@ -33,12 +35,15 @@ mod _core {
     };
     #[pymodule_export]
     use crate::dynamics::{
-        closed_form_f32, closed_form_f64, mode_factors, project_f32, project_f64, test_basis_f32,
+        _compression_ranks, _set_time_compression, _time_compression, closed_form_f32,
+        closed_form_f64, loss_sums, mode_factors, project_f32, project_f64, test_basis_f32,
         test_basis_f64, test_outputs_cached_f32, test_outputs_cached_f64, test_outputs_f32,
         test_outputs_f64, train_outputs_f32, train_outputs_f64, PyDynamics,
     };
     #[pymodule_export]
     use crate::kernels::{fc_diagonal_f64, fc_matmat_f64, fully_connected_f64};
+    #[pymodule_export]
+    use crate::krylov::{PyKrylovFlow, PyKrylovPinv};
     #[pymodule_export]
     use crate::ode::ode_solve;
     #[pymodule_export]
