@@ -4,8 +4,9 @@
 //! examples of the second side, layer by layer, over contiguous slices: the loops have no
 //! branches and no calls (the arc-cosine and arcsine are the polynomial below, `sqrt` is an
 //! instruction), so LLVM vectorizes them; on x86-64 the same body is also compiled for
-//! AVX2 and AVX-512 and chosen at run time. No fused multiply-add is ever formed (Rust
-//! does not contract `a * b + c`), so every instruction set gives the same bits.
+//! AVX2 + FMA and AVX-512 + FMA and chosen at run time. Those two use fused multiply-adds
+//! (one rounding fewer); the portable body does not, so its last bits may differ from
+//! theirs (both are within the accuracy below).
 //!
 //! # Arc-cosine and arcsine
 //!
@@ -17,9 +18,8 @@
 //! Horner's rounding included, is below 1.2e-16 on the whole interval, so `acos`/`asin`
 //! are within 2ε and 3ε relative of the correctly rounded values (the rounding of `π/2` and `π`
 //! is added back after subtracting from them; `asin` just above 1/2 halves `π/2 − 2t`).
-//! At `a = 1` it gives `acos = 0` exactly (`w = s = 0`). The sine
-//! of `θ = acos c` is `√((1 − c)(1 + c))`, accurate also near `|c| = 1` where `1 − c²`
-//! loses digits.
+//! At `a = 1` it gives `acos = 0` exactly (`w = s = 0`). The sine of `θ = acos c` is
+//! `√((1 − c)(1 + c))`, accurate also near `|c| = 1` where `1 − c²` loses digits.
 
 // The helpers must be inlined into the `target_feature` bodies to be vectorized there.
 #![allow(clippy::inline_always)]
@@ -51,22 +51,43 @@ const G: [f64; 14] = [
     0.032_579_347_966_928_42,
 ];
 
+/// `a·b + c`, fused (one rounding) when `F` (the AVX2/AVX-512 bodies, which have FMA).
 #[inline(always)]
-fn g(w: f64) -> f64 {
-    let mut acc = G[13];
-    for &c in G[..13].iter().rev() {
-        acc = acc * w + c;
+fn madd<const F: bool>(a: f64, b: f64, c: f64) -> f64 {
+    if F {
+        a.mul_add(b, c)
+    } else {
+        a * b + c
+    }
+}
+
+/// The degree-13 polynomial `c` at `w ∈ [0, 1/4]`: Horner for the four leading terms
+/// (which set the rounding), Estrin's scheme for the tail `c₄ + … + c₁₃ w⁹` (weight below
+/// 1e-4): depth 8 instead of Horner's 13, as the loop is latency-bound.
+#[inline(always)]
+fn poly<const F: bool>(c: &[f64; 14], w: f64) -> f64 {
+    let w2 = w * w;
+    let w4 = w2 * w2;
+    let w8 = w4 * w4;
+    let p = |i: usize| madd::<F>(c[i + 1], w, c[i]);
+    let q0 = madd::<F>(p(6), w2, p(4));
+    let q1 = madd::<F>(p(10), w2, p(8));
+    let r0 = madd::<F>(q1, w4, q0);
+    let tail = madd::<F>(p(12), w8, r0);
+    let mut acc = tail;
+    for i in (0..4).rev() {
+        acc = madd::<F>(acc, w, c[i]);
     }
     acc
 }
 
 /// `(t, big)` with `t = asin(√w)` for `a > 1/2` (`w = (1 − a)/2`), else `t = asin a`.
 #[inline(always)]
-fn asin_parts(a: f64) -> (f64, bool) {
+fn asin_parts<const F: bool>(a: f64) -> (f64, bool) {
     let big = a > 0.5;
     let w = if big { 0.5 * (1.0 - a) } else { a * a };
     let s = if big { w.sqrt() } else { a };
-    (s * g(w), big)
+    (s * poly::<F>(&G, w), big)
 }
 
 /// `x` clamped to `[−1, 1]` (NaN stays NaN), as two vector min/max.
@@ -82,8 +103,8 @@ fn clamp1(x: f64) -> f64 {
 
 /// `arccos c` for `c ∈ [−1, 1]`.
 #[inline(always)]
-pub(super) fn acos(c: f64) -> f64 {
-    let (t, big) = asin_parts(c.abs());
+pub(super) fn acos<const F: bool>(c: f64) -> f64 {
+    let (t, big) = asin_parts::<F>(c.abs());
     let r = if big {
         2.0 * t
     } else {
@@ -98,8 +119,8 @@ pub(super) fn acos(c: f64) -> f64 {
 
 /// `arcsin x` for `x ∈ [−1, 1]`.
 #[inline(always)]
-pub(super) fn asin(x: f64) -> f64 {
-    let (t, big) = asin_parts(x.abs());
+pub(super) fn asin<const F: bool>(x: f64) -> f64 {
+    let (t, big) = asin_parts::<F>(x.abs());
     let r = if big {
         (FRAC_PI_2 - 2.0 * t) + PIO2_LO
     } else {
@@ -128,7 +149,7 @@ pub(super) struct Cols<'a> {
 /// On entry `k[j]` is `K₀` of the pair `(row, j0 + j)`; on exit `k[j] = K_L` and, when
 /// `NTK`, `th[j] = Θ_L` (`th` is scratch otherwise).
 #[inline(always)]
-fn entries_body<const NTK: bool>(
+fn entries_body<const NTK: bool, const F: bool>(
     act: Activation,
     w2: f64,
     b2: f64,
@@ -152,12 +173,13 @@ fn entries_body<const NTK: bool>(
             Activation::Relu => {
                 for j in 0..m {
                     let c = clamp1(k[j] * ia1 * ip2[j]);
-                    let pm = PI - acos(c);
+                    let pm = PI - acos::<F>(c);
+                    // sin θ; (1 − c)(1 + c) keeps its digits near |c| = 1, unlike 1 − c².
                     let sin = ((1.0 - c) * (1.0 + c)).sqrt();
-                    let e = a1 * p2[j] * half_pi_inv * (sin + pm * c);
-                    let kn = w2 * e + b2;
+                    let e = a1 * p2[j] * half_pi_inv * madd::<F>(pm, c, sin);
+                    let kn = madd::<F>(w2, e, b2);
                     if NTK {
-                        th[j] = kn + w2 * (pm * half_pi_inv) * th[j];
+                        th[j] = madd::<F>(w2 * (pm * half_pi_inv), th[j], kn);
                     }
                     k[j] = kn;
                 }
@@ -166,11 +188,11 @@ fn entries_body<const NTK: bool>(
                 for j in 0..m {
                     let kj = k[j];
                     let arg = clamp1(2.0 * kj * ia1 * ip2[j]);
-                    let e = 2.0 * FRAC_1_PI * asin(arg);
-                    let kn = w2 * e + b2;
+                    let e = 2.0 * FRAC_1_PI * asin::<F>(arg);
+                    let kn = madd::<F>(w2, e, b2);
                     if NTK {
                         let det = (a1 * p2[j] - 4.0 * kj * kj).max(f64::MIN_POSITIVE);
-                        th[j] = kn + w2 * (4.0 * FRAC_1_PI / det.sqrt()) * th[j];
+                        th[j] = madd::<F>(w2 * (4.0 * FRAC_1_PI / det.sqrt()), th[j], kn);
                     }
                     k[j] = kn;
                 }
@@ -180,7 +202,7 @@ fn entries_body<const NTK: bool>(
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
+#[target_feature(enable = "avx512f,fma")]
 unsafe fn entries_avx512<const NTK: bool>(
     act: Activation,
     w2: f64,
@@ -191,11 +213,11 @@ unsafe fn entries_avx512<const NTK: bool>(
     k: &mut [f64],
     th: &mut [f64],
 ) {
-    entries_body::<NTK>(act, w2, b2, row, cols, j0, k, th);
+    entries_body::<NTK, true>(act, w2, b2, row, cols, j0, k, th);
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
+#[target_feature(enable = "avx2,fma")]
 unsafe fn entries_avx2<const NTK: bool>(
     act: Activation,
     w2: f64,
@@ -206,7 +228,7 @@ unsafe fn entries_avx2<const NTK: bool>(
     k: &mut [f64],
     th: &mut [f64],
 ) {
-    entries_body::<NTK>(act, w2, b2, row, cols, j0, k, th);
+    entries_body::<NTK, true>(act, w2, b2, row, cols, j0, k, th);
 }
 
 /// The recursion for the pairs `(row, j0 + j)`, `j < k.len()`: `k` holds `K₀` on entry
@@ -224,8 +246,9 @@ pub(super) fn entries(
 ) {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU supports AVX-512F (checked just above).
+        let fma = std::arch::is_x86_feature_detected!("fma");
+        if fma && std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU supports AVX-512F and FMA (checked just above).
             unsafe {
                 if ntk {
                     entries_avx512::<true>(act, w2, b2, row, cols, j0, k, th);
@@ -235,8 +258,8 @@ pub(super) fn entries(
             }
             return;
         }
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU supports AVX2 (checked just above).
+        if fma && std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2 and FMA (checked just above).
             unsafe {
                 if ntk {
                     entries_avx2::<true>(act, w2, b2, row, cols, j0, k, th);
@@ -248,8 +271,8 @@ pub(super) fn entries(
         }
     }
     if ntk {
-        entries_body::<true>(act, w2, b2, row, cols, j0, k, th);
+        entries_body::<true, false>(act, w2, b2, row, cols, j0, k, th);
     } else {
-        entries_body::<false>(act, w2, b2, row, cols, j0, k, th);
+        entries_body::<false, false>(act, w2, b2, row, cols, j0, k, th);
     }
 }
