@@ -241,9 +241,13 @@ impl PyKrylovFlow {
         (to_numpy(py, m.as_ref()), self.0.ritz().cut)
     }
 
-    /// A copy of the basis `Q` (`N × k`), e.g. for one product `K_td Q` per basis.
-    fn basis<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray2<f64>> {
-        to_numpy(py, self.0.basis())
+    /// A copy of the basis columns `Q[:, start:]` (`N × (k − start)`), e.g. for one
+    /// product `K_td Q` per basis (and one per extension).
+    #[pyo3(signature = (start=0))]
+    fn basis<'py>(&self, py: Python<'py>, start: usize) -> Bound<'py, PyArray2<f64>> {
+        let q = self.0.basis();
+        let start = start.min(q.ncols());
+        to_numpy(py, q.subcols(start, q.ncols() - start))
     }
 
     /// Coefficients in `Q` (`k × (T·R)`, time-major) of `u` (`phi=False`) or `w`.
