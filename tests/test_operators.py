@@ -248,3 +248,34 @@ def test_local_cluster_equals_threads(cluster):
     assert rel(on_cluster[0], k @ V) < TOL and rel(on_cluster[1], kt @ V) < TOL
     dk = da.from_array(k, chunks=100)
     assert rel(ops.stored(dk).matmat(V), k @ V) < TOL
+
+
+def test_predictor_over_the_lazy_kernel_on_a_cluster_equals_the_dense_predictor(cluster):
+    import tangentflow as tf
+
+    x, xt = X[:200], XT
+    y = np.tanh(x @ RNG.standard_normal((7, 2)))
+    ts = np.array([0.0, 0.3, 3.0, 30.0, 300.0, np.inf])
+    k = kernels.fully_connected(x, get="ntk", **ARCH)
+    kt = kernels.fully_connected(xt, x, get="ntk", **ARCH)
+    dense = tf.Predictor(k, y).at(ts, k_test_train=kt)
+    op = ops.fully_connected(x, chunk_size=64, **ARCH)
+    p = tf.Predictor(op, y, rtol=1e-10)
+    lazy = p.at(ts, k_test_train=ops.fully_connected(xt, x, chunk_size=16, **ARCH))
+    assert p.solver_info.converged and op.matvecs > 0
+    scale = np.max(np.abs(y))
+    assert np.max(np.abs(lazy.train - dense.train)) <= 1e-8 * scale
+    assert np.max(np.abs(lazy.test - dense.test)) <= 1e-8 * scale
+
+
+def test_bench_krylov_smoke(capsys):
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).parents[1] / "benches" / "bench_krylov.py"
+    spec = importlib.util.spec_from_file_location("bench_krylov", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.main(["--smoke"]) == 0
+    out = capsys.readouterr().out
+    assert "operator N=600" in out and "SciPy cg" in out and "converged True" in out
