@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import math
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -80,13 +81,16 @@ class SolverInfo:
     columns applied to the train operator by this call (0 when a kept basis sufficed);
     ``error_estimate``: the bound on the train outputs' error at the largest requested
     time, relative to ``max|f₀ − Y|`` (docs/numerics.md §15); ``converged``: whether it
-    met ``rtol`` (or the Krylov space became invariant)."""
+    met ``rtol`` (or the Krylov space became invariant); ``products``: calls of the train
+    operator's ``matmat`` by this call (sweeps over the kernel: the finite-time and the
+    ``t = ∞`` solves share each sweep when both run)."""
 
     method: str
     iterations: int
     matvecs: int
     error_estimate: float
     converged: bool
+    products: int = 0
 
 
 class _Progress:
@@ -327,9 +331,84 @@ def _key(r0: Any) -> bytes:
     return h.digest()
 
 
+class _Merged:
+    """Block products of two concurrent solves merged into one ``matmat`` call (one sweep
+    over the kernel serves both): a caller waits until the other party has its block
+    ready (or has finished), and the last to arrive runs the product for both. ``cancel``
+    wakes and stops the other party (an exception or Ctrl-C in one of them)."""
+
+    def __init__(self, matmat: Any, parties: int) -> None:
+        self.matmat = matmat
+        self.cond = threading.Condition()
+        self.active = parties
+        self.pending: list[list[Any]] = []
+        self.cancelled = False
+        self.products = 0
+
+    def _run(self) -> None:  # with self.cond held
+        batch, self.pending = self.pending, []
+        try:
+            if len(batch) == 1:
+                outs = [self.matmat(batch[0][0])]
+            else:
+                sizes = np.cumsum([b[0].shape[1] for b in batch])[:-1]
+                prod = self.matmat(np.asfortranarray(np.hstack([b[0] for b in batch])))
+                outs = np.split(np.asarray(prod), sizes, axis=1)
+            self.products += 1
+            for b, o in zip(batch, outs, strict=True):
+                b[1] = o
+        except BaseException as e:  # noqa: BLE001  (re-raised in every party)
+            for b in batch:
+                b[2] = e
+        self.cond.notify_all()
+
+    def __call__(self, v: Any) -> Any:
+        with self.cond:
+            if self.cancelled:
+                raise _Cancelled
+            req: list[Any] = [v, None, None]
+            self.pending.append(req)
+            if len(self.pending) >= self.active:
+                self._run()
+            while req[1] is None and req[2] is None:
+                if self.cancelled:
+                    raise _Cancelled
+                self.cond.wait()
+        if req[2] is not None:
+            raise req[2]
+        return req[1]
+
+    def leave(self) -> None:
+        with self.cond:
+            self.active -= 1
+            if self.pending and len(self.pending) >= self.active:
+                self._run()
+
+    def cancel(self) -> None:
+        with self.cond:
+            self.cancelled = True
+            self.cond.notify_all()
+
+
+class _Cancelled(Exception):
+    """The other solve of a merged pair failed."""
+
+
+class _Counted:
+    def __init__(self, matmat: Any) -> None:
+        self.matmat = matmat
+        self.products = 0
+
+    def __call__(self, v: Any) -> Any:
+        out = self.matmat(v)
+        self.products += 1
+        return out
+
+
 class _Solve:
     """One call's solves: the basis for the finite times, the ``t = ∞`` solution, and the
-    combined ``SolverInfo``."""
+    combined ``SolverInfo``. When both need products they run concurrently (the core
+    releases the GIL) and share every sweep over the kernel (``_Merged``)."""
 
     def __init__(self, m: OperatorModel, r0: Any, s_fin: Any, want_inf: bool) -> None:
         self.m = m
@@ -338,74 +417,43 @@ class _Solve:
         self.max_iter = o.max_iter if o.max_iter is not None else DEFAULT_MAX_ITER
         self.rcond = m.rcond
         self.shift = m.shift
+        self.r0 = r0
+        self.s_fin = s_fin
         st = m.krylov
-        n = m.size
-        matmat = st.op.matmat
         key = _key(r0)
-        self.flow: Any = None
+        self.flow: Any = st.flows.get(key) if s_fin.size else None
         self.pinv: Any = None
-        parts: list[tuple[str, int, int, float, bool]] = []
-        new_matvecs = 0
-        if s_fin.size:
-            bar = _Progress(o.progress, "Krylov flow", self.rtol)
-            try:
-                fl = st.flows.get(key)
-                if fl is None:
-                    fl = kb.flow_solve(
-                        matmat,
-                        n,
-                        r0,
-                        s_fin,
-                        rtol=self.rtol,
-                        max_iter=self.max_iter,
-                        rcond=self.rcond,
-                        shift=self.shift,
-                        progress=bar,
-                    )
-                    new_matvecs += fl.info()[2]
-                    st.remember(key, fl)
-                else:
-                    before = fl.info()[2]
-                    kb.flow_extend(
-                        fl,
-                        matmat,
-                        s_fin,
-                        rtol=self.rtol,
-                        max_iter=self.max_iter,
-                        rcond=self.rcond,
-                        shift=self.shift,
-                        progress=bar,
-                    )
-                    new_matvecs += fl.info()[2] - before
-            finally:
-                bar.close()
-            self.flow = fl
-            parts.append(fl.info())
+        pkey = (key, self.shift, self.rtol, self.rcond, self.max_iter)
         if want_inf:
-            pkey = (key, self.shift, self.rtol, self.rcond, self.max_iter)
-            pv = st.pinvs.get(pkey)
-            if pv is None:
-                bar = _Progress(o.progress, "Krylov t=inf", self.rtol)
-                try:
-                    pv = kb.pinv_solve(
-                        matmat,
-                        n,
-                        r0,
-                        rtol=self.rtol,
-                        max_iter=self.max_iter,
-                        rcond=self.rcond,
-                        shift=self.shift,
-                        rank=NYSTROM_RANK,
-                        progress=bar,
-                    )
-                finally:
-                    bar.close()
-                new_matvecs += pv.info()[2]
-                if len(st.pinvs) >= _MAX_BASES:
-                    st.pinvs.pop(next(iter(st.pinvs)))
-                st.pinvs[pkey] = pv
-            self.pinv = pv
-            parts.append(pv.info())
+            self.pinv = st.pinvs.get(pkey)
+        need_flow = bool(s_fin.size)
+        need_pinv = want_inf and self.pinv is None
+        before = self.flow.info()[2] if self.flow is not None else 0
+        products = 0
+        if need_flow and need_pinv:
+            merged = _Merged(st.op.matmat, 2)
+            self._both(merged)
+            products = merged.products
+        elif need_flow or need_pinv:
+            counted = _Counted(st.op.matmat)
+            if need_flow:
+                self._flow(counted)
+            else:
+                self._pinv(counted)
+            products = counted.products
+        new_matvecs = 0
+        if need_flow:
+            assert self.flow is not None
+            if st.flows.get(key) is not self.flow:
+                st.remember(key, self.flow)
+            new_matvecs += self.flow.info()[2] - before
+        if need_pinv:
+            assert self.pinv is not None
+            if len(st.pinvs) >= _MAX_BASES:
+                st.pinvs.pop(next(iter(st.pinvs)))
+            st.pinvs[pkey] = self.pinv
+            new_matvecs += self.pinv.info()[2]
+        parts = [x.info() for x in (self.flow, self.pinv) if x is not None]
         if parts:
             info = SolverInfo(
                 method=" + ".join(p[0] for p in parts),
@@ -413,6 +461,7 @@ class _Solve:
                 matvecs=new_matvecs,
                 error_estimate=max(p[3] for p in parts),
                 converged=all(p[4] for p in parts),
+                products=products,
             )
             m.solver_info = info
             if not info.converged:
@@ -423,6 +472,68 @@ class _Solve:
                     "(raise max_iter or rtol)",
                     NumericalWarning,
                 )
+
+    def _flow(self, matmat: Any) -> None:
+        bar = _Progress(self.m.options.progress, "Krylov flow", self.rtol)
+        kw: dict[str, Any] = {
+            "rtol": self.rtol,
+            "max_iter": self.max_iter,
+            "rcond": self.rcond,
+            "shift": self.shift,
+            "progress": bar,
+        }
+        try:
+            if self.flow is None:
+                self.flow = kb.flow_solve(matmat, self.m.size, self.r0, self.s_fin, **kw)
+            else:
+                kb.flow_extend(self.flow, matmat, self.s_fin, **kw)
+        finally:
+            bar.close()
+
+    def _pinv(self, matmat: Any) -> None:
+        bar = _Progress(self.m.options.progress, "Krylov t=inf", self.rtol)
+        try:
+            self.pinv = kb.pinv_solve(
+                matmat,
+                self.m.size,
+                self.r0,
+                rtol=self.rtol,
+                max_iter=self.max_iter,
+                rcond=self.rcond,
+                shift=self.shift,
+                rank=NYSTROM_RANK,
+                progress=bar,
+            )
+        finally:
+            bar.close()
+
+    def _both(self, merged: _Merged) -> None:
+        """The flow on this thread (Ctrl-C is checked at its products), ``t = ∞`` on a
+        helper thread; an exception in either cancels the other and is raised here."""
+        errors: list[BaseException] = []
+
+        def helper() -> None:
+            try:
+                self._pinv(merged)
+            except BaseException as e:  # noqa: BLE001  (raised on the calling thread)
+                errors.append(e)
+                merged.cancel()
+            finally:
+                merged.leave()
+
+        th = threading.Thread(target=helper, name="tangentflow-krylov-inf", daemon=True)
+        th.start()
+        try:
+            self._flow(merged)
+        except BaseException:
+            merged.cancel()
+            raise
+        finally:
+            merged.leave()
+            th.join()
+        real = [e for e in errors if not isinstance(e, _Cancelled)]
+        if real:
+            raise real[0]
 
 
 def _split(ts: Any, lr: float, n: int) -> tuple[Any, Any, Any, Any]:
