@@ -74,7 +74,14 @@ class Backend(Protocol):
         """The MSE closed form of one call: ``(z, train, test)`` with ``z = Vᵀ r``, ``train``
         when ``f0`` is given and ``test`` when ``test`` (``2^-e·K_te``, or ``K_te·V`` with
         ``cached``) and ``g0`` are: bitwise ``mode_factors`` → ``project`` →
-        ``train_outputs`` / ``test_outputs[_cached]`` (one boundary crossing on the CPU)."""
+        ``train_outputs`` / ``test_outputs[_cached]`` (one boundary crossing on the CPU),
+        except that many finite nonzero times may be compressed (docs/numerics.md §16:
+        within its bound of those outputs; ``t = 0`` and ``t = ∞`` stay bitwise)."""
+        ...
+
+    def loss_sums(self, kind: str, params: list[float], mu: Any, times: Any, zz: Any) -> Any:
+        """``Σ_j zz_j·e_j(t)²`` per time (float64, ``(T,)``): the retained part of ``2n·`` the
+        MSE training loss from the squared projected residual (docs/numerics.md §16)."""
         ...
 
     def ode_solve(self, k: Any, f0: Any, taus: Any, loss: Any, **kw: Any) -> dict[str, Any]:

@@ -186,5 +186,10 @@ class CpuBackend:
             bool(cached),
         )
 
+    def loss_sums(self, kind: str, params: list[float], mu: Any, times: Any, zz: Any) -> Any:
+        return _core.loss_sums(
+            _dynamics(kind, params), _c(mu, np.float64), _c(times, np.float64), _c(zz, np.float64)
+        )
+
     def ode_solve(self, k: Any, f0: Any, taus: Any, loss: Any, **kw: Any) -> dict[str, Any]:
         return _core.ode_solve(k, f0, taus, loss, **kw)

@@ -19,6 +19,9 @@ from .._numerics import exponent, ldexp_float
 #: Iterations of Hager's 1-norm estimator and steps of the inverse iteration of the
 #: condition estimate, and the seed of its random start (as in the Rust core).
 _HAGER_ITERS, _INVERSE_STEPS, _SEED = 5, 3, 0x9E3779B97F4A7C15
+#: Time compression (docs/numerics.md §16, as the Rust core): fewest compressible times,
+#: tolerance in units of ε, columns per block of the range finder.
+_COMPRESS_MIN_TIMES, _COMPRESS_TOL_EPS, _SKETCH_BLOCK = 16, 90.0, 32
 
 
 class XpBackend:
@@ -28,6 +31,9 @@ class XpBackend:
         self._gpu = self.name == "cupy"
         self.on_gpu = self._gpu
         self.runs_ode = False
+        #: (train, test) ranks of the last closed form's compression, -1 where direct
+        #: (docs/numerics.md §16; an introspection hook for tests)
+        self.compression_ranks = [-1, -1]
 
     def __reduce__(self) -> tuple[Callable[[str], Any], tuple[str]]:
         from . import by_name
@@ -293,6 +299,128 @@ class XpBackend:
             return self.xp.broadcast_to(g0, (phi.shape[1],) + g0.shape).copy()
         return self._per_time(kv, z, phi, -1, base=g0)
 
+    # -- time compression (docs/numerics.md §16) ----------------------------------------
+    def _col_norm_max(self, a: Any) -> float:
+        xp = self.xp
+        return float(xp.max(xp.sqrt(xp.sum(a * a, axis=0)))) if a.size else 0.0
+
+    def _compress(self, factor: Any, cols: Any, weight: Any, eps: float) -> Any:
+        """``(U, W)`` with every column of ``G = diag(w)·F[:, cols]`` within
+        ``τ = 90·ε·ρ₁`` of ``U W`` (checked a posteriori), or None when the rank is not
+        clearly below the number of times: the blocked range finder of the Rust core on the
+        running residual, truncated by the SVD of the small ``W``."""
+        xp = self.xp
+        k, tc = int(factor.shape[0]), int(len(cols))
+        if tc < _COMPRESS_MIN_TIMES or k == 0:
+            return None
+        max_rank = min(tc // 2, k * tc // max(2 * (k + tc), 1))
+        if max_rank == 0:
+            return None
+        g = weight[:, None] * factor[:, xp.asarray(cols)]
+        rho1 = self._col_norm_max(g)
+        if not math.isfinite(rho1):
+            return None
+        if rho1 == 0.0:
+            return xp.zeros((k, 0)), xp.zeros((0, tc))
+        tau = _COMPRESS_TOL_EPS * eps * rho1
+        pmax = min(max_rank + _SKETCH_BLOCK, tc, k)
+        rng = np.random.default_rng(_SEED)
+        e = g.copy()
+        qs: list[Any] = []
+        ws: list[Any] = []
+        used = 0
+        while self._col_norm_max(e) > 0.4 * tau:
+            b = min(_SKETCH_BLOCK, pmax - used)
+            if b == 0:
+                return None
+            y = e @ xp.asarray(rng.uniform(-1.0, 1.0, (tc, b)))
+            q = xp.concatenate(qs, axis=1) if qs else None
+            if q is not None:
+                y -= q @ (q.T @ y)
+            qb = xp.linalg.qr(y)[0]
+            if q is not None:  # the basis of a rank-deficient sketch, orthogonal again
+                qb = xp.linalg.qr(qb - q @ (q.T @ qb))[0]
+            wb = qb.T @ e
+            e -= qb @ wb
+            qs.append(qb)
+            ws.append(wb)
+            used += b
+        q = xp.concatenate(qs, axis=1)
+        w = xp.concatenate(ws, axis=0)
+        uw, sw, vwt = xp.linalg.svd(w, full_matrices=False)
+        rank = int(xp.sum(sw > 0.4 * tau))  # per-column residual <= the first dropped σ
+        if rank > max_rank:
+            return None
+        u = q @ uw[:, :rank]
+        wr = sw[:rank, None] * vwt[:rank]
+        if self._col_norm_max(g - u @ wr) > tau:
+            return None
+        return u, wr
+
+    def _output_column_norms(self, basis: Any, then: Any) -> Any:
+        """The norm of each mode's output column: of ``basis`` (exact), or of
+        ``then·basis`` from a 32-row sketch with unit-variance entries, as the core."""
+        xp = self.xp
+        if then is None:
+            b = basis.astype(xp.float64)
+            return xp.sqrt(xp.sum(b * b, axis=0))
+        s = 32
+        sk = np.random.default_rng(_SEED + 1).uniform(-1.0, 1.0, (s, then.shape[0]))
+        smb = ((xp.asarray(sk * math.sqrt(3.0), dtype=then.dtype) @ then) @ basis).astype(
+            xp.float64
+        )
+        return xp.sqrt(xp.sum(smb * smb, axis=0) / s)
+
+    def _outputs(
+        self,
+        side: int,
+        basis: Any,
+        z: Any,
+        factor: Any,
+        sign: int,
+        base: Any,
+        then: Any,
+        cols: Any,
+    ) -> Any:
+        """Outputs at every time: the times ``cols`` compressed when that pays, the others
+        (and all of them otherwise) through ``_per_time``."""
+        xp = self.xp
+        nt = int(factor.shape[1])
+        if basis.shape[1] == 0:
+            return xp.broadcast_to(base, (nt,) + base.shape).copy()
+        lr = None
+        if cols is not None and len(cols):
+            zf = z.astype(xp.float64)
+            weight = xp.max(xp.abs(zf), axis=1) if z.shape[1] else xp.zeros(z.shape[0])
+            weight = weight * self._output_column_norms(basis, then)
+            lr = self._compress(factor, cols, weight, float(np.finfo(z.dtype).eps))
+        if lr is None:
+            return self._per_time(basis, z, factor, sign, base=base, then=then)
+        u, w = lr
+        self.compression_ranks[side] = int(u.shape[1])
+        rows = base.shape[0]
+        k, r = z.shape
+        rank = int(u.shape[1])
+        out = xp.empty((nt, rows, r), dtype=z.dtype)
+        mask = np.zeros(nt, dtype=bool)
+        mask[np.asarray(cols)] = True
+        rest = np.flatnonzero(~mask)
+        if rest.size:
+            out[xp.asarray(rest)] = self._per_time(
+                basis, z, factor[:, xp.asarray(rest)], sign, base=base, then=then
+            )
+        ratio = xp.zeros(k)
+        pos = weight > 0
+        ratio[pos] = 1.0 / weight[pos]
+        zt = ((zf * ratio[:, None])[:, None, :] * u[:, :, None]).reshape(k, rank * r)
+        b = basis @ zt.astype(z.dtype)
+        if then is not None:
+            b = then @ b
+        bh = b.reshape(rows, rank, r).transpose(1, 0, 2).reshape(rank, rows * r)
+        c = (w.T.astype(z.dtype) @ bh).reshape(len(cols), rows, r)
+        out[xp.asarray(cols)] = base + c if sign > 0 else base - c
+        return out
+
     def closed_form(
         self,
         kind: str,
@@ -306,16 +434,50 @@ class XpBackend:
         g0: Any | None,
         cached: bool,
     ) -> tuple[Any, Any | None, Any | None]:
+        """As the Rust core: factors, projection, reconstructions; many finite nonzero
+        times compressed (docs/numerics.md §16), ``t = 0`` and ``t = ∞`` always direct."""
+        from .. import _core
+
         em1, phi = self.mode_factors(kind, params, mu, times)
         z = self.project(v, r)
-        train = None if f0 is None else self.train_outputs(v, z, em1, f0)
+        self.compression_ranks = [-1, -1]
+        cols = None
+        if _core._time_compression():
+            tn = np.asarray(self.to_numpy(self.xp.asarray(times)), dtype=np.float64)
+            cols = np.flatnonzero((tn > 0) & np.isfinite(tn))
+        train = None if f0 is None else self._outputs(0, v, z, em1, +1, f0, None, cols)
         tst = None
         if test is not None:
             if cached:
-                tst = self.test_outputs_cached(test, z, phi, g0)
+                tst = self._outputs(1, test, z, phi, -1, g0, None, cols)
             else:
-                tst = self.test_outputs(test, v, z, phi, g0)
+                tst = self._outputs(1, v, z, phi, -1, g0, test, cols)
         return z, train, tst
+
+    def loss_sums(self, kind: str, params: list[float], mu: Any, times: Any, zz: Any) -> Any:
+        """``Σ_j zz_j·e_j(t)²`` with the decay ``e`` itself (not ``1 + (e − 1)``), as the
+        core (docs/numerics.md §16)."""
+        xp = self.xp
+        if kind == "momentum":
+            em1, _ = self.mode_factors(kind, params, mu, times)
+            e = 1.0 + em1
+        else:
+            m = xp.asarray(mu, dtype=xp.float64)[:, None]
+            t = xp.asarray(times, dtype=xp.float64)[None, :]
+            inf = xp.isinf(t)
+            tf = xp.where(inf, 0.0, t)
+            (scale,) = params
+            if kind == "flow":
+                e = xp.exp(-m * (scale * tf))
+            elif kind == "gd":
+                a = scale * m
+                stable = a < 1.0
+                e_stable = xp.exp(tf * xp.log1p(-xp.where(stable, a, 0.0)))
+                e = xp.where(stable, e_stable, xp.power(1.0 - a, tf))
+            else:
+                raise ValueError(f"unknown dynamics {kind!r}")
+            e = xp.where(inf, 0.0, xp.where(tf == 0, 1.0, e))
+        return xp.sum(xp.asarray(zz, dtype=xp.float64)[:, None] * (e * e), axis=0)
 
     # -- ODE losses ----------------------------------------------------------------------
     def ode_solve(self, k: Any, f0: Any, taus: Any, loss: Any, **kw: Any) -> dict[str, Any]:

@@ -181,7 +181,9 @@ def _cholesky_limit(
 
 def train_loss(m: KernelModel, ts: Any, layout: Layout, yf: Any, f0: Any) -> tuple[Any, int]:
     """``(loss scaled by 2^(-2·ey), ey)`` of the MSE loss ``‖f(t) − y‖²/(2n)`` from the
-    eigenbasis (O(N·R·T), no outputs formed); the loss is quadratic in the residual."""
+    projected residual ``z = Vᵀ(f₀ − Y)`` alone: ``Σ_j e_j(t)²·|z_j|²`` plus the frozen cut
+    part, O(k·R + k·T) with no ``N`` per time (docs/numerics.md §16); the loss is quadratic
+    in the residual."""
     be = m.backend
     xp = be.xp
     spec = m.spectrum()
@@ -193,6 +195,7 @@ def train_loss(m: KernelModel, ts: Any, layout: Layout, yf: Any, f0: Any) -> tup
     z = be.project(v[:, spec.first :], f0 - yf).astype(xp.float64)
     zz = xp.sum(z * z, axis=1)
     rest = max(float(xp.sum(r0 * r0)) - float(xp.sum(zz)), 0.0) if spec.first else 0.0
-    em1, _ = m.mode_factors(ts, layout.size)
-    loss = (xp.sum((1.0 + em1) ** 2 * zz[:, None], axis=0) + rest) / (2.0 * layout.size)
+    kind, params = m.dynamics(layout.size)
+    sums = be.loss_sums(kind, params, spec.retained, ts, zz)
+    loss = (sums + rest) / (2.0 * layout.size)
     return loss, ey

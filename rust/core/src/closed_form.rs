@@ -3,8 +3,9 @@
 //!
 //! The same steps, in the same order and on the same buffers' values, as calling
 //! [`dynamics::mode_factors`], [`dynamics::project`] and the reconstructions one by one, so
-//! the outputs are bitwise those of the step-by-step path; only the crossings of the Python
-//! boundary (and the intermediate NumPy arrays) go.
+//! the outputs are bitwise those of the step-by-step path, except that the closed form
+//! compresses the time axis when many finite nonzero times make that pay (docs/numerics.md
+//! §16; within its bound of the step-by-step outputs; `t = 0` and `t = ∞` stay bitwise).
 
 use crate::dynamics::{self, Dynamics};
 use crate::{Real, Result};
@@ -46,15 +47,19 @@ pub fn closed_form<T: Real>(
     let mut phi = Mat::<f64>::zeros(mu.len(), times.len());
     dynamics::mode_factors(dynamics, mu, times, em1.as_mut(), phi.as_mut())?;
     let z = dynamics::project(v, r, par)?;
+    dynamics::reset_compression_ranks();
+    let cols = dynamics::compressible_times(times);
     if let Some((f0, out)) = train {
-        dynamics::train_outputs(v, z.as_ref(), em1.as_ref(), f0, out, par)?;
+        dynamics::train_outputs_with(v, z.as_ref(), em1.as_ref(), f0, out, cols.clone(), par)?;
     }
     match test {
         Some(TestSide::Kernel { kte, g0, out }) => {
-            dynamics::test_outputs(kte, v, z.as_ref(), phi.as_ref(), g0, out, par)?;
+            let phi = phi.as_ref();
+            dynamics::test_outputs_with(kte, v, z.as_ref(), phi, g0, out, cols, par)?;
         }
         Some(TestSide::Cached { kv, g0, out }) => {
-            dynamics::test_outputs_cached(kv, z.as_ref(), phi.as_ref(), g0, out, par)?;
+            let phi = phi.as_ref();
+            dynamics::test_outputs_cached_with(kv, z.as_ref(), phi, g0, out, cols, par)?;
         }
         None => {}
     }

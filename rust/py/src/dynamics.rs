@@ -7,7 +7,7 @@
 
 use crate::convert::{mat_mut, mat_ref, slice, to_numpy};
 use crate::errors::{internal, CoreResult};
-use numpy::{PyArray2, PyArray3, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2};
+use numpy::{PyArray1, PyArray2, PyArray3, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2};
 use pyo3::prelude::*;
 use tangentflow_core::closed_form::{self, TestSide};
 use tangentflow_core::dynamics::{self, Dynamics};
@@ -77,6 +77,43 @@ pub fn mode_factors<'py>(
         py.detach(|| dynamics::mode_factors(&dynm, mu, ts, am, bm))?;
     }
     Ok((em1, phi))
+}
+
+/// `Σ_j zz_j·e_j(t)²` per time (`e_j` the decay of retained mode `mu[j]`): the retained part
+/// of `2n·` the MSE training loss from the squared projected residual (docs/numerics.md §16).
+#[pyfunction]
+pub fn loss_sums<'py>(
+    py: Python<'py>,
+    dynamics: PyRef<'py, PyDynamics>,
+    mu: PyReadonlyArray1<'py, f64>,
+    times: PyReadonlyArray1<'py, f64>,
+    zz: PyReadonlyArray1<'py, f64>,
+) -> CoreResult<Bound<'py, PyArray1<f64>>> {
+    let dynm = dynamics.0;
+    let (mu, ts, zz) = (slice(&mu)?, slice(&times)?, slice(&zz)?);
+    let out = py.detach(|| threads::install(|par| dynamics::loss_sums(&dynm, mu, ts, zz, par)))?;
+    Ok(PyArray1::from_vec(py, out))
+}
+
+/// Enables (`True`) or disables time compression in `closed_form_*`; returns the previous
+/// setting. For tests that compare against the direct path (docs/numerics.md §16).
+#[pyfunction]
+#[allow(clippy::fn_params_excessive_bools)]
+pub fn _set_time_compression(on: bool) -> bool {
+    dynamics::set_time_compression(on)
+}
+
+/// Whether time compression is enabled.
+#[pyfunction]
+pub fn _time_compression() -> bool {
+    dynamics::time_compression()
+}
+
+/// `(train, test)` ranks of the last `closed_form_*` call's compression; `-1` where that
+/// side took the direct path or was not computed. An introspection hook for tests.
+#[pyfunction]
+pub fn _compression_ranks() -> (i64, i64) {
+    dynamics::last_compression_ranks()
 }
 
 /// A zeroed C-ordered `(T, rows, R)` output.
