@@ -156,6 +156,30 @@ def test_with_params_reuses_the_basis() -> None:
     assert kp.solver_info is not None and kp.solver_info.matvecs == op.columns - built > 0
 
 
+def test_diag_reg_sweep_at_inf_reuses_the_flow_basis() -> None:
+    n = 400
+    p = problem("well", n=n)
+    op = Counting(p["k"])
+    kw = {"diag_reg": 1e-3, "diag_reg_absolute_scale": True}
+    kry = tf.Predictor(op, p["y"], **kw)
+    dense = tf.Predictor(p["k"], p["y"], **kw)
+    ts = np.r_[np.logspace(-2, 5, 20) * (n * R), np.inf]
+    scale = float(np.max(np.abs(p["y"])))
+    kt = aslinearoperator(p["kt"])
+    assert _rel(kry.at(ts).train, dense.at(ts).train, scale) <= RTOL
+    built = op.columns
+    for reg in (1e-2, 1e-1, 1.0):
+        kp, dp = kry.with_params(diag_reg=reg), dense.with_params(diag_reg=reg)
+        a, b = dp.at(np.inf, k_test_train=p["kt"]), kp.at(np.inf, k_test_train=kt)
+        assert _rel(b.train, a.train, scale) <= RTOL
+        assert _rel(b.test, a.test, float(np.max(np.abs(a.test)))) <= 100 * RTOL
+        info = kp.solver_info
+        assert info is not None and info.converged and info.matvecs == 0, info
+        assert info.method == "block-lanczos"  # T + λI of the kept basis at s = ∞
+        assert info.error_estimate <= RTOL
+    assert op.columns == built
+
+
 def test_test_set_applies_the_test_operator_once_per_basis() -> None:
     p = problem("well")
     ts = times(N, R)

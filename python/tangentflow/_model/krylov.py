@@ -154,6 +154,8 @@ class KrylovState:
         self.flows: dict[bytes, Any] = {}
         self.pinvs: dict[tuple[Any, ...], Any] = {}
         self._trace: float | None = None
+        # one call at a time per family: the kept bases are extended in place
+        self.lock = threading.RLock()
 
     def trace(self) -> float | None:
         if self._trace is None:
@@ -421,30 +423,51 @@ class _Solve:
         self.s_fin = s_fin
         st = m.krylov
         key = _key(r0)
-        self.flow: Any = st.flows.get(key) if s_fin.size else None
+        cached = st.flows.get(key)
+        self.flow: Any = cached if s_fin.size else None
         self.pinv: Any = None
+        #: t = ∞ from the flow basis: its bound at s = ∞ met rtol without new products
+        self.inf_from_flow = False
+        self.inf_estimate = 0.0
         pkey = (key, self.shift, self.rtol, self.rcond, self.max_iter)
         if want_inf:
             self.pinv = st.pinvs.get(pkey)
         need_flow = bool(s_fin.size)
         need_pinv = want_inf and self.pinv is None
-        before = self.flow.info()[2] if self.flow is not None else 0
+        before = cached.info()[2] if cached is not None else 0
         products = 0
-        if need_flow and need_pinv:
+        counted = _Counted(st.op.matmat)
+        if need_flow and need_pinv and cached is None:
             merged = _Merged(st.op.matmat, 2)
             self._both(merged)
             products = merged.products
-        elif need_flow or need_pinv:
-            counted = _Counted(st.op.matmat)
+        else:
             if need_flow:
                 self._flow(counted)
-            else:
+            elif need_pinv and cached is not None:
+                # a kept basis (e.g. a diag_reg sweep): T + λI at s = ∞, no product
+                self.flow = cached
+                kb.flow_extend(
+                    cached,
+                    counted,
+                    np.array([np.inf]),
+                    rtol=self.rtol,
+                    max_iter=max(int(cached.info()[1]), 1),
+                    rcond=self.rcond,
+                    shift=self.shift,
+                    progress=None,
+                )
+            if need_pinv and self.flow is not None and self._inf_ok():
+                need_pinv = False
+                self.inf_from_flow = True
+            elif need_pinv:
+                if not need_flow:
+                    self.flow = None
                 self._pinv(counted)
             products = counted.products
         new_matvecs = 0
-        if need_flow:
-            assert self.flow is not None
-            if st.flows.get(key) is not self.flow:
+        if self.flow is not None:
+            if need_flow and st.flows.get(key) is not self.flow:
                 st.remember(key, self.flow)
             new_matvecs += self.flow.info()[2] - before
         if need_pinv:
@@ -459,7 +482,7 @@ class _Solve:
                 method=" + ".join(p[0] for p in parts),
                 iterations=sum(p[1] for p in parts),
                 matvecs=new_matvecs,
-                error_estimate=max(p[3] for p in parts),
+                error_estimate=max(max(p[3] for p in parts), self.inf_estimate),
                 converged=all(p[4] for p in parts),
                 products=products,
             )
@@ -472,6 +495,23 @@ class _Solve:
                     "(raise max_iter or rtol)",
                     NumericalWarning,
                 )
+
+    def _inf_ok(self) -> bool:
+        """Whether the flow basis's bound at ``s = ∞`` (no product) meets ``rtol``."""
+        scale = float(np.max(np.abs(self.r0))) if self.r0.size else 0.0
+        if scale == 0.0:
+            return False
+        est = float(np.max(self.flow.bounds(np.array([np.inf]), False))) / scale
+        if est <= self.rtol:
+            self.inf_estimate = est
+            return True
+        return False
+
+    @property
+    def flow_times(self) -> Any:
+        """The scaled times evaluated from the flow basis (``∞`` last when it serves
+        ``t = ∞``)."""
+        return np.r_[self.s_fin, np.inf] if self.inf_from_flow else self.s_fin
 
     def _flow(self, matmat: Any) -> None:
         bar = _Progress(self.m.options.progress, "Krylov flow", self.rtol)
@@ -560,6 +600,19 @@ def outputs(
     want_train: bool = True,
 ) -> tuple[Any, Any]:
     """Train ``(T, D, R)`` and test ``(T, M, R)`` outputs (docs/numerics.md §15)."""
+    with m.krylov.lock:
+        return _outputs(m, ts, layout, yf, f0, test, want_train)
+
+
+def _outputs(
+    m: OperatorModel,
+    ts: Any,
+    layout: Layout,
+    yf: Any,
+    f0: Any,
+    test: TestInputs | None,
+    want_train: bool,
+) -> tuple[Any, Any]:
     n = layout.size
     r0 = np.ascontiguousarray(f0 - yf, dtype=np.float64)
     d, r = r0.shape
@@ -571,7 +624,11 @@ def outputs(
         train = np.empty((nt, d, r))
         train[zero] = f0
         if sol.flow is not None:
-            train[fin] = yf[None] + _by_time(sol.flow.apply(s, False), s.size, r)
+            sf = sol.flow_times
+            u = yf[None] + _by_time(sol.flow.apply(sf, False), sf.size, r)
+            train[fin] = u[: s.size]
+            if sol.inf_from_flow:
+                train[inf] = u[-1]
         if sol.pinv is not None:
             train[inf] = yf + sol.pinv.null_part()
     tst = None
@@ -581,8 +638,11 @@ def outputs(
         tst = np.empty((nt, g0.shape[0], r))
         tst[zero] = g0
         if sol.flow is not None:
-            w = sol.flow.apply(s, True, np.asfortranarray(image))
-            tst[fin] = g0[None] - _by_time(w, s.size, r)
+            sf = sol.flow_times
+            w = g0[None] - _by_time(sol.flow.apply(sf, True, np.asfortranarray(image)), sf.size, r)
+            tst[fin] = w[: s.size]
+            if sol.inf_from_flow:
+                tst[inf] = w[-1]
         if x_img is not None:
             tst[inf] = g0 - x_img
     return train, tst
@@ -624,6 +684,11 @@ def _test_images(test: TestInputs, sol: _Solve) -> tuple[Any, Any]:
 
 def train_loss(m: OperatorModel, ts: Any, layout: Layout, yf: Any, f0: Any) -> Any:
     """``‖f(t) − Y‖²/(2n)`` from the Krylov coefficients (``Q`` is orthonormal)."""
+    with m.krylov.lock:
+        return _train_loss(m, ts, layout, yf, f0)
+
+
+def _train_loss(m: OperatorModel, ts: Any, layout: Layout, yf: Any, f0: Any) -> Any:
     n = layout.size
     r0 = np.ascontiguousarray(f0 - yf, dtype=np.float64)
     r = r0.shape[1]
@@ -632,8 +697,12 @@ def train_loss(m: OperatorModel, ts: Any, layout: Layout, yf: Any, f0: Any) -> A
     sq = np.empty(ts.shape[0])
     sq[zero] = float(np.sum(r0 * r0))
     if sol.flow is not None:
-        c = sol.flow.coefficients(s, False)
-        sq[fin] = np.sum(np.reshape(c * c, (c.shape[0], s.size, r)), axis=(0, 2))
+        sf = sol.flow_times
+        c = sol.flow.coefficients(sf, False)
+        sq_f = np.sum(np.reshape(c * c, (c.shape[0], sf.size, r)), axis=(0, 2))
+        sq[fin] = sq_f[: s.size]
+        if sol.inf_from_flow:
+            sq[inf] = sq_f[-1]
     if sol.pinv is not None:
         nul = sol.pinv.null_part()
         sq[inf] = float(np.sum(nul * nul))
