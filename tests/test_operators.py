@@ -279,3 +279,25 @@ def test_bench_krylov_smoke(capsys):
     assert bench.main(["--smoke"]) == 0
     out = capsys.readouterr().out
     assert "operator N=600" in out and "SciPy cg" in out and "converged True" in out
+
+
+@pytest.mark.parametrize("activation", ["relu", "erf"])
+@pytest.mark.parametrize("get", ["ntk", "nngp"])
+def test_device_kernel_logic_with_numpy_as_the_array_module(activation, get):
+    # The CuPy operator of fully_connected, run with NumPy as xp, against the core.
+    from tangentflow.operators._device import DeviceFullyConnected
+
+    spec = (ARCH["hidden_layers"], activation, ARCH["w_std"], ARCH["b_std"])
+    x0 = np.vstack([X[:50], np.zeros((1, 7))])  # a zero input: the zero-variance convention
+    for x2, want in (
+        (None, ops.fully_connected(x0, activation=activation, get=get, **ARCH)),
+        (XT, ops.fully_connected(x0, XT, activation=activation, get=get, **ARCH)),
+    ):
+        dev = DeviceFullyConnected(x0, x2, spec, get, 16, np)
+        v = V[: want.shape[1]]
+        assert dev.shape == want.shape
+        assert rel(dev.matmat(v), want.matmat(v)) < TOL
+        if x2 is None:
+            np.testing.assert_allclose(dev.diagonal(), want.diagonal(), rtol=1e-15)
+        else:
+            assert dev.diagonal() is None

@@ -8,10 +8,11 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
-from tangentflow import _core, _validate
+from tangentflow import _core, _devices, _validate
 from tangentflow.kernels import check_arguments, check_overflow
 
 from ._base import FloatArray, Operator
+from ._device import DeviceFullyConnected
 from ._schedule import Shared, run_blocks
 from ._stored import check_chunk_size, row_blocks
 
@@ -131,7 +132,7 @@ def fully_connected(
     b_std: float = 0.0,
     get: Literal["nngp", "ntk"] = "ntk",
     chunk_size: int | None = None,
-) -> FullyConnected:
+) -> Operator:
     """The NNGP or NTK of :func:`tangentflow.kernels.fully_connected` as a lazy operator.
 
     Parameters
@@ -139,7 +140,9 @@ def fully_connected(
     x1, x2, hidden_layers, activation, w_std, b_std
         As in :func:`tangentflow.kernels.fully_connected` (same defaults, same checks).
         ``x2 = None`` (or equal to ``x1``) is the symmetric train kernel ``K(x1, x1)``;
-        otherwise the rectangular ``K(x1, x2)`` (e.g. test × train).
+        otherwise the rectangular ``K(x1, x2)`` (e.g. test × train). CuPy inputs give
+        an operator on the GPU: each product computes row blocks of ``chunk_size × N2``
+        entries and multiplies them on the device, the result comes to the host.
     get : {"ntk", "nngp"}, default "ntk"
         The one kernel of the operator.
     chunk_size : int, optional
@@ -156,8 +159,18 @@ def fully_connected(
         Memory: O(tile² + N·p) per task. ``diagonal()``: the per-example variances.
     """
     kind = _validate.choice(get, "get", ("ntk", "nngp"))
+    cp = None
+    if _devices.is_gpu_array(x1) or _devices.is_gpu_array(x2):
+        cp = _devices.cupy_or_none()
+        if cp is None:
+            raise TypeError("x1/x2 are GPU arrays but CuPy is not available")
+        # Validated on the host (one copy), computed on the device.
+        x1 = cp.asnumpy(cp.asarray(x1))
+        x2 = None if x2 is None else cp.asnumpy(cp.asarray(x2))
     args = check_arguments(
         x1, x2, hidden_layers=hidden_layers, activation=activation, w_std=w_std, b_std=b_std
     )
-    chunk = check_chunk_size(chunk_size)
-    return FullyConnected(args.x1, args.x2, args.spec, kind, chunk or DEFAULT_CHUNK)
+    chunk = check_chunk_size(chunk_size) or DEFAULT_CHUNK
+    if cp is not None:
+        return DeviceFullyConnected(args.x1, args.x2, args.spec, kind, chunk, cp)
+    return FullyConnected(args.x1, args.x2, args.spec, kind, chunk)

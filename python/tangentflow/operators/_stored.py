@@ -68,9 +68,10 @@ class _Array(Operator):
 
 
 class _Dask(Operator):
-    """A Dask array (``da.from_zarr(...)``, ``da.from_array(np.load(..., mmap_mode="r"))``):
-    products are Dask's blocked ``k @ v`` on the active scheduler, row blocks of
-    ``chunk_size`` rows when given (else the array's own chunks)."""
+    """A Dask array (``da.from_zarr(...)``, ``da.from_array(np.load(..., mmap_mode="r"))``,
+    CuPy chunks on dask-cuda workers): products are Dask's blocked ``k @ v`` on the active
+    scheduler, row blocks of ``chunk_size`` rows when given (else the array's own chunks);
+    the result comes to the host."""
 
     def __init__(self, k: Any, chunk_size: int | None, name: str) -> None:
         super().__init__(check_shape(k.shape, name), check_dtype(k.dtype, name))
@@ -82,7 +83,12 @@ class _Dask(Operator):
     def _matmat(self, v: FloatArray) -> FloatArray:
         import dask.array as da
 
-        vd = da.from_array(v.astype(self._k.dtype, copy=False), chunks=(self._k.chunks[1], -1))
+        # V on the chunks' device: CuPy chunks (dask-cuda) take a CuPy V, products stay there.
+        xp = np
+        if _devices.is_gpu_array(getattr(self._k, "_meta", None)):
+            xp = _devices.cupy_or_none()
+        vx = xp.asarray(v, dtype=self._k.dtype)
+        vd = da.from_array(vx, chunks=(self._k.chunks[1], -1), asarray=False)
         return to_host(da.matmul(self._k, vd).compute())
 
     def diagonal(self) -> FloatArray | None:
