@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from tangentflow import Predictor, _core
+from tangentflow import Predictor, _core, set_num_threads
 from tangentflow.cli._bench_inputs import make_inputs
 from tangentflow.cli._bench_report import machine_info
 from tangentflow.cli._measure import interleaved, ratio_stats
@@ -42,7 +42,7 @@ _CHILD = r"""
 import sys
 import numpy as np
 mode, path = sys.argv[1], sys.argv[2]
-from tangentflow import Predictor, _core
+from tangentflow import Predictor, _core, set_num_threads
 k = np.load(path)
 y = np.zeros((k.shape[0], 1))
 if mode == "eigh":
@@ -80,13 +80,15 @@ def _memory(k: np.ndarray) -> dict[str, float]:
         }
 
 
-def _one_size(n: int, pairs: int, min_time: float, memory: bool) -> dict[str, Any]:
+def _one_size(
+    n: int, pairs: int, min_time: float, memory: bool, cpu: bool = False
+) -> dict[str, Any]:
     k = make_inputs(n, 10)["k"]
     y = np.zeros((n, 1))
     stages: dict[str, list[dict[str, float]]] = {"after": [], "before": []}
 
     def after() -> None:
-        stages["after"].append(dict(_core._eigh_timings_f64(k, 0.0)))
+        stages["after"].append(dict(_core._eigh_timings_f64(k, 0.0, True, (0, 0, 0), cpu)))
 
     def before() -> None:
         stages["before"].append(dict(_core._eigh_timings_f64(k, 0.0, False)))
@@ -103,14 +105,38 @@ def _one_size(n: int, pairs: int, min_time: float, memory: bool) -> dict[str, An
         Predictor(k, y).factorize()
         return time.perf_counter() - t0
 
+    lapack: dict[str, Any] = {}
+    try:
+        import scipy.linalg.lapack as sl
+    except ImportError:
+        sl = None
+    if sl is not None:
+        # LAPACK's stages of the same eigendecomposition, through SciPy (whose OpenBLAS is
+        # not NumPy's): dsyevd, and its dsytrd (tridiagonalize) and dstedc (through
+        # dstevd: divide and conquer from the identity, as dsyevd calls it); the rest of
+        # dsyevd is dormtr (back-transform) and copies
+        c, d, e, _, info = sl.dsytrd(k, lower=1)
+        assert info == 0
+
+        def dsytrd() -> Any:
+            return sl.dsytrd(k, lower=1)
+
+        def dstevd() -> Any:
+            return sl.dstevd(d, e, compute_v=1)
+
+        def dsyevd() -> Any:
+            return sl.dsyevd(k, compute_v=1, lower=1)
+
+        lapack = {"lapack_dsyevd": dsyevd, "lapack_dsytrd": dsytrd, "lapack_dstedc": dstevd}
     fns = {
+        **lapack,
         "eigh": lambda: np.linalg.eigh(k),
         "factorize": lambda: Predictor(k, y).factorize(),
         "staged": after,
         "before": before,
     }
-    samples, _, _ = interleaved(fns, pairs, min_time)
-    res: dict[str, Any] = {"n": n, "samples_s": samples}
+    samples, _, _ = interleaved(fns, pairs, min_time, time.process_time if cpu else None)
+    res: dict[str, Any] = {"n": n, "samples_s": samples, "clock": "cpu" if cpu else "wall"}
     res["medians_s"] = {name: float(np.median(s)) for name, s in samples.items()}
     res["ratios"] = {
         "factorize_vs_eigh": ratio_stats(samples["factorize"], samples["eigh"]),
@@ -123,6 +149,10 @@ def _one_size(n: int, pairs: int, min_time: float, memory: bool) -> dict[str, An
         which: {key: float(np.median([s[key] for s in lst])) for key in lst[0]}
         for which, lst in stages.items()
     }
+    if memory:
+        res["memory_n2"] = _memory(k)
+    if cpu:  # one thread everywhere: no contention to measure
+        return res
     # contention: the factorization right after a BLAS call, vs after a pause (alternating)
     right_after, paused = [], []
     for _ in range(pairs):
@@ -145,8 +175,6 @@ def _one_size(n: int, pairs: int, min_time: float, memory: bool) -> dict[str, An
                 Predictor(k, y).factorize()
                 t.append(time.perf_counter() - t0)
         res["contention"]["blas_one_thread_s"] = float(np.median(t))
-    if memory:
-        res["memory_n2"] = _memory(k)
     return res
 
 
@@ -163,18 +191,19 @@ TUNINGS = {
 }
 
 
-def _tune(n: int, pairs: int, min_time: float) -> dict[str, Any]:
+def _tune(n: int, pairs: int, min_time: float, cpu: bool = False) -> dict[str, Any]:
     """The staged factorization under each of TUNINGS, in paired rounds."""
     k = make_inputs(n, 10)["k"]
     stages: dict[str, list[dict[str, float]]] = {name: [] for name in TUNINGS}
 
     def make(name: str) -> Any:
         def f() -> None:
-            stages[name].append(dict(_core._eigh_timings_f64(k, 0.0, True, TUNINGS[name])))
+            stages[name].append(dict(_core._eigh_timings_f64(k, 0.0, True, TUNINGS[name], cpu)))
 
         return f
 
-    samples, _, _ = interleaved({name: make(name) for name in TUNINGS}, pairs, min_time)
+    clock = time.process_time if cpu else None
+    samples, _, _ = interleaved({name: make(name) for name in TUNINGS}, pairs, min_time, clock)
     base = samples["faer default"]
     return {
         "n": n,
@@ -198,28 +227,37 @@ def _report(result: dict[str, Any]) -> str:
     ]
     for r in result["sizes"]:
         med = r["medians_s"]
-        lines += ["", f"N = {r['n']}  (medians of {result['pairs']} paired rounds)"]
+        clock = "process CPU seconds, one thread" if r["clock"] == "cpu" else "wall seconds"
+        lines += ["", f"N = {r['n']}  (medians of {result['pairs']} paired rounds; {clock})"]
         for key, st in r["ratios"].items():
             lines.append(f"  {key:22} {st['median']:.3f}x ({st['min']:.3f}–{st['max']:.3f})")
         lines.append(f"  numpy eigh {med['eigh']:.3f} s, factorize() {med['factorize']:.3f} s")
+        if "lapack_dsytrd" in med:
+            rest = med["lapack_dsyevd"] - med["lapack_dsytrd"] - med["lapack_dstedc"]
+            lines.append(
+                f"  LAPACK through SciPy's BLAS: dsyevd {med['lapack_dsyevd']:.3f} s = dsytrd "
+                f"{med['lapack_dsytrd']:.3f} s + dstedc {med['lapack_dstedc']:.3f} s + rest "
+                f"(dormtr, copies) {rest:.3f} s"
+            )
+        if "memory_n2" in r:
+            lines.append(
+                "  peak RSS beyond the input (N²·8 B): "
+                + ", ".join(f"{k} {v:.2f}" for k, v in r["memory_n2"].items())
+            )
         for which in ("before", "after"):
             st = r["stages_s"][which]
             total = sum(st.values())
             parts = ", ".join(f"{k} {v:.3f}" for k, v in st.items())
             lines.append(f"  stages {which:6} (sum {total:.3f} s): {parts}")
-        c = r["contention"]
+        c = r.get("contention")
+        if c is None:
+            continue
         one = c["blas_one_thread_s"]
         lines.append(
             f"  contention: factorize right after a BLAS call {c['after_blas_call_s']:.3f} s "
             f"(a 300x300 eigh), after it and a 0.5 s pause {c['after_pause_s']:.3f} s, "
             f"BLAS limited to 1 thread {'-' if one is None else f'{one:.3f} s'}"
         )
-        if "memory_n2" in r:
-            mem = r["memory_n2"]
-            lines.append(
-                "  peak RSS beyond the input (N²·8 B): "
-                + ", ".join(f"{k} {v:.2f}" for k, v in mem.items())
-            )
     for r in result.get("tune", []):
         lines += ["", f"N = {r['n']}: faer parameters, time / faer's default (paired rounds)"]
         for name, st in r["vs_default"].items():
@@ -240,15 +278,33 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-memory", action="store_true")
     parser.add_argument("--json", metavar="FILE")
     parser.add_argument("--tune", action="store_true", help="only compare faer's parameters")
+    parser.add_argument(
+        "--cpu",
+        action="store_true",
+        help="one thread for tangentflow and NumPy's BLAS, timed in process CPU seconds "
+        "(robust to other processes' load)",
+    )
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     result: dict[str, Any] = {"machine": machine_info(), "pairs": args.repeats, "sizes": []}
+    if args.cpu:
+        from threadpoolctl import threadpool_limits
+
+        try:
+            import scipy.linalg  # noqa: F401  (loads SciPy's BLAS, so the limit covers it)
+        except ImportError:
+            pass
+        set_num_threads(1)
+        threadpool_limits(limits=1, user_api="blas")
+        result["machine"] = machine_info()
     for n in sizes:
         print(f"bench_factorize: N = {n} ...", file=sys.stderr, flush=True)
         if args.tune:
-            result.setdefault("tune", []).append(_tune(n, args.repeats, args.min_time))
+            result.setdefault("tune", []).append(_tune(n, args.repeats, args.min_time, args.cpu))
         else:
-            result["sizes"].append(_one_size(n, args.repeats, args.min_time, not args.no_memory))
+            result["sizes"].append(
+                _one_size(n, args.repeats, args.min_time, not args.no_memory, args.cpu)
+            )
     print(_report(result))
     if args.json:
         with open(args.json, "w", encoding="utf-8") as fh:

@@ -23,6 +23,7 @@ def _eigh_timings_f64(
     shift: float,
     staged: bool = True,
     tuning: tuple[int, int, int] = ...,
+    process_cpu: bool = False,
 ) -> list[tuple[str, float]]: ...
 def cholesky_solve_f64_f64(
     k: _F64, shift: float, rhs: _F64

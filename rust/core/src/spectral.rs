@@ -329,11 +329,35 @@ pub struct EighTimings {
     pub back_transform: f64,
     /// Eigenvalues to float64, and the allocation of the work space.
     pub other: f64,
+    /// Set by the caller: time in CPU seconds of the whole process (all threads, spinning
+    /// included) instead of wall-clock seconds; robust to other processes' load when the
+    /// library runs on one thread.
+    pub process_cpu: bool,
 }
 
-fn lap(t: &mut std::time::Instant) -> f64 {
-    let now = std::time::Instant::now();
-    let dt = now.duration_since(*t).as_secs_f64();
+/// Seconds on the clock [`EighTimings::process_cpu`] chooses.
+fn clock_now(process_cpu: bool) -> f64 {
+    if process_cpu {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: clock_gettime writes the timespec it is given.
+        if unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &raw mut ts) } == 0 {
+            return ts.tv_sec as f64 + 1e-9 * ts.tv_nsec as f64;
+        }
+    }
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_secs_f64()
+}
+
+/// Seconds since `*t` on the chosen clock; moves `*t` to now.
+fn lap(t: &mut f64, process_cpu: bool) -> f64 {
+    let now = clock_now(process_cpu);
+    let dt = now - *t;
     *t = now;
     dt
 }
@@ -398,12 +422,16 @@ pub fn sym_eigh_scaled_tuned<S: Real, T: Real>(
 ) -> Result<i32> {
     use faer::linalg::{householder, qr, temp_mat_scratch, temp_mat_uninit};
 
-    let mut clock = std::time::Instant::now();
-    let mut tm = EighTimings::default();
+    let cpu = timings.as_ref().is_some_and(|t| t.process_cpu);
+    let mut clock = clock_now(cpu);
+    let mut tm = EighTimings {
+        process_cpu: cpu,
+        ..EighTimings::default()
+    };
     let n = check_square(k, "k_train_train")?;
     check_eigh_outputs(n, w.len(), v.rb())?;
     let e = scale_exponent(k, shift, par)?;
-    tm.scale = lap(&mut clock);
+    tm.scale = lap(&mut clock, cpu);
     if n == 0 {
         if let Some(t) = timings {
             *t = tm;
@@ -438,13 +466,13 @@ pub fn sym_eigh_scaled_tuned<S: Real, T: Real>(
     let mut a = a.as_mat_mut();
     let (mut hh, stack) = unsafe { temp_mat_uninit::<T, _, _>(bs, n - 1, stack) };
     let mut hh = hh.as_mat_mut();
-    tm.other += lap(&mut clock);
+    tm.other += lap(&mut clock, cpu);
 
     symmetrize_lower_scaled(k, shift, e, a.rb_mut(), par)?;
-    tm.symmetrize = lap(&mut clock);
+    tm.symmetrize = lap(&mut clock, cpu);
 
     evd::tridiag::tridiag_in_place(a.rb_mut(), hh.rb_mut(), par, stack, params.tridiag.into());
-    tm.tridiagonalize = lap(&mut clock);
+    tm.tridiagonalize = lap(&mut clock, cpu);
 
     let diag: Vec<T> = (0..n).map(|i| a[(i, i)]).collect();
     let sub: Vec<T> = (0..n)
@@ -467,7 +495,7 @@ pub fn sym_eigh_scaled_tuned<S: Real, T: Real>(
         params,
     )
     .map_err(|_| Error::NoConvergence)?;
-    tm.tridiagonal_solve = lap(&mut clock);
+    tm.tridiagonal_solve = lap(&mut clock, cpu);
 
     householder::apply_block_householder_sequence_on_the_left_in_place_with_conj(
         a.rb().submatrix(1, 0, n - 1, n - 1),
@@ -477,12 +505,12 @@ pub fn sym_eigh_scaled_tuned<S: Real, T: Real>(
         par,
         stack,
     );
-    tm.back_transform = lap(&mut clock);
+    tm.back_transform = lap(&mut clock, cpu);
 
     for (dst, src) in w.iter_mut().zip(&wt) {
         *dst = src.to_f64();
     }
-    tm.other += lap(&mut clock);
+    tm.other += lap(&mut clock, cpu);
     if let Some(t) = timings {
         *t = tm;
     }

@@ -72,16 +72,18 @@ eigh_fn!(f64, f32, sym_eigh_f64_f32);
 /// times the composition the library used before (the symmetrized copy handed to faer's
 /// `self_adjoint_evd`, which copies it again), for comparison in the same process;
 /// `tuning = (block size, recursion threshold, parallel threshold)` sets faer's
-/// parameters (`0`: faer's choice, see `EighTuning`).
+/// parameters (`0`: faer's choice, see `EighTuning`); `process_cpu` times the staged
+/// composition in process CPU seconds instead of wall-clock seconds.
 /// Private: the benchmark's diagnostic, not part of the API.
 #[pyfunction]
-#[pyo3(signature = (k, shift, staged = true, tuning = (0, 0, 0)))]
+#[pyo3(signature = (k, shift, staged = true, tuning = (0, 0, 0), process_cpu = false))]
 pub fn _eigh_timings_f64(
     py: Python<'_>,
     k: PyReadonlyArray2<'_, f64>,
     shift: f64,
     staged: bool,
     tuning: (usize, usize, usize),
+    process_cpu: bool,
 ) -> CoreResult<Vec<(&'static str, f64)>> {
     let tuning = spectral::EighTuning {
         block_size: tuning.0,
@@ -98,7 +100,10 @@ pub fn _eigh_timings_f64(
                 let mut v = faer::Mat::<f64>::zeros(n, n);
                 let alloc = clock.elapsed().as_secs_f64();
                 if staged {
-                    let mut tm = spectral::EighTimings::default();
+                    let mut tm = spectral::EighTimings {
+                        process_cpu,
+                        ..spectral::EighTimings::default()
+                    };
                     spectral::sym_eigh_scaled_tuned(
                         kr,
                         shift,
