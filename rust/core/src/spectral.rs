@@ -337,6 +337,7 @@ pub struct EighTimings {
 
 /// Seconds on the clock [`EighTimings::process_cpu`] chooses.
 fn clock_now(process_cpu: bool) -> f64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
     if process_cpu {
         let mut ts = libc::timespec {
             tv_sec: 0,
@@ -347,7 +348,6 @@ fn clock_now(process_cpu: bool) -> f64 {
             return ts.tv_sec as f64 + 1e-9 * ts.tv_nsec as f64;
         }
     }
-    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
     START
         .get_or_init(std::time::Instant::now)
         .elapsed()
