@@ -41,9 +41,12 @@ def outputs(
         g0 = None if g0 is None else ldexp(g0, -ey, xp)
     train, tst = _scaled(m, ts, layout, yf, f0, test, g0, want_train)
     if ey:
+        # in place: the outputs are fresh arrays of this call (exact scaling, no copy of
+        # a (T, D, R) array)
         with np.errstate(over="ignore"):
-            train = None if train is None else ldexp(train, ey, xp)
-            tst = None if tst is None else ldexp(tst, ey, xp)
+            for a in (train, tst):
+                if a is not None:
+                    xp.ldexp(a, int(ey), out=a)
     return train, tst
 
 

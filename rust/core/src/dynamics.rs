@@ -473,7 +473,13 @@ fn compress(
     let mut wq = Mat::<f64>::zeros(pmax, tc);
     let mut used = 0;
     while max_col_norm(e.as_ref()) > 0.4 * tau {
-        let b = SKETCH_BLOCK.min(pmax - used);
+        // a wider first block: one pass over G usually suffices for smooth spectra
+        let b = if used == 0 {
+            2 * SKETCH_BLOCK
+        } else {
+            SKETCH_BLOCK
+        }
+        .min(pmax - used);
         if b == 0 {
             return None;
         }
@@ -630,23 +636,7 @@ fn compressed_outputs<T: Real>(
     let (k, nout, rank) = (basis.ncols(), z.ncols(), lr.u.ncols());
     let rows = base.nrows();
     let block = rows * nout;
-    // every compressed block starts as the base (row-major rows × R)
-    let fill = |dst: &mut [T]| {
-        for i in 0..rows {
-            for rr in 0..nout {
-                dst[i * nout + rr] = base[(i, rr)];
-            }
-        }
-    };
-    {
-        let mut blocks: Vec<Option<&mut [T]>> = out.chunks_mut(block).map(Some).collect();
-        let mut mine: Vec<&mut [T]> = lr.cols.iter().filter_map(|&t| blocks[t].take()).collect();
-        match par {
-            Par::Seq => mine.iter_mut().for_each(|d| fill(d)),
-            Par::Rayon(_) => mine.par_iter_mut().for_each(|d| fill(d)),
-        }
-    }
-    if rank == 0 || block == 0 {
+    if block == 0 {
         return;
     }
     // Z̃[:, q·R + rr] = (z[:, rr] / w) ⊙ U[:, q]
@@ -682,9 +672,23 @@ fn compressed_outputs<T: Real>(
         }
         None => b,
     };
-    // B̂[i·R + rr, q] = B[i, q·R + rr]: a time's block is then one column of B̂·W
-    let bh = Mat::<T>::from_fn(block, rank, |ir, q| b[(ir / nout, q * nout + ir % nout)]);
-    let wt = Mat::<T>::from_fn(rank, lr.cols.len(), |q, j| T::from_f64(lr.w[(q, j)]));
+    // B̂[i·R + rr, q] = B[i, q·R + rr], and a last column holding the base: a time's block
+    // is one column of [B̂ base]·[sign·W; 1], written once
+    let bh = Mat::<T>::from_fn(block, rank + 1, |ir, q| {
+        if q < rank {
+            b[(ir / nout, q * nout + ir % nout)]
+        } else {
+            base[(ir / nout, ir % nout)]
+        }
+    });
+    let sign = side.sign();
+    let wt = Mat::<T>::from_fn(rank + 1, lr.cols.len(), |q, j| {
+        if q < rank {
+            T::from_f64(sign * lr.w[(q, j)])
+        } else {
+            T::from_f64(1.0)
+        }
+    });
     let mut j0 = 0;
     while j0 < lr.cols.len() {
         let mut j1 = j0 + 1;
@@ -699,10 +703,10 @@ fn compressed_outputs<T: Real>(
         );
         matmul(
             dst,
-            Accum::Add,
+            Accum::Replace,
             bh.as_ref(),
             wt.as_ref().subcols(j0, j1 - j0),
-            T::from_f64(side.sign()),
+            T::from_f64(1.0),
             par,
         );
         j0 = j1;
