@@ -22,15 +22,15 @@ def _ratio(st: dict[str, Any], percent: bool = False) -> str:
 
 
 def _target(key: str, sizes: list[int], percent: bool = False) -> str:
-    bounds = []
+    bounds: list[tuple[int, str]] = []
     for n in sizes:
         b = target(key, n)
-        text = f"{100 * b:.0f}%" if percent else f"{b:g}x"
+        text = "—" if b is None else (f"≤ {100 * b:.0f}%" if percent else f"≤ {b:g}x")
         if not bounds or bounds[-1][1] != text:
             bounds.append((n, text))
     if len(bounds) == 1:
-        return f"≤ {bounds[0][1]}"
-    return "; ".join(f"≤ {t} (N = {n})" for n, t in bounds)
+        return bounds[0][1]
+    return "; ".join(f"{t} (N = {n})" for n, t in bounds if t != "—")
 
 
 #: (ratio key, label, as a percentage, has a target)
