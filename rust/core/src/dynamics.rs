@@ -1041,12 +1041,15 @@ pub fn compressible_times(times: &[f64]) -> Option<Vec<usize>> {
     )
 }
 
+/// Relative size of the neglected tail of a training-loss sum (`2^-60`).
+const LOSS_TAIL: f64 = 8.673_617_379_884_035e-19;
+
 /// `Σ_j zz_j · e_j(t)²` for every time (`e_j` the decay of mode `mu[j]`,
 /// [`Dynamics::decay`]): the retained part of `2n·` the MSE training loss from the squared
 /// projected residual `zz_j = Σ_r z_jr²`, in O(k·T) without any `N` (docs/numerics.md §16).
 /// Each time's sum runs over the modes in order on one thread, so the result does not
-/// depend on the thread count; under gradient flow the sum stops at the first mode whose
-/// `e²` underflows when `mu` is ascending.
+/// depend on the thread count; under gradient flow over ascending modes it stops once the
+/// terms left are provably below `2^-60` of it (`e_j` decreases with `μ_j`).
 pub fn loss_sums(
     dynamics: &Dynamics,
     mu: &[f64],
@@ -1063,16 +1066,22 @@ pub fn loss_sums(
             got: Shape::Len(zz.len()),
         });
     }
-    let ascending = mu.windows(2).all(|p| p[0] <= p[1]);
+    // Under gradient flow e_j decreases with μ_j: over ascending modes the terms left after
+    // mode j are at most e_j²·Σ_{i>j} zz_i, and the sum stops once that is below 2^-60 of it.
+    let monotone = matches!(dynamics, Dynamics::Flow { .. }) && mu.windows(2).all(|p| p[0] <= p[1]);
+    let mut rest = vec![0.0; zz.len() + 1];
+    for j in (0..zz.len()).rev() {
+        rest[j] = rest[j + 1] + zz[j];
+    }
     let one = |t: f64| -> f64 {
         let mut acc = 0.0;
-        for (&m, &c) in mu.iter().zip(zz) {
+        for (j, (&m, &c)) in mu.iter().zip(zz).enumerate() {
             let e = dynamics.decay(m, t);
             let e2 = e * e;
-            if e2 == 0.0 && ascending && matches!(dynamics, Dynamics::Flow { .. }) {
+            acc += c * e2;
+            if monotone && e2 * rest[j + 1] <= acc * LOSS_TAIL {
                 break;
             }
-            acc += c * e2;
         }
         acc
     };
