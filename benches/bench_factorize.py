@@ -81,7 +81,7 @@ def _memory(k: np.ndarray) -> dict[str, float]:
 
 
 def _one_size(
-    n: int, pairs: int, min_time: float, memory: bool, cpu: bool = False
+    n: int, pairs: int, min_time: float, memory: bool, cpu: bool = False, with_lapack: bool = False
 ) -> dict[str, Any]:
     k = make_inputs(n, 10)["k"]
     y = np.zeros((n, 1))
@@ -109,6 +109,8 @@ def _one_size(
     try:
         import scipy.linalg.lapack as sl
     except ImportError:
+        sl = None
+    if not with_lapack:
         sl = None
     if sl is not None:
         # LAPACK's stages of the same eigendecomposition, through SciPy (whose OpenBLAS is
@@ -279,6 +281,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", metavar="FILE")
     parser.add_argument("--tune", action="store_true", help="only compare faer's parameters")
     parser.add_argument(
+        "--lapack", action="store_true", help="also time LAPACK's stages through SciPy"
+    )
+    parser.add_argument(
         "--cpu",
         action="store_true",
         help="one thread for tangentflow and NumPy's BLAS, timed in process CPU seconds "
@@ -303,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
             result.setdefault("tune", []).append(_tune(n, args.repeats, args.min_time, args.cpu))
         else:
             result["sizes"].append(
-                _one_size(n, args.repeats, args.min_time, not args.no_memory, args.cpu)
+                _one_size(n, args.repeats, args.min_time, not args.no_memory, args.cpu, args.lapack)
             )
     print(_report(result))
     if args.json:
