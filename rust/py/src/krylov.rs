@@ -251,6 +251,7 @@ impl PyKrylovFlow {
     }
 
     /// Coefficients in `Q` (`k × (T·R)`, time-major) of `u` (`phi=False`) or `w`.
+    #[allow(clippy::needless_pass_by_value)] // PyO3 extracts arguments by value
     fn coefficients<'py>(
         &self,
         py: Python<'py>,
@@ -264,6 +265,7 @@ impl PyKrylovFlow {
 
     /// `image · coefficients` (`M × (T·R)`) for an `M × k` image of the basis; with the
     /// basis itself (`image=None`) the train residual `u` or the integral `w`.
+    #[allow(clippy::needless_pass_by_value)] // PyO3 extracts arguments by value
     #[pyo3(signature = (times, phi, image=None))]
     fn apply<'py>(
         &self,
@@ -283,6 +285,7 @@ impl PyKrylovFlow {
 
     /// Per column and time (`R × T`): bounds of `‖u_r − u_r*‖₂` (`phi=False`) or
     /// estimates of `‖w_r − w_r*‖₂`, absolute.
+    #[allow(clippy::needless_pass_by_value)] // PyO3 extracts arguments by value
     fn bounds<'py>(
         &self,
         py: Python<'py>,
