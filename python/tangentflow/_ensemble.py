@@ -31,6 +31,10 @@ class Ensemble:
     * "ntk" mode: train ``E(s) K_dd E(s)``; test, with ``B = Θ_td G(s)``,
       ``K_tt − B K_dt − K_td Bᵀ + B K_dd Bᵀ``.
 
+    Kernel operators (``tangentflow.operators``, SciPy ``LinearOperator``, Dask arrays)
+    instead of arrays give the means by the Krylov backend (docs/numerics.md §15) with
+    ``at(..., compute_cov=False)``; their covariances are a ``NotImplementedError``.
+
     Only the dynamics kernel is factorized, once, lazily; the factorization serves means
     and covariances at every time. Modes at or below the spectral cut
     (``rcond·max|μ|``) are exact null directions at all times.
