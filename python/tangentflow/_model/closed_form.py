@@ -104,12 +104,13 @@ class _TrainMemo:
     residual ``V diag(e) z`` is ``e^{−(λ−λ_b)s}`` times the stored one (docs/numerics.md §3,
     in O(N·R·T) instead of a GEMM). The memo is keyed by the values of the times, targets,
     initial outputs and learning rate, never by object identity; it hashes array bytes, so
-    it serves host arrays only (``Backend.on_gpu`` False)."""
+    it serves host arrays only (``Backend.on_gpu`` False), and only a factorization shared
+    by ``with_params`` members keeps one (``Factorization.shared``)."""
 
     def __init__(self, m: KernelModel, ts: Any, spec: Spectrum, yf: Any, f0: Any) -> None:
         self.m, self.ts, self.spec, self.yf, self.f0 = m, ts, spec, yf, f0
         self.key = b""
-        if m.backend.on_gpu:
+        if m.backend.on_gpu or not m.fact.shared:
             return
         h = hashlib.blake2b(digest_size=16)
         for a in (ts, yf, f0):

@@ -118,6 +118,7 @@ class KernelModel:
 
     def derive(self, **changes: Any) -> KernelModel:
         """A model with ``changes`` to the options, sharing this factorization."""
+        self.fact.shared = True
         new = KernelModel(
             self.backend,
             self.k,

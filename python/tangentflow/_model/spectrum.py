@@ -45,6 +45,9 @@ class Factorization:
         # (key, λ, residual V diag(e) z): the last train residual of the family, reused by
         # a diag_reg sweep (see closed_form.train_outputs)
         self.train_memo: tuple[bytes, float, Any] | None = None
+        # set once a with_params member shares this factorization: only then is the memo
+        # kept (a lone predictor's call would pay an O(N·R·T) copy for nothing)
+        self.shared = False
         self._lock = threading.Lock()
 
     def __getstate__(self) -> dict[str, Any]:
@@ -54,6 +57,7 @@ class Factorization:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         state.setdefault("exp", 0)  # pickles from before the scaling hold unscaled w
+        state.setdefault("shared", False)
         self.__dict__.update(state)
         self._lock = threading.Lock()
 
