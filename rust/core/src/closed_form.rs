@@ -45,7 +45,8 @@ pub fn closed_form<T: Real>(
     dynamics::check_retained(mu)?;
     let mut em1 = Mat::<f64>::zeros(mu.len(), times.len());
     let mut phi = Mat::<f64>::zeros(mu.len(), times.len());
-    dynamics::mode_factors(dynamics, mu, times, em1.as_mut(), phi.as_mut())?;
+    dynamics::check_times(times)?;
+    dynamics::mode_factors_par(dynamics, mu, times, em1.as_mut(), phi.as_mut(), par);
     let z = dynamics::project(v, r, par)?;
     dynamics::reset_compression_ranks();
     let cols = dynamics::compressible_times(times);

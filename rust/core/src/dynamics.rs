@@ -146,8 +146,8 @@ pub fn mode_factors(
     dynamics: &Dynamics,
     mu: &[f64],
     times: &[f64],
-    mut em1: MatMut<'_, f64>,
-    mut phi: MatMut<'_, f64>,
+    em1: MatMut<'_, f64>,
+    phi: MatMut<'_, f64>,
 ) -> Result<()> {
     let (k, nt) = (mu.len(), times.len());
     for (what, m) in [("em1", em1.rb()), ("phi", phi.rb())] {
@@ -160,19 +160,45 @@ pub fn mode_factors(
         }
     }
     check_times(times)?;
-    // exp/expm1 below run on the thread that may just have run faer's SIMD kernels.
-    crate::simd::clear_upper_vector_state();
-    for (j, &t) in times.iter().enumerate() {
-        for (i, &m) in mu.iter().enumerate() {
-            let (a, b) = dynamics.factors(m, t);
-            em1[(i, j)] = a;
-            phi[(i, j)] = b;
-        }
-    }
+    mode_factors_par(dynamics, mu, times, em1, phi, Par::Seq);
     Ok(())
 }
 
-fn check_times(times: &[f64]) -> Result<()> {
+/// [`mode_factors`] (shapes and times already checked) with the times spread over the
+/// threads of `par`: every entry is computed by the same operations, so the tables are the
+/// same bits whatever the thread count.
+pub(crate) fn mode_factors_par(
+    dynamics: &Dynamics,
+    mu: &[f64],
+    times: &[f64],
+    em1: MatMut<'_, f64>,
+    phi: MatMut<'_, f64>,
+    par: Par,
+) {
+    let fill = |((mut a, mut b), &t): ((faer::ColMut<'_, f64>, faer::ColMut<'_, f64>), &f64)| {
+        // exp/expm1 below run on a thread that may just have run faer's SIMD kernels.
+        crate::simd::clear_upper_vector_state();
+        for (i, &m) in mu.iter().enumerate() {
+            let (x, y) = dynamics.factors(m, t);
+            a[i] = x;
+            b[i] = y;
+        }
+    };
+    match par {
+        Par::Seq => em1
+            .col_iter_mut()
+            .zip(phi.col_iter_mut())
+            .zip(times)
+            .for_each(fill),
+        Par::Rayon(_) => em1
+            .par_col_iter_mut()
+            .zip(phi.par_col_iter_mut())
+            .zip(times.par_iter())
+            .for_each(fill),
+    }
+}
+
+pub(crate) fn check_times(times: &[f64]) -> Result<()> {
     match times.iter().find(|t| t.is_nan() || **t < 0.0) {
         Some(t) => Err(Error::InvalidArgument(format!(
             "t must be >= 0 (or inf), got {t}"
