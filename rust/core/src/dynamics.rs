@@ -926,10 +926,18 @@ fn reconstruct<T: Real>(
     if out.is_empty() {
         return Ok(());
     }
-    let lr = compress_cols.and_then(|cols| {
+    // only worth the weights and the sketch with enough times (compress checks it again)
+    let eligible = |cols: &Vec<usize>| {
+        cols.len() >= COMPRESSION_MIN_TIMES && max_useful_rank(k, cols.len()) > 0
+    };
+    let lr = compress_cols.filter(eligible).and_then(|cols| {
         // w_j = c_j·max_rr |z_j,rr|, c_j the norm of mode j's output column (docs/numerics.md
-        // §16): the weight that makes the table's error the outputs' error
-        let c = output_column_norms(basis, then, par);
+        // §16): the weight that makes the table's error the outputs' error; the train basis
+        // V has orthonormal columns (c = 1)
+        let c = match side {
+            Side::Train => vec![1.0; k],
+            Side::Test => output_column_norms(basis, then, par),
+        };
         let weight: Vec<f64> = (0..k)
             .map(|i| {
                 c[i] * (0..r)
