@@ -26,16 +26,16 @@ def _eigh_timings_f64(
     process_cpu: bool = False,
 ) -> list[tuple[str, float]]: ...
 def cholesky_solve_f64_f64(
-    k: _F64, shift: float, rhs: _F64
+    k: _F64, shift: float, rhs: _F64, max_abs: float | None = None
 ) -> tuple[_F64, float, float, float, int] | None: ...
 def cholesky_solve_f32_f64(
-    k: _F32, shift: float, rhs: _F64
+    k: _F32, shift: float, rhs: _F64, max_abs: float | None = None
 ) -> tuple[_F64, float, float, float, int] | None: ...
 def cholesky_solve_f32_f32(
-    k: _F32, shift: float, rhs: _F32
+    k: _F32, shift: float, rhs: _F32, max_abs: float | None = None
 ) -> tuple[_F32, float, float, float, int] | None: ...
 def cholesky_solve_f64_f32(
-    k: _F64, shift: float, rhs: _F32
+    k: _F64, shift: float, rhs: _F32, max_abs: float | None = None
 ) -> tuple[_F32, float, float, float, int] | None: ...
 
 @final

@@ -165,8 +165,8 @@ def check_symmetric(max_abs: float, max_asym: float, name: str) -> None:
 
 def train_kernel(
     raw: Any, name: str, backend: Any, trace_axes: tuple[int, ...] | None = ()
-) -> tuple[Any, tuple[int, ...], float, np.dtype[Any]]:
-    """``(flat kernel, non-traced dims, trace, dtype)`` of a train–train kernel.
+) -> tuple[Any, tuple[int, ...], float, np.dtype[Any], float]:
+    """``(flat kernel, non-traced dims, trace, dtype, max|K_ij|)`` of a train–train kernel.
 
     ``trace_axes=None`` (trace every output axis after the first) needs a 2-D kernel."""
     k = as_float_array(raw, name, backend)
@@ -183,7 +183,7 @@ def train_kernel(
     if not finite:
         raise ValueError(f"{name} contains NaN or infinity")
     check_symmetric(max_abs, max_asym, name)
-    return k2, dims, trace, np.dtype(k.dtype)
+    return k2, dims, trace, np.dtype(k.dtype), float(max_abs)
 
 
 def test_train_kernel(

@@ -132,10 +132,10 @@ class CpuBackend:
         return _EIGH[_p(k.dtype), _p(dtype)](k, 0.0)
 
     def cholesky_solve(
-        self, k: Any, shift: float, rhs: Any
+        self, k: Any, shift: float, rhs: Any, max_abs: float | None = None
     ) -> tuple[Any, float, float, float, int] | None:
         k = self._kernel(k)
-        return _CHOLESKY[_p(k.dtype), _p(rhs.dtype)](k, float(shift), rhs)
+        return _CHOLESKY[_p(k.dtype), _p(rhs.dtype)](k, float(shift), rhs, max_abs)
 
     def mode_factors(self, kind: str, params: list[float], mu: Any, times: Any) -> tuple[Any, Any]:
         return _core.mode_factors(

@@ -186,12 +186,16 @@ class XpBackend:
         return best
 
     def cholesky_solve(
-        self, k: Any, shift: float, rhs: Any
+        self, k: Any, shift: float, rhs: Any, max_abs: float | None = None
     ) -> tuple[Any, float, float, float, int] | None:
         """``(Ã⁻¹·rhs, ‖Ã‖_∞, μ_min(Ã) estimate, cond estimate, e)`` with
-        ``Ã = 2^-e·(sym(K) + shift·I)``, or None if not positive definite (as the core)."""
+        ``Ã = 2^-e·(sym(K) + shift·I)``, or None if not positive definite (as the core);
+        ``max_abs``: ``max|K_ij|`` when already known."""
         xp = self.xp
-        e = self._scale_exponent(k, shift)
+        if max_abs is None:
+            e = self._scale_exponent(k, shift)
+        else:
+            e = exponent(max(max_abs, abs(float(shift))))
         a = self._sym(k, rhs.dtype, shift, e)
         norm_inf = float(xp.max(xp.sum(xp.abs(a), axis=1))) if a.size else 0.0
         try:

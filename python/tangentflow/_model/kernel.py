@@ -56,6 +56,9 @@ class KernelModel:
     options: Options
     fact: Factorization
     y: Any
+    #: ``max|K_ij|`` from validation (None when unknown, e.g. unpickled): the Cholesky
+    #: path's power-of-two scale without another pass over the kernel.
+    max_abs: float | None
 
     def __init__(
         self,
@@ -77,6 +80,7 @@ class KernelModel:
         self.options = options
         self.fact = fact if fact is not None else Factorization(k, backend, options.dtype)
         self.y = None
+        self.max_abs = None
         self._spec: Spectrum | None = None
 
     @classmethod
@@ -110,8 +114,11 @@ class KernelModel:
         if be is None:
             be = select_backend(k_train_train, backend if isinstance(backend, str) else None)
         trace_axes = options.trace_axes if check_trace_axes else ()
-        k2, dims, trace, kdtype = _validate.train_kernel(k_train_train, name, be, trace_axes)
+        k2, dims, trace, kdtype, max_abs = _validate.train_kernel(
+            k_train_train, name, be, trace_axes
+        )
         model = cls(be, k2, name, dims, trace, kdtype, options)
+        model.max_abs = max_abs
         if y_train is not None:
             model.y = model.targets(y_train).copy()  # targets are small: kept as a copy
         return model
@@ -130,6 +137,7 @@ class KernelModel:
             self.fact,
         )
         new.y = self.y
+        new.max_abs = self.max_abs
         return new
 
     # -- pickling (by backend name; docs/architecture.md) ------------------------------------
@@ -267,7 +275,7 @@ class KernelModel:
         §3.2); None → the spectral path."""
         if self.fact.ready:
             return None
-        res = self.backend.cholesky_solve(self.k, self.shift, rhs)
+        res = self.backend.cholesky_solve(self.k, self.shift, rhs, self.max_abs)
         if res is None:
             return None
         x, norm_inf, mu_min_est, cond_est, e = res

@@ -16,7 +16,7 @@
 //! fixed direction can hide a small eigenvalue from the estimate; each step costs two
 //! triangular solves with one vector.
 
-use crate::spectral::{check_square, ldexp, scale_exponent, symmetrize_lower_scaled};
+use crate::spectral::{check_square, exponent, ldexp, scale_exponent, symmetrize_lower_scaled};
 use crate::{Error, Real, Result, Shape};
 use faer::dyn_stack::{MemBuffer, MemStack};
 use faer::linalg::cholesky::llt::factor::{
@@ -25,7 +25,7 @@ use faer::linalg::cholesky::llt::factor::{
 use faer::linalg::triangular_solve::{
     solve_lower_triangular_in_place, solve_upper_triangular_in_place,
 };
-use faer::reborrow::ReborrowMut;
+use faer::reborrow::{Reborrow, ReborrowMut};
 use faer::{Mat, MatMut, MatRef, Par};
 
 /// Iterations of Hager's estimator (LAPACK `dlacn2` uses 5).
@@ -52,7 +52,46 @@ pub struct CholeskyInfo {
 
 /// Lower Cholesky factor of `sym(K) + shift·I` and `‖A‖_∞` (unscaled).
 pub fn factor<S: Real, T: Real>(k: MatRef<'_, S>, shift: f64, par: Par) -> Result<(Mat<T>, f64)> {
-    factor_scaled(k, shift, 0, par)
+    let (l, norm) = factor_scaled(k, shift, 0, par)?;
+    let l = l.as_ref();
+    // the strict upper triangle zero, so that the result is exactly the factor
+    let out = Mat::<T>::from_fn(l.nrows(), l.ncols(), |i, j| {
+        if i >= j {
+            l[(i, j)]
+        } else {
+            T::from_f64(0.0)
+        }
+    });
+    Ok((out, norm))
+}
+
+/// A lower Cholesky factor in a column-major buffer of its own. The buffer starts as
+/// freshly mapped zero pages (`vec![0; n²]` allocates zeroed memory without writing it;
+/// faer's `Mat::zeros` writes every entry), the symmetrizing pass writes only the lower
+/// triangle, and the triangular solves read only the lower triangle: the strict upper
+/// triangle costs neither a pass nor, mostly, its pages.
+pub struct Factor<T> {
+    data: Vec<T>,
+    n: usize,
+}
+
+impl<T: Real> Factor<T> {
+    fn zeros(n: usize) -> Self {
+        Factor {
+            data: vec![T::from_f64(0.0); n * n],
+            n,
+        }
+    }
+
+    /// The factor `L` in the lower triangle (the strict upper one is unspecified).
+    #[must_use]
+    pub fn as_ref(&self) -> MatRef<'_, T> {
+        MatRef::from_column_major_slice(&self.data, self.n, self.n)
+    }
+
+    fn as_mut(&mut self) -> MatMut<'_, T> {
+        MatMut::from_column_major_slice_mut(&mut self.data, self.n, self.n)
+    }
 }
 
 /// Lower Cholesky factor of `2^-e·(sym(K) + shift·I)` and its ∞-norm.
@@ -61,9 +100,9 @@ pub fn factor_scaled<S: Real, T: Real>(
     shift: f64,
     e: i32,
     par: Par,
-) -> Result<(Mat<T>, f64)> {
+) -> Result<(Factor<T>, f64)> {
     let n = check_square(k, "k_train_train")?;
-    let mut l = Mat::<T>::zeros(n, n);
+    let mut l = Factor::<T>::zeros(n);
     let norm = symmetrize_lower_scaled(k, shift, e, l.as_mut(), par)?;
     let req = cholesky_in_place_scratch::<T>(n, par, Default::default());
     let mut buf = MemBuffer::new(req);
@@ -83,90 +122,165 @@ pub fn factor_scaled<S: Real, T: Real>(
             Error::NotPositiveDefinite { pivot: index }
         }
     })?;
-    // Zero the strict upper triangle so that `l` is exactly the factor.
-    for j in 1..n {
-        for i in 0..j {
-            l[(i, j)] = T::from_f64(0.0);
-        }
-    }
-    if !(0..n).all(|i| l[(i, i)].to_f64().is_finite() && l[(i, i)].to_f64() > 0.0) {
+    let lr = l.as_ref();
+    if !(0..n).all(|i| lr[(i, i)].to_f64().is_finite() && lr[(i, i)].to_f64() > 0.0) {
         return Err(Error::NotPositiveDefinite { pivot: 0 });
     }
     Ok((l, norm))
 }
 
-/// `rhs ← A⁻¹ rhs` with `A = L Lᵀ`.
+/// `rhs ← A⁻¹ rhs` with `A = L Lᵀ` (reads only the lower triangle of `l`).
 pub fn solve_in_place<T: Real>(l: MatRef<'_, T>, mut rhs: MatMut<'_, T>, par: Par) {
     solve_lower_triangular_in_place(l, rhs.rb_mut(), par);
     solve_upper_triangular_in_place(l.transpose(), rhs, par);
-}
-
-/// `A⁻¹x` for one vector, through the factor (`A = L Lᵀ`).
-fn solve_vec<T: Real>(l: MatRef<'_, T>, x: &[f64]) -> Vec<f64> {
-    let n = x.len();
-    let mut m = Mat::<T>::from_fn(n, 1, |i, _| T::from_f64(x[i]));
-    solve_in_place(l, m.as_mut(), Par::Seq);
-    (0..n).map(|i| m[(i, 0)].to_f64()).collect()
 }
 
 fn norm1(x: &[f64]) -> f64 {
     x.iter().map(|v| v.abs()).sum()
 }
 
-/// Hager's lower bound of `‖A⁻¹‖₁` for a symmetric positive definite `A = L Lᵀ`
-/// (Higham's variant, LAPACK `dlacn2`).
-fn hager_inverse_norm1<T: Real>(l: MatRef<'_, T>) -> f64 {
-    let n = l.nrows();
-    if n == 0 {
-        return 0.0;
-    }
-    let mut x = vec![1.0 / n as f64; n];
-    let mut est = 0.0f64;
-    let mut last_j = usize::MAX;
-    let mut last_signs: Option<Vec<f64>> = None;
-    for iter in 0..HAGER_ITERS {
-        let y = solve_vec(l, &x);
-        let new_est = norm1(&y);
-        let signs: Vec<f64> = y
-            .iter()
-            .map(|v| if *v >= 0.0 { 1.0 } else { -1.0 })
-            .collect();
-        if iter > 0 && (new_est <= est || last_signs.as_ref() == Some(&signs)) {
-            est = est.max(new_est);
-            break;
+fn norm2(x: &[f64]) -> f64 {
+    x.iter().map(|v| v * v).sum::<f64>().sqrt()
+}
+
+/// An estimator that needs `A⁻¹x` for one vector at a time: [`solve_scaled_with_estimate`]
+/// gathers the pending vectors of all estimators (and the right-hand side) into one block,
+/// so each pass over the factor serves all of them.
+trait Probe {
+    /// The next vector to solve, or None when the estimator is done.
+    fn request(&mut self) -> Option<Vec<f64>>;
+    /// `A⁻¹x` for the vector of the last request.
+    fn feed(&mut self, y: &[f64]);
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum HagerPhase {
+    /// waiting for `y = A⁻¹x`
+    X,
+    /// waiting for `z = A⁻¹·sign(y)`
+    Z,
+    Done,
+}
+
+/// Hager's lower bound of `‖A⁻¹‖₁` for a symmetric positive definite `A` (Higham's
+/// variant, LAPACK `dlacn2`; `A⁻ᵀ = A⁻¹`), at most [`HAGER_ITERS`] iterations.
+struct Hager {
+    x: Vec<f64>,
+    est: f64,
+    iter: usize,
+    last_j: usize,
+    signs: Vec<f64>,
+    last_signs: Option<Vec<f64>>,
+    phase: HagerPhase,
+}
+
+impl Hager {
+    fn new(n: usize) -> Self {
+        Hager {
+            x: vec![1.0 / n as f64; n],
+            est: 0.0,
+            iter: 0,
+            last_j: usize::MAX,
+            signs: Vec::new(),
+            last_signs: None,
+            phase: if n == 0 {
+                HagerPhase::Done
+            } else {
+                HagerPhase::X
+            },
         }
-        est = new_est;
-        // A⁻ᵀ = A⁻¹ (symmetric): the subgradient direction
-        let z = solve_vec(l, &signs);
-        let (j, zmax) = z
-            .iter()
-            .enumerate()
-            .fold((0, f64::NEG_INFINITY), |(bj, bv), (i, v)| {
-                if v.abs() > bv {
-                    (i, v.abs())
-                } else {
-                    (bj, bv)
+    }
+}
+
+impl Probe for Hager {
+    fn request(&mut self) -> Option<Vec<f64>> {
+        match self.phase {
+            HagerPhase::X => Some(self.x.clone()),
+            HagerPhase::Z => Some(self.signs.clone()),
+            HagerPhase::Done => None,
+        }
+    }
+
+    fn feed(&mut self, y: &[f64]) {
+        match self.phase {
+            HagerPhase::X => {
+                let new_est = norm1(y);
+                let signs: Vec<f64> = y
+                    .iter()
+                    .map(|v| if *v >= 0.0 { 1.0 } else { -1.0 })
+                    .collect();
+                if self.iter > 0
+                    && (new_est <= self.est || self.last_signs.as_ref() == Some(&signs))
+                {
+                    self.est = self.est.max(new_est);
+                    self.phase = HagerPhase::Done;
+                    return;
                 }
-            });
-        let ztx: f64 = z.iter().zip(&x).map(|(a, b)| a * b).sum();
-        if iter > 0 && (zmax <= ztx || j == last_j) {
-            break;
+                self.est = new_est;
+                self.signs = signs;
+                self.phase = HagerPhase::Z;
+            }
+            HagerPhase::Z => {
+                // the subgradient direction z = A⁻¹·sign(y)
+                let (j, zmax) =
+                    y.iter()
+                        .enumerate()
+                        .fold((0, f64::NEG_INFINITY), |(bj, bv), (i, v)| {
+                            if v.abs() > bv {
+                                (i, v.abs())
+                            } else {
+                                (bj, bv)
+                            }
+                        });
+                let ztx: f64 = y.iter().zip(&self.x).map(|(a, b)| a * b).sum();
+                if self.iter > 0 && (zmax <= ztx || j == self.last_j) {
+                    self.phase = HagerPhase::Done;
+                    return;
+                }
+                self.last_j = j;
+                self.last_signs = Some(std::mem::take(&mut self.signs));
+                self.x.fill(0.0);
+                self.x[j] = 1.0;
+                self.iter += 1;
+                self.phase = if self.iter < HAGER_ITERS {
+                    HagerPhase::X
+                } else {
+                    HagerPhase::Done
+                };
+            }
+            HagerPhase::Done => {}
         }
-        last_j = j;
-        last_signs = Some(signs);
-        x.fill(0.0);
-        x[j] = 1.0;
     }
-    // Higham's extra test vector x_i = (−1)^i (1 + i/(n−1)), estimate 2‖A⁻¹x‖₁/(3n).
-    let denom = if n > 1 { (n - 1) as f64 } else { 1.0 };
-    let alt: Vec<f64> = (0..n)
-        .map(|i| {
-            let s = if i % 2 == 0 { 1.0 } else { -1.0 };
-            s * (1.0 + i as f64 / denom)
-        })
-        .collect();
-    let y = solve_vec(l, &alt);
-    est.max(2.0 * norm1(&y) / (3.0 * n as f64))
+}
+
+/// Higham's extra test vector `x_i = (−1)^i (1 + i/(n−1))`: the bound `2‖A⁻¹x‖₁/(3n)`.
+struct Alternating {
+    n: usize,
+    est: f64,
+    asked: bool,
+}
+
+impl Probe for Alternating {
+    fn request(&mut self) -> Option<Vec<f64>> {
+        if self.asked || self.n == 0 {
+            return None;
+        }
+        self.asked = true;
+        let n = self.n;
+        let denom = if n > 1 { (n - 1) as f64 } else { 1.0 };
+        Some(
+            (0..n)
+                .map(|i| {
+                    let s = if i % 2 == 0 { 1.0 } else { -1.0 };
+                    s * (1.0 + i as f64 / denom)
+                })
+                .collect(),
+        )
+    }
+
+    fn feed(&mut self, y: &[f64]) {
+        self.est = 2.0 * norm1(y) / (3.0 * self.n as f64);
+    }
 }
 
 /// splitmix64: a tiny deterministic generator for the random start.
@@ -179,33 +293,99 @@ fn splitmix(state: &mut u64) -> f64 {
     (z >> 11) as f64 / (1u64 << 53) as f64 - 0.5
 }
 
-/// `max_k ‖A⁻¹x_k‖₂/‖x_k‖₂` over inverse iteration from a seeded random start: a lower
-/// bound of `‖A⁻¹‖₂ = 1/μ_min` that converges to it.
-fn inverse_iteration_norm2<T: Real>(l: MatRef<'_, T>) -> f64 {
-    let n = l.nrows();
-    if n == 0 {
-        return 0.0;
+/// `max_k ‖A⁻¹x_k‖₂/‖x_k‖₂` over [`INVERSE_STEPS`] steps of inverse iteration from a seeded
+/// random start: a lower bound of `‖A⁻¹‖₂ = 1/μ_min` that converges to it.
+struct InverseIteration {
+    x: Vec<f64>,
+    best: f64,
+    steps: usize,
+}
+
+impl InverseIteration {
+    fn new(n: usize) -> Self {
+        let mut state = SEED;
+        InverseIteration {
+            x: (0..n).map(|_| splitmix(&mut state)).collect(),
+            best: 0.0,
+            steps: if n == 0 { INVERSE_STEPS } else { 0 },
+        }
     }
-    let mut state = SEED;
-    let mut x: Vec<f64> = (0..n).map(|_| splitmix(&mut state)).collect();
-    let mut best = 0.0f64;
-    for _ in 0..INVERSE_STEPS {
-        let nx = x.iter().map(|v| v * v).sum::<f64>().sqrt();
+}
+
+impl Probe for InverseIteration {
+    fn request(&mut self) -> Option<Vec<f64>> {
+        if self.steps >= INVERSE_STEPS {
+            return None;
+        }
+        let nx = norm2(&self.x);
         if nx == 0.0 || !nx.is_finite() {
-            break;
+            self.steps = INVERSE_STEPS;
+            return None;
         }
-        for v in &mut x {
-            *v /= nx;
-        }
-        let y = solve_vec(l, &x);
-        let ny = y.iter().map(|v| v * v).sum::<f64>().sqrt();
-        if !ny.is_finite() {
-            return f64::INFINITY;
-        }
-        best = best.max(ny);
-        x = y;
+        Some(self.x.iter().map(|v| v / nx).collect())
     }
-    best
+
+    fn feed(&mut self, y: &[f64]) {
+        let ny = norm2(y);
+        if !ny.is_finite() {
+            self.best = f64::INFINITY;
+            self.steps = INVERSE_STEPS;
+            return;
+        }
+        self.best = self.best.max(ny);
+        self.x.copy_from_slice(y);
+        self.steps += 1;
+    }
+}
+
+/// Runs the estimators to completion; the first block also solves `rhs` in place. Every
+/// block holds the pending vector of each active estimator, so the factor is read twice
+/// per block, not twice per vector.
+fn run_probes<T: Real>(
+    l: MatRef<'_, T>,
+    mut rhs: MatMut<'_, T>,
+    probes: &mut [&mut dyn Probe],
+    par: Par,
+) {
+    let n = l.nrows();
+    let r = rhs.ncols();
+    let mut first = true;
+    loop {
+        let mut asked: Vec<(usize, Vec<f64>)> = Vec::new();
+        for (i, p) in probes.iter_mut().enumerate() {
+            if let Some(x) = p.request() {
+                asked.push((i, x));
+            }
+        }
+        if asked.is_empty() {
+            if first {
+                solve_in_place(l, rhs.rb_mut(), par);
+            }
+            return;
+        }
+        let off = if first { r } else { 0 };
+        let mut b = Mat::<T>::zeros(n, off + asked.len());
+        if first {
+            b.as_mut().subcols_mut(0, r).copy_from(rhs.rb());
+        }
+        for (c, (_, x)) in asked.iter().enumerate() {
+            for (i, v) in x.iter().enumerate() {
+                b[(i, off + c)] = T::from_f64(*v);
+            }
+        }
+        solve_in_place(l, b.as_mut(), par);
+        if first {
+            rhs.copy_from(b.as_ref().subcols(0, r));
+            first = false;
+        }
+        let mut y = vec![0.0f64; n];
+        for (c, (i, _)) in asked.iter().enumerate() {
+            for (row, v) in y.iter_mut().enumerate() {
+                *v = b[(row, off + c)].to_f64();
+            }
+            probes[*i].feed(&y);
+        }
+    }
 }
 
 /// Solves `Ã x = rhs` in place (`Ã = 2^-e·A`, `A = sym(K) + shift·I`, so the true solution
@@ -214,6 +394,19 @@ fn inverse_iteration_norm2<T: Real>(l: MatRef<'_, T>) -> f64 {
 pub fn solve_scaled_with_estimate<S: Real, T: Real>(
     k: MatRef<'_, S>,
     shift: f64,
+    rhs: MatMut<'_, T>,
+    par: Par,
+) -> Result<CholeskyInfo> {
+    solve_scaled_with_estimate_given(k, shift, None, rhs, par)
+}
+
+/// [`solve_scaled_with_estimate`] with `max|K_ij|` already known (`max_abs`, from the
+/// caller's validation pass over a finite `K`): the scaling exponent then costs no pass
+/// over the kernel. `None` measures it (and checks finiteness).
+pub fn solve_scaled_with_estimate_given<S: Real, T: Real>(
+    k: MatRef<'_, S>,
+    shift: f64,
+    max_abs: Option<f64>,
     mut rhs: MatMut<'_, T>,
     par: Par,
 ) -> Result<CholeskyInfo> {
@@ -225,12 +418,32 @@ pub fn solve_scaled_with_estimate<S: Real, T: Real>(
             got: Shape::Matrix(rhs.nrows(), rhs.ncols()),
         });
     }
-    let e = scale_exponent(k, shift, par)?;
+    let e = match max_abs {
+        Some(m) if m.is_finite() && shift.is_finite() => exponent(m.abs().max(shift.abs())),
+        Some(_) => {
+            return Err(Error::NonFinite {
+                what: "k_train_train",
+            })
+        }
+        None => scale_exponent(k, shift, par)?,
+    };
     let (l, norm_inf) = factor_scaled::<S, T>(k, shift, e, par)?;
     let l = l.as_ref();
-    solve_in_place(l, rhs.rb_mut(), par);
-    let inv2 = inverse_iteration_norm2(l);
-    let inv = hager_inverse_norm1(l).max(inv2);
+    let mut hager = Hager::new(n);
+    let mut alt = Alternating {
+        n,
+        est: 0.0,
+        asked: false,
+    };
+    let mut inverse = InverseIteration::new(n);
+    run_probes(
+        l,
+        rhs.rb_mut(),
+        &mut [&mut hager, &mut alt, &mut inverse],
+        par,
+    );
+    let inv2 = inverse.best;
+    let inv = hager.est.max(alt.est).max(inv2);
     let mu_min_est = if inv2 > 0.0 && inv2.is_finite() {
         1.0 / inv2
     } else {
@@ -363,6 +576,29 @@ mod tests {
             );
             assert_eq!(x, x0);
         }
+    }
+
+    #[test]
+    fn factor_is_lower_triangular_and_reproduces_the_matrix() {
+        let lams: Vec<f64> = (0..150).map(|i| 0.5 + f64::from(i)).collect();
+        let k = with_spectrum(&lams);
+        let (l, norm) = factor::<f64, f64>(k.as_ref(), 0.25, Par::rayon(2)).unwrap();
+        let n = k.nrows();
+        let mut norm_ref = 0.0f64;
+        for i in 0..n {
+            let mut row = 0.0;
+            for j in 0..n {
+                if j > i {
+                    assert_eq!(l[(i, j)], 0.0);
+                }
+                let a = 0.5 * (k[(i, j)] + k[(j, i)]) + if i == j { 0.25 } else { 0.0 };
+                let llt: f64 = (0..n).map(|p| l[(i, p)] * l[(j, p)]).sum();
+                assert!((llt - a).abs() < 1e-11 * lams[149], "{i} {j}");
+                row += a.abs();
+            }
+            norm_ref = norm_ref.max(row);
+        }
+        assert!((norm - norm_ref).abs() <= 1e-12 * norm_ref);
     }
 
     #[test]

@@ -13,19 +13,23 @@ macro_rules! chol_fn {
     ($s:ty, $t:ty, $chol:ident) => {
         /// Solves `Ã x = rhs` by Cholesky, `Ã = 2^-e·(sym(K) + shift·I)` (so `A⁻¹·rhs` is
         /// `2^-e·x`), and estimates the condition number: `(x, ‖Ã‖_∞, μ_min(Ã) estimate,
-        /// cond estimate, e)`, or `None` when `A` is not positive definite.
+        /// cond estimate, e)`, or `None` when `A` is not positive definite. `max_abs`:
+        /// `max|K_ij|` of a kernel already checked finite (the scale then costs no pass
+        /// over `K`); None measures it.
         #[pyfunction]
+        #[pyo3(signature = (k, shift, rhs, max_abs=None))]
         pub fn $chol<'py>(
             py: Python<'py>,
             k: PyReadonlyArray2<'py, $s>,
             shift: f64,
             rhs: PyReadonlyArray2<'py, $t>,
+            max_abs: Option<f64>,
         ) -> CoreResult<Solved<'py, $t>> {
             let kr = mat_ref(&k);
             let mut x = mat_ref(&rhs).to_owned();
             let res = py.detach(|| {
                 threads::install(|par| {
-                    cholesky::solve_scaled_with_estimate(kr, shift, x.as_mut(), par)
+                    cholesky::solve_scaled_with_estimate_given(kr, shift, max_abs, x.as_mut(), par)
                 })
             });
             match res {
