@@ -88,7 +88,7 @@ def _one_size(
     stages: dict[str, list[dict[str, float]]] = {"after": [], "before": []}
 
     def after() -> None:
-        stages["after"].append(dict(_core._eigh_timings_f64(k, 0.0, True, (0, 0, 0), cpu)))
+        stages["after"].append(dict(_core._eigh_timings_f64(k, 0.0, True, (0, 0, 0, 0), cpu)))
 
     def before() -> None:
         stages["before"].append(dict(_core._eigh_timings_f64(k, 0.0, False)))
@@ -183,13 +183,15 @@ def _one_size(
 #: faer parameter sets compared by --tune: (block size, recursion threshold, par threshold),
 #: 0 = faer's choice
 TUNINGS = {
-    "faer default": (0, 0, 0),
-    "block 64": (64, 0, 0),
-    "block 256": (256, 0, 0),
-    "recursion 64": (0, 64, 0),
-    "recursion 256": (0, 256, 0),
-    "par threshold 16·256": (0, 0, 16 * 256),
-    "par threshold 1024·256": (0, 0, 1024 * 256),
+    "default": (0, 0, 0, 0),
+    "block 64": (64, 0, 0, 0),
+    "block 256": (256, 0, 0, 0),
+    "recursion 64": (0, 64, 0, 0),
+    "recursion 256": (0, 256, 0, 0),
+    "par threshold 16·256": (0, 0, 16 * 256, 0),
+    "par threshold 1024·256": (0, 0, 1024 * 256, 0),
+    "panel 16": (0, 0, 0, 16),
+    "panel 64": (0, 0, 0, 64),
 }
 
 

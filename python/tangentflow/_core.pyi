@@ -22,7 +22,7 @@ def _eigh_timings_f64(
     k: _F64,
     shift: float,
     staged: bool = True,
-    tuning: tuple[int, int, int] = ...,
+    tuning: tuple[int, int, int, int] = ...,
     process_cpu: bool = False,
 ) -> list[tuple[str, float]]: ...
 def cholesky_solve_f64_f64(
@@ -48,6 +48,12 @@ class Dynamics:
     @staticmethod
     def momentum(learning_rate: float, momentum: float, n: float) -> Dynamics: ...
 
+class TimeBasisCache:
+    """A time basis kept across ``closed_form_*`` calls on one output basis."""
+    def __new__(cls) -> TimeBasisCache: ...
+    def rank(self) -> int: ...
+    def clear(self) -> None: ...
+
 def mode_factors(dynamics: Dynamics, mu: _F64, times: _F64) -> tuple[_F64, _F64]: ...
 def project_f64(v: _F64, r: _F64) -> _F64: ...
 def project_f32(v: _F32, r: _F32) -> _F32: ...
@@ -69,6 +75,8 @@ def closed_form_f64(
     test: _F64 | None,
     g0: _F64 | None,
     cached: bool,
+    train_cache: TimeBasisCache | None = None,
+    test_cache: TimeBasisCache | None = None,
 ) -> tuple[_F64, _F64 | None, _F64 | None]: ...
 def closed_form_f32(
     dynamics: Dynamics,
@@ -80,6 +88,8 @@ def closed_form_f32(
     test: _F32 | None,
     g0: _F32 | None,
     cached: bool,
+    train_cache: TimeBasisCache | None = None,
+    test_cache: TimeBasisCache | None = None,
 ) -> tuple[_F32, _F32 | None, _F32 | None]: ...
 def loss_sums(dynamics: Dynamics, mu: _F64, times: _F64, zz: _F64) -> _F64: ...
 def _set_time_compression(on: bool) -> bool: ...

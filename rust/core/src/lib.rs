@@ -24,6 +24,7 @@ pub mod scalar;
 pub mod simd;
 pub mod spectral;
 pub mod threads;
+pub mod tridiag;
 
 pub use error::{Error, Result, Shape};
 pub use scalar::Real;

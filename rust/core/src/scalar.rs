@@ -6,7 +6,19 @@
 use faer::traits::RealField;
 
 /// A real floating-point matrix element: `f32` or `f64`.
-pub trait Real: RealField + Copy + Send + Sync + PartialOrd + Default + 'static {
+pub trait Real:
+    RealField
+    + Copy
+    + Send
+    + Sync
+    + PartialOrd
+    + Default
+    + 'static
+    + std::ops::Add<Output = Self>
+    + std::ops::Sub<Output = Self>
+    + std::ops::Mul<Output = Self>
+    + std::ops::Neg<Output = Self>
+{
     /// Machine epsilon of the type.
     const EPS: f64;
     fn from_f64(x: f64) -> Self;

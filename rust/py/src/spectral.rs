@@ -71,24 +71,25 @@ eigh_fn!(f64, f32, sym_eigh_f64_f32);
 /// breakdown of docs/performance.md; the factors themselves are dropped. `staged = false`
 /// times the composition the library used before (the symmetrized copy handed to faer's
 /// `self_adjoint_evd`, which copies it again), for comparison in the same process;
-/// `tuning = (block size, recursion threshold, parallel threshold)` sets faer's
-/// parameters (`0`: faer's choice, see `EighTuning`); `process_cpu` times the staged
+/// `tuning = (block size, recursion threshold, parallel threshold, panel width)` sets the
+/// stages' parameters (`0`: the default, see `EighTuning`); `process_cpu` times the staged
 /// composition in process CPU seconds instead of wall-clock seconds.
 /// Private: the benchmark's diagnostic, not part of the API.
 #[pyfunction]
-#[pyo3(signature = (k, shift, staged = true, tuning = (0, 0, 0), process_cpu = false))]
+#[pyo3(signature = (k, shift, staged = true, tuning = (0, 0, 0, 0), process_cpu = false))]
 pub fn _eigh_timings_f64(
     py: Python<'_>,
     k: PyReadonlyArray2<'_, f64>,
     shift: f64,
     staged: bool,
-    tuning: (usize, usize, usize),
+    tuning: (usize, usize, usize, usize),
     process_cpu: bool,
 ) -> CoreResult<Vec<(&'static str, f64)>> {
     let tuning = spectral::EighTuning {
         block_size: tuning.0,
         recursion_threshold: tuning.1,
         par_threshold: tuning.2,
+        tridiag_block: tuning.3,
     };
     let kr = mat_ref(&k);
     let n = kr.nrows();
