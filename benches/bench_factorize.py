@@ -208,7 +208,7 @@ def _tune(n: int, pairs: int, min_time: float, cpu: bool = False) -> dict[str, A
 
     clock = time.process_time if cpu else None
     samples, _, _ = interleaved({name: make(name) for name in TUNINGS}, pairs, min_time, clock)
-    base = samples["faer default"]
+    base = samples["default"]
     return {
         "n": n,
         "samples_s": samples,
