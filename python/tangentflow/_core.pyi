@@ -48,6 +48,7 @@ class Dynamics:
     @staticmethod
     def momentum(learning_rate: float, momentum: float, n: float) -> Dynamics: ...
 
+@final
 class TimeBasisCache:
     """A time basis kept across ``closed_form_*`` calls on one output basis."""
     def __new__(cls) -> TimeBasisCache: ...

@@ -70,13 +70,22 @@ class Backend(Protocol):
         test: Any | None,
         g0: Any | None,
         cached: bool,
+        train_cache: Any = None,
+        test_cache: Any = None,
     ) -> tuple[Any, Any | None, Any | None]:
         """The MSE closed form of one call: ``(z, train, test)`` with ``z = Vᵀ r``, ``train``
         when ``f0`` is given and ``test`` when ``test`` (``2^-e·K_te``, or ``K_te·V`` with
         ``cached``) and ``g0`` are: bitwise ``mode_factors`` → ``project`` →
         ``train_outputs`` / ``test_outputs[_cached]`` (one boundary crossing on the CPU),
         except that many finite nonzero times may be compressed (docs/numerics.md §16:
-        within its bound of those outputs; ``t = 0`` and ``t = ∞`` stay bitwise)."""
+        within its bound of those outputs; ``t = 0`` and ``t = ∞`` stay bitwise).
+        ``train_cache`` (on ``v``) and ``test_cache`` (on a cached ``K_te·V``) come from
+        ``time_basis_cache`` and keep compression bases across calls (§16, "Reuse")."""
+        ...
+
+    def time_basis_cache(self) -> Any:
+        """A new holder of a time basis kept across ``closed_form`` calls on one output
+        basis, or None where the backend keeps none (docs/numerics.md §16, "Reuse")."""
         ...
 
     def loss_sums(self, kind: str, params: list[float], mu: Any, times: Any, zz: Any) -> Any:

@@ -70,10 +70,23 @@ _TEST_OUTPUTS_CACHED: dict[_Prec, Callable[[_Arr, _Arr, _F64, _Arr], _Arr]] = {
     "f32": _core.test_outputs_cached_f32,
     "f64": _core.test_outputs_cached_f64,
 }
+_Cache = _core.TimeBasisCache | None
 _CLOSED_FORM: dict[
     _Prec,
     Callable[
-        [_core.Dynamics, _F64, _F64, _Arr, _Arr, _Arr | None, _Arr | None, _Arr | None, bool],
+        [
+            _core.Dynamics,
+            _F64,
+            _F64,
+            _Arr,
+            _Arr,
+            _Arr | None,
+            _Arr | None,
+            _Arr | None,
+            bool,
+            _Cache,
+            _Cache,
+        ],
         tuple[_Arr, _Arr | None, _Arr | None],
     ],
 ] = {
@@ -169,10 +182,13 @@ class CpuBackend:
         test: Any | None,
         g0: Any | None,
         cached: bool,
+        train_cache: Any = None,
+        test_cache: Any = None,
     ) -> tuple[Any, Any | None, Any | None]:
         """``mode_factors`` + ``project`` + ``train_outputs`` (when ``f0`` is given) +
         ``test_outputs`` / ``test_outputs_cached`` (when ``test`` is given) in one core call:
-        ``(z, train, test)``, bitwise the outputs of the separate calls."""
+        ``(z, train, test)``, bitwise the outputs of the separate calls (within the bound of
+        docs/numerics.md §16 where times are compressed)."""
         dt = v.dtype
         return _CLOSED_FORM[_p(dt)](
             _dynamics(kind, params),
@@ -184,7 +200,12 @@ class CpuBackend:
             None if test is None else _c(test, dt),
             None if g0 is None else _c(g0, dt),
             bool(cached),
+            train_cache,
+            test_cache,
         )
+
+    def time_basis_cache(self) -> Any:
+        return _core.TimeBasisCache()
 
     def loss_sums(self, kind: str, params: list[float], mu: Any, times: Any, zz: Any) -> Any:
         return _core.loss_sums(

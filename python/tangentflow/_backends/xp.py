@@ -437,9 +437,12 @@ class XpBackend:
         test: Any | None,
         g0: Any | None,
         cached: bool,
+        train_cache: Any = None,
+        test_cache: Any = None,
     ) -> tuple[Any, Any | None, Any | None]:
         """As the Rust core: factors, projection, reconstructions; many finite nonzero
-        times compressed (docs/numerics.md §16), ``t = 0`` and ``t = ∞`` always direct."""
+        times compressed (docs/numerics.md §16), ``t = 0`` and ``t = ∞`` always direct.
+        No time basis is kept across calls (``time_basis_cache`` is None)."""
         from .. import _core
 
         em1, phi = self.mode_factors(kind, params, mu, times)
@@ -457,6 +460,9 @@ class XpBackend:
             else:
                 tst = self._outputs(1, v, z, phi, -1, g0, test, cols)
         return z, train, tst
+
+    def time_basis_cache(self) -> Any:
+        return None
 
     def loss_sums(self, kind: str, params: list[float], mu: Any, times: Any, zz: Any) -> Any:
         """``Σ_j zz_j·e_j(t)²`` with the decay ``e`` itself (not ``1 + (e − 1)``), as the

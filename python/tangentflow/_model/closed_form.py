@@ -61,7 +61,6 @@ def _scaled(
     want_train: bool,
 ) -> tuple[Any, Any]:
     be = m.backend
-    xp = be.xp
     n = layout.size
     all_inf = ts.size > 0 and bool(np.all(np.isinf(ts)))
     if all_inf and m.options.dynamics == "flow":
@@ -75,9 +74,11 @@ def _scaled(
     memo = _TrainMemo(m, ts, spec, yf, f0) if want_train and kind == "flow" else None
     reuse = memo is not None and memo.hit()
     kt = None
+    test_tb = None
     if test is not None:
         if test.cached:
-            kt = xp.ascontiguousarray(test.basis()[:, spec.first :])
+            kt = test.retained_basis(spec.first)
+            test_tb = test.time_basis()
         else:
             kt = test.scaled_k(m.fact.exp)
     # one boundary crossing: factors, projection and reconstruction (docs/architecture.md)
@@ -92,6 +93,8 @@ def _scaled(
         kt,
         None if test is None else g0,
         test is not None and test.cached,
+        m.fact.time_basis(),
+        test_tb,
     )
     if memo is not None:
         train = memo.reuse(vr, z) if reuse else memo.store(train, vr, z)

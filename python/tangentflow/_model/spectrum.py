@@ -48,16 +48,28 @@ class Factorization:
         # set once a with_params member shares this factorization: only then is the memo
         # kept (a lone predictor's call would pay an O(N·R·T) copy for nothing)
         self.shared = False
+        # the compression basis kept on V across calls (docs/numerics.md §16, "Reuse"):
+        # created on first use, never pickled
+        self._time_basis: Any = None
         self._lock = threading.Lock()
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         del state["_lock"]
+        state["_time_basis"] = None
         return state
+
+    def time_basis(self) -> Any:
+        """The backend's holder of the time basis kept on ``V`` (None where it keeps none)."""
+        with self._lock:
+            if self._time_basis is None:
+                self._time_basis = self.backend.time_basis_cache()
+            return self._time_basis
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         state.setdefault("exp", 0)  # pickles from before the scaling hold unscaled w
         state.setdefault("shared", False)
+        state["_time_basis"] = None
         self.__dict__.update(state)
         self._lock = threading.Lock()
 

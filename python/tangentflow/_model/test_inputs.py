@@ -29,8 +29,10 @@ class TestInputs:
         self.raw_k = k_test_train
         self.raw_g0 = fx_test_0
         self.cached = cached
-        # 2^-e·K_te·V and 2^-e·K_te, shared by the with_params family of a TestSet
-        self._shared: dict[str, Any] = {"kv": None, "ks": None}
+        # 2^-e·K_te·V (and its retained columns as one C-ordered array, keyed by the first
+        # retained mode), 2^-e·K_te and the time basis kept on K_te·V (docs/numerics.md §16,
+        # "Reuse"), shared by the with_params family of a TestSet
+        self._shared: dict[str, Any] = {"kv": None, "kv_r": None, "ks": None, "tb": None}
         self.k: Any = None
         self.shape: tuple[int, ...] = ()
         self.g0: Any = None
@@ -80,6 +82,22 @@ class TestInputs:
             v = m.eigenvectors()
             self._shared["kv"] = m.backend.test_basis(self.scaled_k(m.fact.exp), v)
         return self._shared["kv"]
+
+    def retained_basis(self, first: int) -> Any:
+        """``basis()[:, first:]`` C-ordered, made once per ``first`` (not per call)."""
+        kr = self._shared["kv_r"]
+        if kr is None or kr[0] != first:
+            xp = self.model.xp
+            kr = (first, xp.ascontiguousarray(self.basis()[:, first:]))
+            self._shared["kv_r"] = kr
+        return kr[1]
+
+    def time_basis(self) -> Any:
+        """The holder of the time basis kept on ``K_te·V`` (None where the backend keeps
+        none)."""
+        if self._shared["tb"] is None:
+            self._shared["tb"] = self.model.backend.time_basis_cache()
+        return self._shared["tb"]
 
     def rebind(self, model: KernelModel) -> TestInputs:
         """The same test inputs (and cached ``K_te·V``) for a model sharing the

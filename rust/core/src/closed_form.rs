@@ -7,7 +7,7 @@
 //! compresses the time axis when many finite nonzero times make that pay (docs/numerics.md
 //! §16; within its bound of the step-by-step outputs; `t = 0` and `t = ∞` stay bitwise).
 
-use crate::dynamics::{self, Dynamics};
+use crate::dynamics::{self, Dynamics, TimeBasis};
 use crate::{Real, Result};
 use faer::{Mat, MatRef, Par};
 
@@ -27,9 +27,36 @@ pub enum TestSide<'a, T> {
     },
 }
 
+/// Time bases kept across calls (docs/numerics.md §16, "Reuse"): on `V` for the train
+/// outputs and on a cached `K_te V` for the test outputs; `keep` asks for new ones.
+#[derive(Clone, Copy)]
+pub struct Kept<'a, T> {
+    pub train: Option<&'a TimeBasis<T>>,
+    pub test: Option<&'a TimeBasis<T>>,
+    pub keep: bool,
+    /// `z = V_Rᵀ r` of an earlier call with the same `r` and `V_R` (then not recomputed).
+    pub z: Option<MatRef<'a, T>>,
+}
+
+impl<T> Default for Kept<'_, T> {
+    fn default() -> Self {
+        Kept {
+            train: None,
+            test: None,
+            keep: false,
+            z: None,
+        }
+    }
+}
+
+/// The result of [`closed_form`]: `z` and the time bases to keep from now on (train, test;
+/// `None`: keep what was kept).
+pub type ClosedForm<T> = (Mat<T>, Option<TimeBasis<T>>, Option<TimeBasis<T>>);
+
 /// Outputs of gradient dynamics on `A = V diag(μ) Vᵀ` at `times`: with `z = V_Rᵀ r`
 /// (`r = f₀ − Y`), `train = (f₀, out)` receives `f₀ + V_R (em1 ⊙ z)` and `test` receives
-/// `g₀ − K_te V_R (φ ⊙ z)` (see [`dynamics`]). Returns `z`.
+/// `g₀ − K_te V_R (φ ⊙ z)` (see [`dynamics`]). Returns `z` and the time bases to keep
+/// (`kept`: those of earlier calls on the same `V` / `K_te V`).
 ///
 /// `mu` are the retained eigenvalues (checked), `v` the matching eigenvectors (`N × k`).
 pub fn closed_form<T: Real>(
@@ -40,31 +67,42 @@ pub fn closed_form<T: Real>(
     r: MatRef<'_, T>,
     train: Option<(MatRef<'_, T>, &mut [T])>,
     test: Option<TestSide<'_, T>>,
+    kept: Kept<'_, T>,
     par: Par,
-) -> Result<Mat<T>> {
+) -> Result<ClosedForm<T>> {
     dynamics::check_retained(mu)?;
     let mut em1 = Mat::<f64>::zeros(mu.len(), times.len());
     let mut phi = Mat::<f64>::zeros(mu.len(), times.len());
     dynamics::check_times(times)?;
     dynamics::mode_factors_par(dynamics, mu, times, em1.as_mut(), phi.as_mut(), par);
-    let z = dynamics::project(v, r, par)?;
+    let z = match kept.z {
+        Some(z) if z.nrows() == v.ncols() && z.ncols() == r.ncols() => z.to_owned(),
+        _ => dynamics::project(v, r, par)?,
+    };
     dynamics::reset_compression_ranks();
     let cols = dynamics::compressible_times(times);
+    let (zr, keep) = (z.as_ref(), kept.keep);
+    let mut new_train = None;
     if let Some((f0, out)) = train {
-        dynamics::train_outputs_with(v, z.as_ref(), em1.as_ref(), f0, out, cols.clone(), par)?;
+        let em1 = em1.as_ref();
+        new_train =
+            dynamics::train_outputs_kept(v, zr, em1, f0, out, cols.clone(), kept.train, keep, par)?;
     }
+    let mut new_test = None;
     match test {
         Some(TestSide::Kernel { kte, g0, out }) => {
             let phi = phi.as_ref();
-            dynamics::test_outputs_with(kte, v, z.as_ref(), phi, g0, out, cols, par)?;
+            dynamics::test_outputs_with(kte, v, zr, phi, g0, out, cols, par)?;
         }
         Some(TestSide::Cached { kv, g0, out }) => {
             let phi = phi.as_ref();
-            dynamics::test_outputs_cached_with(kv, z.as_ref(), phi, g0, out, cols, par)?;
+            new_test = dynamics::test_outputs_cached_kept(
+                kv, zr, phi, g0, out, cols, kept.test, keep, par,
+            )?;
         }
         None => {}
     }
-    Ok(z)
+    Ok((z, new_train, new_test))
 }
 
 #[cfg(test)]
@@ -106,9 +144,11 @@ mod tests {
                     g0: g0.as_ref(),
                     out: &mut test,
                 }),
+                Kept::default(),
                 Par::Seq,
             )
-            .unwrap();
+            .unwrap()
+            .0;
             let mut em1 = Mat::<f64>::zeros(mu.len(), nt);
             let mut phi = Mat::<f64>::zeros(mu.len(), nt);
             dynamics::mode_factors(&dynm, mu, &times, em1.as_mut(), phi.as_mut()).unwrap();
@@ -153,6 +193,7 @@ mod tests {
                     g0: g0.as_ref(),
                     out: &mut test3,
                 }),
+                Kept::default(),
                 Par::Seq,
             )
             .unwrap();
@@ -185,6 +226,7 @@ mod tests {
             r.as_ref(),
             None,
             None,
+            Kept::default(),
             Par::Seq,
         );
         assert!(e.is_err());

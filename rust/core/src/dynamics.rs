@@ -326,8 +326,6 @@ pub(crate) fn reset_compression_ranks() {
 
 /// `F[:, cols] ≈ diag(1/w) · U · W` on the modes with `w > 0` (docs/numerics.md §16).
 struct LowRank {
-    /// Time indices (into the factor table and the output) that are compressed, ascending.
-    cols: Vec<usize>,
     /// `k × r`, orthonormal columns (in the weighted table's row space).
     u: Mat<f64>,
     /// `r × cols.len()`.
@@ -476,50 +474,43 @@ fn truncated_cpqr(w: &Mat<f64>, tol: f64) -> Mat<f64> {
     q
 }
 
-/// The low-rank factorization of the weighted factor table `G = diag(w)·F[:, cols]` with
-/// every column's residual `≤ τ = tol_rel·ρ₁` (`ρ₁` the largest column norm of `G`),
-/// or `None` when the rank would not be clearly below the number of times
-/// (docs/numerics.md §16). Randomized range finder with a posteriori check: the returned
-/// factorization has passed `max_t ‖G_t − U W_t‖₂ ≤ τ`.
-fn compress(
+/// The weighted factor table `G = diag(w)·F[:, cols]`, its `τ = tol_rel·ρ₁` (`ρ₁` the
+/// largest column norm), or `None` when it is not finite.
+fn weighted_table(
     factor: MatRef<'_, f64>,
-    cols: Vec<usize>,
+    cols: &[usize],
     weight: &[f64],
     tol_rel: f64,
-    par: Par,
-) -> Option<LowRank> {
-    let (k, tc) = (factor.nrows(), cols.len());
-    if tc < COMPRESSION_MIN_TIMES || k == 0 {
-        return None;
-    }
-    let max_rank = max_useful_rank(k, tc);
-    if max_rank == 0 {
-        return None;
-    }
-    let g = Mat::<f64>::from_fn(k, tc, |i, j| weight[i] * factor[(i, cols[j])]);
+) -> Option<(Mat<f64>, f64)> {
+    let g = Mat::<f64>::from_fn(factor.nrows(), cols.len(), |i, j| {
+        weight[i] * factor[(i, cols[j])]
+    });
     let rho1 = max_col_norm(g.as_ref());
-    if !rho1.is_finite() {
-        return None;
-    }
-    if rho1 == 0.0 {
-        return Some(LowRank {
-            cols,
-            u: Mat::zeros(k, 0),
-            w: Mat::zeros(0, tc),
-        });
-    }
-    let tau = tol_rel * rho1;
-    let pmax = (max_rank + SKETCH_BLOCK).min(tc).min(k);
+    rho1.is_finite().then_some((g, tol_rel * rho1))
+}
+
+/// New orthonormal directions `U_n` (`k × r_n`, orthogonal to the orthonormal `prev`) for
+/// the residual `e = G − prev·prevᵀG`, such that every column of `e` is within `0.4τ` of
+/// its projection on `U_n` (up to the rounding the a posteriori check catches), with at most
+/// `pmax` sketch columns; `None` when more would be needed (docs/numerics.md §16).
+fn new_directions(
+    mut e: Mat<f64>,
+    prev: MatRef<'_, f64>,
+    tau: f64,
+    pmax: usize,
+    par: Par,
+) -> Option<Mat<f64>> {
+    let (k, tc) = e.shape();
+    let np = prev.ncols();
+    let pmax = pmax.min(k - np.min(k));
+    let e0 = e.clone();
     // Blocked randomized range finder on the running residual E = G − Q Qᵀ G: each block
     // sketches E (not G), so its rounding is relative to the residual left, and the basis
     // resolves directions down to about ε·ρ₁ (one sketch of G would stop near ε·σ₁(G),
     // and σ₁(G) ≈ √T·ρ₁ over many similar times).
-    let mut e = g.clone();
-    let mut q = Mat::<f64>::zeros(k, pmax);
-    // W = Qᵀ G block by block as the residual is reduced (W_b = Q_bᵀ E_{b−1}): G = Q W + E
-    // up to the rounding of the updates, which later blocks absorb
-    let mut wq = Mat::<f64>::zeros(pmax, tc);
-    let mut used = 0;
+    let mut q = Mat::<f64>::zeros(k, np + pmax);
+    q.as_mut().subcols_mut(0, np).copy_from(prev);
+    let mut used = np;
     while max_col_norm(e.as_ref()) > 0.4 * tau {
         // a wider first block: one pass over G usually suffices for smooth spectra
         let b = if used == 0 {
@@ -527,7 +518,7 @@ fn compress(
         } else {
             SKETCH_BLOCK
         }
-        .min(pmax - used);
+        .min(np + pmax - used);
         if b == 0 {
             return None;
         }
@@ -572,44 +563,219 @@ fn compress(
         );
         matmul(e.as_mut(), Accum::Add, qb.as_ref(), wb.as_ref(), -1.0, par);
         q.as_mut().subcols_mut(used, b).copy_from(qb.as_ref());
-        wq.as_mut().subrows_mut(used, b).copy_from(wb.as_ref());
         used += b;
     }
     drop(e);
-    let q = q.as_ref().subcols(0, used);
-    let mut wq = Mat::<f64>::zeros(used, tc);
+    let qn = q.as_ref().subcols(np, used - np);
+    let mut wq = Mat::<f64>::zeros(used - np, tc);
     matmul(
         wq.as_mut(),
         Accum::Replace,
-        q.transpose(),
-        g.as_ref(),
+        qn.transpose(),
+        e0.as_ref(),
         1.0,
         par,
     );
     let qw = truncated_cpqr(&wq, 0.4 * tau);
-    let rank = qw.ncols();
-    if rank > max_rank {
-        return None;
-    }
-    let mut u = Mat::<f64>::zeros(k, rank);
-    matmul(u.as_mut(), Accum::Replace, q, qw.as_ref(), 1.0, par);
-    let mut w = Mat::<f64>::zeros(rank, tc);
+    let mut u = Mat::<f64>::zeros(k, qw.ncols());
+    matmul(u.as_mut(), Accum::Replace, qn, qw.as_ref(), 1.0, par);
+    Some(u)
+}
+
+/// `W = Uᵀ G` and whether every column of `G` is within `τ` of `U W` (the a posteriori
+/// check of docs/numerics.md §16), with the residual `G − U W`.
+fn check_basis(u: MatRef<'_, f64>, g: &Mat<f64>, tau: f64, par: Par) -> (Mat<f64>, Mat<f64>, bool) {
+    let mut w = Mat::<f64>::zeros(u.ncols(), g.ncols());
     matmul(
         w.as_mut(),
         Accum::Replace,
-        qw.transpose(),
-        wq.as_ref(),
+        u.transpose(),
+        g.as_ref(),
         1.0,
         par,
     );
-    // a posteriori: every column of G within τ of U W
-    let mut e = g;
-    matmul(e.as_mut(), Accum::Add, u.as_ref(), w.as_ref(), -1.0, par);
-    if max_col_norm(e.as_ref()) <= tau {
-        Some(LowRank { cols, u, w })
-    } else {
-        None
+    let mut e = g.clone();
+    matmul(e.as_mut(), Accum::Add, u, w.as_ref(), -1.0, par);
+    let ok = max_col_norm(e.as_ref()) <= tau;
+    (w, e, ok)
+}
+
+/// The low-rank factorization of the weighted factor table `G = diag(w)·F[:, cols]` with
+/// every column's residual `≤ τ = tol_rel·ρ₁` (`ρ₁` the largest column norm of `G`),
+/// or `None` when the rank would not be clearly below the number of times
+/// (docs/numerics.md §16). Randomized range finder with a posteriori check: the returned
+/// factorization has passed `max_t ‖G_t − U W_t‖₂ ≤ τ`, with `W = UᵀG`.
+fn compress(
+    factor: MatRef<'_, f64>,
+    cols: &[usize],
+    weight: &[f64],
+    tol_rel: f64,
+    par: Par,
+) -> Option<LowRank> {
+    let (k, tc) = (factor.nrows(), cols.len());
+    if tc < COMPRESSION_MIN_TIMES || k == 0 {
+        return None;
     }
+    let max_rank = max_useful_rank(k, tc);
+    if max_rank == 0 {
+        return None;
+    }
+    let (g, tau) = weighted_table(factor, cols, weight, tol_rel)?;
+    if tau == 0.0 {
+        return Some(LowRank {
+            u: Mat::zeros(k, 0),
+            w: Mat::zeros(0, tc),
+        });
+    }
+    let pmax = (max_rank + SKETCH_BLOCK).min(tc).min(k);
+    let u = new_directions(g.clone(), Mat::<f64>::zeros(k, 0).as_ref(), tau, pmax, par)?;
+    if u.ncols() > max_rank {
+        return None;
+    }
+    let (w, _, ok) = check_basis(u.as_ref(), &g, tau, par);
+    ok.then_some(LowRank { u, w })
+}
+
+// -- time bases kept across calls (docs/numerics.md §16, "Reuse") -------------------------
+
+/// Largest rank a kept time basis grows to (its products are `rows·R × rank`).
+pub const TIME_BASIS_MAX_RANK: usize = 128;
+
+/// A compression basis kept across calls on one output basis (`V`, or a cached `K_te V`):
+/// the `z` it was made for (the content key: a call with other coefficients does not use
+/// it), its weights, the mode-space basis `U` (`k × r`, orthonormal) and the products
+/// `B̂[i·R + rr, q] = (basis·diag(z_rr/w)·U)[i, q]` (`rows·R × r`), which a call whose
+/// weighted factor table `U` represents within the bound turns into outputs with one
+/// combination product, without any basis product.
+pub struct TimeBasis<T> {
+    z: Mat<T>,
+    weight: Vec<f64>,
+    u: Mat<f64>,
+    bh: Mat<T>,
+}
+
+impl<T: Real> TimeBasis<T> {
+    /// The rank `r` of the basis.
+    #[must_use]
+    pub fn rank(&self) -> usize {
+        self.u.ncols()
+    }
+
+    /// Whether this basis was made for the coefficients `z` (bitwise).
+    fn matches(&self, z: MatRef<'_, T>) -> bool {
+        self.z.shape() == z.shape()
+            && (0..z.ncols()).all(|c| (0..z.nrows()).all(|i| self.z[(i, c)] == z[(i, c)]))
+    }
+}
+
+/// `B̂` for the mode-space columns `u`: `basis·(diag(z_rr/w)·u)`, rearranged so that a
+/// time's block (`rows·R`, C order) is `B̂·W_t`.
+fn basis_products<T: Real>(
+    basis: MatRef<'_, T>,
+    z: MatRef<'_, T>,
+    weight: &[f64],
+    u: MatRef<'_, f64>,
+    then: Option<MatRef<'_, T>>,
+    par: Par,
+) -> Mat<T> {
+    let (k, nout, rank) = (basis.ncols(), z.ncols(), u.ncols());
+    // Z̃[:, q·R + rr] = (z[:, rr] / w) ⊙ U[:, q]
+    let zt = Mat::<T>::from_fn(k, rank * nout, |i, c| {
+        let (q, rr) = (c / nout, c % nout);
+        if weight[i] > 0.0 {
+            T::from_f64(z[(i, rr)].to_f64() / weight[i] * u[(i, q)])
+        } else {
+            T::from_f64(0.0)
+        }
+    });
+    let mut b = Mat::<T>::zeros(basis.nrows(), rank * nout);
+    if k > 0 && rank > 0 {
+        matmul(
+            b.as_mut(),
+            Accum::Replace,
+            basis,
+            zt.as_ref(),
+            T::from_f64(1.0),
+            par,
+        );
+    }
+    let b = match then {
+        Some(m) => {
+            let mut d = Mat::<T>::zeros(m.nrows(), rank * nout);
+            matmul(
+                d.as_mut(),
+                Accum::Replace,
+                m,
+                b.as_ref(),
+                T::from_f64(1.0),
+                par,
+            );
+            d
+        }
+        None => b,
+    };
+    let rows = b.nrows();
+    Mat::<T>::from_fn(rows * nout, rank, |ir, q| {
+        b[(ir / nout, q * nout + ir % nout)]
+    })
+}
+
+/// A kept basis for this call: the one given if its `U` represents the call's table
+/// (a hit), or that basis grown by the new directions the table needs (at most
+/// [`max_useful_rank`] new ones, [`TIME_BASIS_MAX_RANK`] in all), or `None`. Returns the
+/// basis, whether it is new (to be kept), and `W = UᵀG`.
+#[allow(clippy::too_many_arguments)]
+fn reuse_basis<T: Real>(
+    kept: &TimeBasis<T>,
+    basis: MatRef<'_, T>,
+    z: MatRef<'_, T>,
+    factor: MatRef<'_, f64>,
+    cols: &[usize],
+    tol_rel: f64,
+    par: Par,
+) -> Option<(Option<TimeBasis<T>>, Mat<f64>)> {
+    let (k, tc) = (factor.nrows(), cols.len());
+    if !kept.matches(z) || kept.u.nrows() != k {
+        return None;
+    }
+    let (g, tau) = weighted_table(factor, cols, &kept.weight, tol_rel)?;
+    let (w, e, ok) = check_basis(kept.u.as_ref(), &g, tau, par);
+    if ok {
+        return Some((None, w));
+    }
+    let max_new = max_useful_rank(k, tc);
+    let cap = TIME_BASIS_MAX_RANK.min(k / 2);
+    if max_new == 0 || kept.rank() >= cap {
+        return None;
+    }
+    let pmax = (max_new + SKETCH_BLOCK).min(tc).min(cap - kept.rank());
+    let un = new_directions(e, kept.u.as_ref(), tau, pmax, par)?;
+    if un.ncols() > max_new || kept.rank() + un.ncols() > cap {
+        return None;
+    }
+    let r0 = kept.rank();
+    let mut u = Mat::<f64>::zeros(k, r0 + un.ncols());
+    u.as_mut().subcols_mut(0, r0).copy_from(kept.u.as_ref());
+    u.as_mut()
+        .subcols_mut(r0, un.ncols())
+        .copy_from(un.as_ref());
+    let (w, _, ok) = check_basis(u.as_ref(), &g, tau, par);
+    if !ok {
+        return None;
+    }
+    let bn = basis_products(basis, z, &kept.weight, un.as_ref(), None, par);
+    let mut bh = Mat::<T>::zeros(kept.bh.nrows(), u.ncols());
+    bh.as_mut().subcols_mut(0, r0).copy_from(kept.bh.as_ref());
+    bh.as_mut()
+        .subcols_mut(r0, un.ncols())
+        .copy_from(bn.as_ref());
+    let grown = TimeBasis {
+        z: kept.z.clone(),
+        weight: kept.weight.clone(),
+        u,
+        bh,
+    };
+    Some((Some(grown), w))
 }
 
 /// Rows of the sketch that estimates the column norms of `K_te·V` (uncached test outputs).
@@ -666,97 +832,57 @@ fn output_column_norms<T: Real>(
     }
 }
 
-/// The outputs at the compressed times: `out[t] = base + sign·[then·]basis·(diag(z/w)·U)·W[:, t]`,
-/// as one basis product of width `r·R` and one combination product per run of consecutive
-/// output times.
-#[allow(clippy::too_many_arguments)]
-fn compressed_outputs<T: Real>(
+/// The outputs at the compressed times `cols`: `out[t] = base + sign·B̂·W[:, t]` with
+/// `B̂ = [then·]basis·(diag(z/w)·U)` from [`basis_products`]: each time's block is set to
+/// the base, then one combination product per run of consecutive output times adds to it.
+fn combine<T: Real>(
     side: Side,
-    basis: MatRef<'_, T>,
-    z: MatRef<'_, T>,
-    weight: &[f64],
-    lr: &LowRank,
+    bh: MatRef<'_, T>,
+    w: &Mat<f64>,
+    cols: &[usize],
     base: MatRef<'_, T>,
     out: &mut [T],
-    then: Option<MatRef<'_, T>>,
     par: Par,
 ) {
-    let (k, nout, rank) = (basis.ncols(), z.ncols(), lr.u.ncols());
-    let rows = base.nrows();
+    let (rows, nout) = base.shape();
     let block = rows * nout;
-    if block == 0 {
+    if block == 0 || cols.is_empty() {
         return;
     }
-    // Z̃[:, q·R + rr] = (z[:, rr] / w) ⊙ U[:, q]
-    let zt = Mat::<T>::from_fn(k, rank * nout, |i, c| {
-        let (q, rr) = (c / nout, c % nout);
-        if weight[i] > 0.0 {
-            T::from_f64(z[(i, rr)].to_f64() / weight[i] * lr.u[(i, q)])
-        } else {
-            T::from_f64(0.0)
+    let rank = bh.ncols();
+    let sign = side.sign();
+    let wt = Mat::<T>::from_fn(rank, cols.len(), |q, j| T::from_f64(sign * w[(q, j)]));
+    let mut flat = vec![T::from_f64(0.0); block];
+    for i in 0..rows {
+        for rr in 0..nout {
+            flat[i * nout + rr] = base[(i, rr)];
         }
-    });
-    let mut b = Mat::<T>::zeros(basis.nrows(), rank * nout);
-    matmul(
-        b.as_mut(),
-        Accum::Replace,
-        basis,
-        zt.as_ref(),
-        T::from_f64(1.0),
-        par,
-    );
-    let b = match then {
-        Some(m) => {
-            let mut d = Mat::<T>::zeros(m.nrows(), rank * nout);
+    }
+    let mut j0 = 0;
+    while j0 < cols.len() {
+        let mut j1 = j0 + 1;
+        while j1 < cols.len() && cols[j1] == cols[j1 - 1] + 1 {
+            j1 += 1;
+        }
+        let t0 = cols[j0];
+        let run = &mut out[t0 * block..(t0 + j1 - j0) * block];
+        match par {
+            Par::Seq => run.chunks_mut(block).for_each(|d| d.copy_from_slice(&flat)),
+            Par::Rayon(_) => run
+                .par_chunks_mut(block)
+                .for_each(|d| d.copy_from_slice(&flat)),
+        }
+        if rank > 0 {
+            let dst = MatMut::from_column_major_slice_mut(run, block, j1 - j0);
             matmul(
-                d.as_mut(),
-                Accum::Replace,
-                m,
-                b.as_ref(),
+                dst,
+                Accum::Add,
+                bh,
+                wt.as_ref().subcols(j0, j1 - j0),
                 T::from_f64(1.0),
                 par,
             );
-            d
         }
-        None => b,
-    };
-    // B̂[i·R + rr, q] = B[i, q·R + rr], and a last column holding the base: a time's block
-    // is one column of [B̂ base]·[sign·W; 1], written once
-    let bh = Mat::<T>::from_fn(block, rank + 1, |ir, q| {
-        if q < rank {
-            b[(ir / nout, q * nout + ir % nout)]
-        } else {
-            base[(ir / nout, ir % nout)]
-        }
-    });
-    let sign = side.sign();
-    let wt = Mat::<T>::from_fn(rank + 1, lr.cols.len(), |q, j| {
-        if q < rank {
-            T::from_f64(sign * lr.w[(q, j)])
-        } else {
-            T::from_f64(1.0)
-        }
-    });
-    let mut j0 = 0;
-    while j0 < lr.cols.len() {
-        let mut j1 = j0 + 1;
-        while j1 < lr.cols.len() && lr.cols[j1] == lr.cols[j1 - 1] + 1 {
-            j1 += 1;
-        }
-        let t0 = lr.cols[j0];
-        let dst = MatMut::from_column_major_slice_mut(
-            &mut out[t0 * block..(t0 + j1 - j0) * block],
-            block,
-            j1 - j0,
-        );
-        matmul(
-            dst,
-            Accum::Replace,
-            bh.as_ref(),
-            wt.as_ref().subcols(j0, j1 - j0),
-            T::from_f64(1.0),
-            par,
-        );
         j0 = j1;
     }
 }
@@ -874,7 +1000,9 @@ fn direct_outputs<T: Real>(
 /// `(T, rows, R)` with `rows` those of `then` if given, else of `basis`. With `compress`
 /// (the time indices that may be compressed: finite and nonzero), the time axis is
 /// compressed when that pays (docs/numerics.md §16); every other time, and every time
-/// without `compress`, takes the direct path.
+/// without `compress`, takes the direct path. Without `then`, a `kept` basis made for `z`
+/// is reused (and grown) when it represents the table; a new basis is returned to be kept
+/// with `keep_new` (docs/numerics.md §16, "Reuse").
 #[allow(clippy::too_many_arguments)]
 fn reconstruct<T: Real>(
     side: Side,
@@ -885,8 +1013,10 @@ fn reconstruct<T: Real>(
     out: &mut [T],
     then: Option<MatRef<'_, T>>,
     compress_cols: Option<Vec<usize>>,
+    kept: Option<&TimeBasis<T>>,
+    keep_new: bool,
     par: Par,
-) -> Result<()> {
+) -> Result<Option<TimeBasis<T>>> {
     let (k, r, nt) = (basis.ncols(), z.ncols(), factor.ncols());
     let rows = then.map_or(basis.nrows(), |m| m.nrows());
     if z.nrows() != k || factor.nrows() != k {
@@ -924,13 +1054,26 @@ fn reconstruct<T: Real>(
         });
     }
     if out.is_empty() {
-        return Ok(());
+        return Ok(None);
     }
     // only worth the weights and the sketch with enough times (compress checks it again)
     let eligible = |cols: &Vec<usize>| {
         cols.len() >= COMPRESSION_MIN_TIMES && max_useful_rank(k, cols.len()) > 0
     };
-    let lr = compress_cols.filter(eligible).and_then(|cols| {
+    let Some(cols) = compress_cols.filter(eligible) else {
+        let idx: Vec<usize> = (0..nt).collect();
+        direct_outputs(side, basis, z, factor, base, out, then, &idx, par);
+        return Ok(None);
+    };
+    let tol = COMPRESSION_TOL_EPS * T::EPS;
+    // a kept basis (same z, no `then`): its products are reused, grown when needed
+    let reused = match (kept, then) {
+        (Some(kb), None) => reuse_basis(kb, basis, z, factor, &cols, tol, par),
+        _ => None,
+    };
+    let (w, keep, own) = if let Some((grown, w)) = reused {
+        (w, grown, None)
+    } else {
         // w_j = c_j·max_rr |z_j,rr|, c_j the norm of mode j's output column (docs/numerics.md
         // §16): the weight that makes the table's error the outputs' error; the train basis
         // V has orthonormal columns (c = 1)
@@ -945,23 +1088,38 @@ fn reconstruct<T: Real>(
                     .fold(0.0, f64::max)
             })
             .collect();
-        let tol = COMPRESSION_TOL_EPS * T::EPS;
-        compress(factor, cols, &weight, tol, par).map(|lr| (lr, weight))
-    });
-    if let Some((lr, weight)) = lr {
-        LAST_RANK[side.index()].store(lr.u.ncols() as i64, Ordering::SeqCst);
-        compressed_outputs(side, basis, z, &weight, &lr, base, out, then, par);
-        let mut done = vec![false; nt];
-        for &t in &lr.cols {
-            done[t] = true;
+        let Some(lr) = compress(factor, &cols, &weight, tol, par) else {
+            let idx: Vec<usize> = (0..nt).collect();
+            direct_outputs(side, basis, z, factor, base, out, then, &idx, par);
+            return Ok(None);
+        };
+        let bh = basis_products(basis, z, &weight, lr.u.as_ref(), then, par);
+        if keep_new && then.is_none() {
+            let kb = TimeBasis {
+                z: z.to_owned(),
+                weight,
+                u: lr.u,
+                bh,
+            };
+            (lr.w, Some(kb), None)
+        } else {
+            (lr.w, None, Some(bh))
         }
-        let idx: Vec<usize> = (0..nt).filter(|&t| !done[t]).collect();
-        direct_outputs(side, basis, z, factor, base, out, then, &idx, par);
-    } else {
-        let idx: Vec<usize> = (0..nt).collect();
-        direct_outputs(side, basis, z, factor, base, out, then, &idx, par);
+    };
+    let bh_ref = match (own.as_ref(), keep.as_ref(), kept) {
+        (Some(bh), _, _) => bh.as_ref(),
+        (None, Some(kb), _) | (None, None, Some(kb)) => kb.bh.as_ref(),
+        (None, None, None) => unreachable!("a reused basis is a kept one"),
+    };
+    LAST_RANK[side.index()].store(bh_ref.ncols() as i64, Ordering::SeqCst);
+    combine(side, bh_ref, &w, &cols, base, out, par);
+    let mut done = vec![false; nt];
+    for &t in &cols {
+        done[t] = true;
     }
-    Ok(())
+    let idx: Vec<usize> = (0..nt).filter(|&t| !done[t]).collect();
+    direct_outputs(side, basis, z, factor, base, out, then, &idx, par);
+    Ok(keep)
 }
 
 /// Train outputs at every time: `out[t] = f₀ + V_R (em1(:, t) ⊙ z)`, `out` of length
@@ -987,7 +1145,51 @@ pub(crate) fn train_outputs_with<T: Real>(
     compress: Option<Vec<usize>>,
     par: Par,
 ) -> Result<()> {
-    reconstruct(Side::Train, v, z, em1, f0, out, None, compress, par)
+    reconstruct(
+        Side::Train,
+        v,
+        z,
+        em1,
+        f0,
+        out,
+        None,
+        compress,
+        None,
+        false,
+        par,
+    )
+    .map(|_| ())
+}
+
+/// [`train_outputs_with`] with a kept time basis on `V` (docs/numerics.md §16, "Reuse"):
+/// `kept` is used when it was made for `z` and represents this call's table (grown when
+/// that pays); returns the basis to keep from now on (new or grown), if any (a new one only
+/// with `keep_new`).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn train_outputs_kept<T: Real>(
+    v: MatRef<'_, T>,
+    z: MatRef<'_, T>,
+    em1: MatRef<'_, f64>,
+    f0: MatRef<'_, T>,
+    out: &mut [T],
+    compress: Option<Vec<usize>>,
+    kept: Option<&TimeBasis<T>>,
+    keep_new: bool,
+    par: Par,
+) -> Result<Option<TimeBasis<T>>> {
+    reconstruct(
+        Side::Train,
+        v,
+        z,
+        em1,
+        f0,
+        out,
+        None,
+        compress,
+        kept,
+        keep_new,
+        par,
+    )
 }
 
 /// Test outputs from a cached `K_te V_R` (`M × k`): `out[t] = g₀ − KV (phi(:, t) ⊙ z)`.
@@ -1012,7 +1214,49 @@ pub(crate) fn test_outputs_cached_with<T: Real>(
     compress: Option<Vec<usize>>,
     par: Par,
 ) -> Result<()> {
-    reconstruct(Side::Test, kv, z, phi, g0, out, None, compress, par)
+    reconstruct(
+        Side::Test,
+        kv,
+        z,
+        phi,
+        g0,
+        out,
+        None,
+        compress,
+        None,
+        false,
+        par,
+    )
+    .map(|_| ())
+}
+
+/// [`test_outputs_cached_with`] with a kept time basis on `K_te V` (as
+/// [`train_outputs_kept`]).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn test_outputs_cached_kept<T: Real>(
+    kv: MatRef<'_, T>,
+    z: MatRef<'_, T>,
+    phi: MatRef<'_, f64>,
+    g0: MatRef<'_, T>,
+    out: &mut [T],
+    compress: Option<Vec<usize>>,
+    kept: Option<&TimeBasis<T>>,
+    keep_new: bool,
+    par: Par,
+) -> Result<Option<TimeBasis<T>>> {
+    reconstruct(
+        Side::Test,
+        kv,
+        z,
+        phi,
+        g0,
+        out,
+        None,
+        compress,
+        kept,
+        keep_new,
+        par,
+    )
 }
 
 /// Test outputs without a cache: `out[t] = g₀ − K_te·(V_R (phi(:, t) ⊙ z))`.
@@ -1074,7 +1318,20 @@ pub(crate) fn test_outputs_with<T: Real>(
         });
     }
     // y = V_R (phi ⊙ z) for a chunk of times at once, then K_te · y in one product.
-    reconstruct(Side::Test, v, z, phi, g0, out, Some(kte), compress, par)
+    reconstruct(
+        Side::Test,
+        v,
+        z,
+        phi,
+        g0,
+        out,
+        Some(kte),
+        compress,
+        None,
+        false,
+        par,
+    )
+    .map(|_| ())
 }
 
 /// Validates retained eigenvalues (used by the bindings before any reconstruction).
@@ -1130,6 +1387,9 @@ pub fn loss_sums(
         rest[j] = rest[j + 1] + zz[j];
     }
     let one = |t: f64| -> f64 {
+        if let (Dynamics::Flow { scale }, true) = (dynamics, t > 0.0 && t.is_finite()) {
+            return flow_loss_sum(mu, zz, &rest, scale * t, monotone);
+        }
         let mut acc = 0.0;
         for (j, (&m, &c)) in mu.iter().zip(zz).enumerate() {
             let e = dynamics.decay(m, t);
@@ -1151,6 +1411,38 @@ pub fn loss_sums(
         Par::Rayon(_) => out.par_iter_mut().zip(times).for_each(work),
     }
     Ok(out)
+}
+
+/// Modes per block of [`flow_loss_sum`]: the exponentials of a block are one vectorized
+/// pass, and the stopping test runs once per block.
+const LOSS_BLOCK: usize = 64;
+
+/// `Σ_j zz_j·exp(−2μ_j s)` under gradient flow at scaled time `s` (finite, > 0): the
+/// exponentials block by block through [`crate::simd::exp_slice`] (`e_j² = exp(−2μ_j s)`
+/// directly), summed in four interleaved partial sums (a fixed order: the same bits for
+/// every thread count); with `monotone` (ascending `μ`) it stops after the first block whose
+/// last term bounds the rest below `2^-60` of the sum (`rest[j]` = `Σ_{i≥j} zz_i`).
+fn flow_loss_sum(mu: &[f64], zz: &[f64], rest: &[f64], s: f64, monotone: bool) -> f64 {
+    let mut x = [0.0; LOSS_BLOCK];
+    let mut e2 = [0.0; LOSS_BLOCK];
+    let mut acc = [0.0; 4];
+    let mut j0 = 0;
+    while j0 < mu.len() {
+        let b = LOSS_BLOCK.min(mu.len() - j0);
+        for (xi, &m) in x[..b].iter_mut().zip(&mu[j0..j0 + b]) {
+            *xi = -2.0 * (m * s);
+        }
+        crate::simd::exp_slice(&x[..b], &mut e2[..b]);
+        for (i, (&e, &c)) in e2[..b].iter().zip(&zz[j0..j0 + b]).enumerate() {
+            acc[i % 4] += c * e;
+        }
+        j0 += b;
+        let total = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+        if monotone && e2[b - 1] * rest[j0] <= total * LOSS_TAIL {
+            break;
+        }
+    }
+    (acc[0] + acc[1]) + (acc[2] + acc[3])
 }
 
 #[cfg(test)]
@@ -1402,7 +1694,7 @@ mod tests {
                 assert_eq!(cols.len(), nt - 2);
                 let tol = COMPRESSION_TOL_EPS * f64::EPSILON;
                 for fac in [&em1, &phi] {
-                    let lr = compress(fac.as_ref(), cols.clone(), &weight, tol, Par::Seq)
+                    let lr = compress(fac.as_ref(), &cols, &weight, tol, Par::Seq)
                         .expect("log-spaced times compress");
                     let rank = lr.u.ncols();
                     assert!(rank > 3 && rank < (nt - 2) / 4, "rank {rank}");
@@ -1505,12 +1797,33 @@ mod tests {
         .unwrap();
         let w = vec![1.0; 200];
         let tol = COMPRESSION_TOL_EPS * f64::EPSILON;
-        assert!(compress(em1.as_ref(), (0..40).collect(), &w, tol, Par::Seq).is_none());
+        assert!(compress(
+            em1.as_ref(),
+            &(0..40).collect::<Vec<_>>(),
+            &w,
+            tol,
+            Par::Seq
+        )
+        .is_none());
         // too few times: never tried
-        assert!(compress(em1.as_ref(), (0..15).collect(), &w, tol, Par::Seq).is_none());
+        assert!(compress(
+            em1.as_ref(),
+            &(0..15).collect::<Vec<_>>(),
+            &w,
+            tol,
+            Par::Seq
+        )
+        .is_none());
         // a zero table has rank 0
         let zero = Mat::<f64>::zeros(200, 40);
-        let lr = compress(zero.as_ref(), (0..40).collect(), &w, tol, Par::Seq).unwrap();
+        let lr = compress(
+            zero.as_ref(),
+            &(0..40).collect::<Vec<_>>(),
+            &w,
+            tol,
+            Par::Seq,
+        )
+        .unwrap();
         assert_eq!(lr.u.ncols(), 0);
     }
 
@@ -1562,7 +1875,14 @@ mod tests {
         mode_factors(&dynm, &mu, &ts, em1.as_mut(), phi.as_mut()).unwrap();
         let w = vec![1.0; 200];
         let tol = COMPRESSION_TOL_EPS * f64::EPSILON;
-        let lr = compress(em1.as_ref(), (0..500).collect(), &w, tol, Par::Seq).unwrap();
+        let lr = compress(
+            em1.as_ref(),
+            &(0..500).collect::<Vec<_>>(),
+            &w,
+            tol,
+            Par::Seq,
+        )
+        .unwrap();
         assert!((40..=50).contains(&lr.u.ncols()), "{}", lr.u.ncols());
     }
 

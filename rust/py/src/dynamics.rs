@@ -7,11 +7,14 @@
 
 use crate::convert::{mat_mut, mat_ref, slice, to_numpy};
 use crate::errors::{internal, CoreResult};
+use faer::{Mat, MatRef};
 use numpy::{PyArray1, PyArray2, PyArray3, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2};
 use pyo3::prelude::*;
-use tangentflow_core::closed_form::{self, TestSide};
-use tangentflow_core::dynamics::{self, Dynamics};
+use std::sync::{Arc, Mutex, PoisonError};
+use tangentflow_core::closed_form::{self, Kept, TestSide};
+use tangentflow_core::dynamics::{self, Dynamics, TimeBasis};
 use tangentflow_core::threads;
+use tangentflow_core::Real;
 
 /// How each eigenmode evolves (`tangentflow._core.Dynamics`): built by `flow`, `gd` or
 /// `momentum` and passed to `mode_factors` / `closed_form_*` as it is.
@@ -114,6 +117,128 @@ pub fn _time_compression() -> bool {
 #[pyfunction]
 pub fn _compression_ranks() -> (i64, i64) {
     dynamics::last_compression_ranks()
+}
+
+/// What a [`PyTimeBasisCache`] holds: nothing, or one kept time basis of either precision.
+enum Slot {
+    Empty,
+    F32(Arc<TimeBasis<f32>>),
+    F64(Arc<TimeBasis<f64>>),
+}
+
+/// The last projection on the cache's `V`: `(r, z = V_Rᵀ r)`, either precision.
+enum ZSlot {
+    Empty,
+    F32(Arc<(Mat<f32>, Mat<f32>)>),
+    F64(Arc<(Mat<f64>, Mat<f64>)>),
+}
+
+/// The precision's variant of a [`Slot`] / [`ZSlot`].
+trait Slotted: Sized {
+    fn get(slot: &Slot) -> Option<Arc<TimeBasis<Self>>>;
+    fn wrap(tb: TimeBasis<Self>) -> Slot;
+    fn get_z(slot: &ZSlot) -> Option<Arc<(Mat<Self>, Mat<Self>)>>;
+    fn wrap_z(rz: (Mat<Self>, Mat<Self>)) -> ZSlot;
+}
+
+impl Slotted for f32 {
+    fn get(slot: &Slot) -> Option<Arc<TimeBasis<f32>>> {
+        match slot {
+            Slot::F32(tb) => Some(Arc::clone(tb)),
+            _ => None,
+        }
+    }
+    fn wrap(tb: TimeBasis<f32>) -> Slot {
+        Slot::F32(Arc::new(tb))
+    }
+    fn get_z(slot: &ZSlot) -> Option<Arc<(Mat<f32>, Mat<f32>)>> {
+        match slot {
+            ZSlot::F32(rz) => Some(Arc::clone(rz)),
+            _ => None,
+        }
+    }
+    fn wrap_z(rz: (Mat<f32>, Mat<f32>)) -> ZSlot {
+        ZSlot::F32(Arc::new(rz))
+    }
+}
+
+impl Slotted for f64 {
+    fn get(slot: &Slot) -> Option<Arc<TimeBasis<f64>>> {
+        match slot {
+            Slot::F64(tb) => Some(Arc::clone(tb)),
+            _ => None,
+        }
+    }
+    fn wrap(tb: TimeBasis<f64>) -> Slot {
+        Slot::F64(Arc::new(tb))
+    }
+    fn get_z(slot: &ZSlot) -> Option<Arc<(Mat<f64>, Mat<f64>)>> {
+        match slot {
+            ZSlot::F64(rz) => Some(Arc::clone(rz)),
+            _ => None,
+        }
+    }
+    fn wrap_z(rz: (Mat<f64>, Mat<f64>)) -> ZSlot {
+        ZSlot::F64(Arc::new(rz))
+    }
+}
+
+/// A time basis kept across `closed_form_*` calls on one output basis (`V` of a
+/// factorization, or the `K_te V` of a test set; docs/numerics.md §16, "Reuse"). The owner
+/// of that basis holds it; a call uses it only for the same coefficients `z` (compared
+/// bitwise), so a stale basis costs a check, never a wrong result. Calls may run
+/// concurrently: each works on a snapshot and the last grown or new basis is kept. The
+/// cache on `V` also keeps the last projection `z = V_Rᵀ r` with its `r` (a call with the
+/// same `r`, compared bitwise, and the same number of retained modes skips the product).
+#[pyclass(frozen, name = "TimeBasisCache", module = "tangentflow._core")]
+pub struct PyTimeBasisCache(Mutex<Slot>, Mutex<ZSlot>);
+
+impl PyTimeBasisCache {
+    fn snapshot<T: Slotted>(&self) -> Option<Arc<TimeBasis<T>>> {
+        T::get(&self.0.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+    fn store<T: Slotted>(&self, tb: TimeBasis<T>) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = T::wrap(tb);
+    }
+    /// The kept `z` for this `r` (bitwise) and `k` retained modes.
+    fn projection<T: Slotted + Real>(
+        &self,
+        r: MatRef<'_, T>,
+        k: usize,
+    ) -> Option<Arc<(Mat<T>, Mat<T>)>> {
+        let rz = T::get_z(&self.1.lock().unwrap_or_else(PoisonError::into_inner))?;
+        let same = rz.0.shape() == r.shape()
+            && rz.1.nrows() == k
+            && (0..r.ncols()).all(|c| (0..r.nrows()).all(|i| rz.0[(i, c)] == r[(i, c)]));
+        same.then_some(rz)
+    }
+    fn store_projection<T: Slotted + Real>(&self, r: MatRef<'_, T>, z: MatRef<'_, T>) {
+        *self.1.lock().unwrap_or_else(PoisonError::into_inner) =
+            T::wrap_z((r.to_owned(), z.to_owned()));
+    }
+}
+
+#[pymethods]
+impl PyTimeBasisCache {
+    #[new]
+    fn new() -> Self {
+        PyTimeBasisCache(Mutex::new(Slot::Empty), Mutex::new(ZSlot::Empty))
+    }
+
+    /// The rank of the kept basis (`-1`: none). For tests.
+    fn rank(&self) -> i64 {
+        match &*self.0.lock().unwrap_or_else(PoisonError::into_inner) {
+            Slot::Empty => -1,
+            Slot::F32(tb) => tb.rank() as i64,
+            Slot::F64(tb) => tb.rank() as i64,
+        }
+    }
+
+    /// Drops the kept basis and projection.
+    fn clear(&self) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Slot::Empty;
+        *self.1.lock().unwrap_or_else(PoisonError::into_inner) = ZSlot::Empty;
+    }
 }
 
 /// A zeroed C-ordered `(T, rows, R)` output.
@@ -219,9 +344,10 @@ macro_rules! recon_fns {
 
         /// The whole MSE closed form in one call: `(z, train, test)` with `z = Vᵀ r`,
         /// `train` `(T, N, R)` when `f0` is given, `test` `(T, M, R)` when `test` (the
-        /// test–train kernel, or `K_te V` with `cached`) and `g0` are given.
+        /// test–train kernel, or `K_te V` with `cached`) and `g0` are given. `train_cache`
+        /// (on `V`) and `test_cache` (on a cached `K_te V`) keep time bases across calls.
         #[pyfunction]
-        #[pyo3(signature = (dynamics, mu, times, v, r, f0, test, g0, cached))]
+        #[pyo3(signature = (dynamics, mu, times, v, r, f0, test, g0, cached, train_cache=None, test_cache=None))]
         #[allow(clippy::type_complexity)]
         pub fn $closed<'py>(
             py: Python<'py>,
@@ -234,6 +360,8 @@ macro_rules! recon_fns {
             test: Option<PyReadonlyArray2<'py, $t>>,
             g0: Option<PyReadonlyArray2<'py, $t>>,
             cached: bool,
+            train_cache: Option<PyRef<'py, PyTimeBasisCache>>,
+            test_cache: Option<PyRef<'py, PyTimeBasisCache>>,
         ) -> CoreResult<(
             Bound<'py, PyArray2<$t>>,
             Option<Bound<'py, PyArray3<$t>>>,
@@ -274,11 +402,38 @@ macro_rules! recon_fns {
                         TestSide::Kernel { kte: k, g0, out }
                     }
                 });
-                py.detach(|| {
+                let kept_train = train_cache.as_ref().and_then(|c| c.snapshot::<$t>());
+                let kept_test = if cached {
+                    test_cache.as_ref().and_then(|c| c.snapshot::<$t>())
+                } else {
+                    None
+                };
+                let kept_z = train_cache
+                    .as_ref()
+                    .and_then(|c| c.projection::<$t>(rr, vr.ncols()));
+                let kept = Kept {
+                    train: kept_train.as_deref(),
+                    test: kept_test.as_deref(),
+                    keep: true,
+                    z: kept_z.as_ref().map(|rz| rz.1.as_ref()),
+                };
+                let (z, new_train, new_test) = py.detach(|| {
                     threads::install(|par| {
-                        closed_form::closed_form(&dynm, mu, ts, vr, rr, train, side, par)
+                        closed_form::closed_form(&dynm, mu, ts, vr, rr, train, side, kept, par)
                     })
-                })?
+                })?;
+                if let Some(c) = train_cache.as_ref() {
+                    if kept_z.is_none() {
+                        c.store_projection(rr, z.as_ref());
+                    }
+                    if let Some(tb) = new_train {
+                        c.store(tb);
+                    }
+                }
+                if let (Some(c), Some(tb), true) = (test_cache.as_ref(), new_test, cached) {
+                    c.store(tb);
+                }
+                z
             };
             Ok((to_numpy(py, z.as_ref()), train_out, test_out))
         }
