@@ -222,10 +222,9 @@ pub fn symmetrize_lower_scaled<S: Real, T: Real>(
     }
     // Row sums of |A| accumulate per column block, then add up.
     let (rs, cs) = (k.row_stride(), k.col_stride());
-    let p = k.as_ptr() as usize; // shared by the parallel column blocks (read only)
     let fill = |(b, mut cols): (usize, MatMut<'_, T>)| -> Vec<f64> {
         let j0 = b * TILE;
-        let p = p as *const S;
+        let p = k.as_ptr();
         let mut rowsum = vec![0.0f64; n];
         for i0 in (j0..n).step_by(TILE) {
             let i1 = (i0 + TILE).min(n);
