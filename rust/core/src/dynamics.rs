@@ -284,6 +284,9 @@ static COMPRESSION: AtomicBool = AtomicBool::new(true);
 /// Rank used by the last compressed-capable reconstruction of each side (train, test);
 /// `-1`: the direct path. An introspection hook for tests, never read by the numerics.
 static LAST_RANK: [AtomicI64; 2] = [AtomicI64::new(-1), AtomicI64::new(-1)];
+/// How the last reconstruction of each side used a kept time basis: `0` it did not (direct
+/// path or a new compression), `1` reused as it was, `2` grown. For tests, as `LAST_RANK`.
+static LAST_REUSE: [AtomicI64; 2] = [AtomicI64::new(0), AtomicI64::new(0)];
 
 /// Fewest compressible times (finite, nonzero) for which compression is tried.
 pub const COMPRESSION_MIN_TIMES: usize = 16;
@@ -317,10 +320,23 @@ pub fn last_compression_ranks() -> (i64, i64) {
     )
 }
 
+/// How the last closed form used kept time bases (train, test): `0` not, `1` as they
+/// were, `2` grown (docs/numerics.md §16, "Reuse"). For tests; not synchronized.
+#[must_use]
+pub fn last_basis_reuse() -> (i64, i64) {
+    (
+        LAST_REUSE[0].load(Ordering::SeqCst),
+        LAST_REUSE[1].load(Ordering::SeqCst),
+    )
+}
+
 /// Resets the recorded ranks (called at the start of a closed form).
 pub(crate) fn reset_compression_ranks() {
     for r in &LAST_RANK {
         r.store(-1, Ordering::SeqCst);
+    }
+    for r in &LAST_REUSE {
+        r.store(0, Ordering::SeqCst);
     }
 }
 
@@ -1072,6 +1088,7 @@ fn reconstruct<T: Real>(
         _ => None,
     };
     let (w, keep, own) = if let Some((grown, w)) = reused {
+        LAST_REUSE[side.index()].store(if grown.is_some() { 2 } else { 1 }, Ordering::SeqCst);
         (w, grown, None)
     } else {
         // w_j = c_j·max_rr |z_j,rr|, c_j the norm of mode j's output column (docs/numerics.md

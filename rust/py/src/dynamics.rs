@@ -241,6 +241,13 @@ impl PyTimeBasisCache {
     }
 }
 
+/// How the last `closed_form_*` call used kept time bases `(train, test)`: `0` not, `1` as
+/// they were, `2` grown (docs/numerics.md §16, "Reuse"). An introspection hook for tests.
+#[pyfunction]
+pub fn _basis_reuse() -> (i64, i64) {
+    dynamics::last_basis_reuse()
+}
+
 /// A zeroed C-ordered `(T, rows, R)` output.
 fn outputs<'py, T: numpy::Element>(
     py: Python<'py>,

@@ -35,10 +35,11 @@ mod _core {
     };
     #[pymodule_export]
     use crate::dynamics::{
-        _compression_ranks, _set_time_compression, _time_compression, closed_form_f32,
-        closed_form_f64, loss_sums, mode_factors, project_f32, project_f64, test_basis_f32,
-        test_basis_f64, test_outputs_cached_f32, test_outputs_cached_f64, test_outputs_f32,
-        test_outputs_f64, train_outputs_f32, train_outputs_f64, PyDynamics, PyTimeBasisCache,
+        _basis_reuse, _compression_ranks, _set_time_compression, _time_compression,
+        closed_form_f32, closed_form_f64, loss_sums, mode_factors, project_f32, project_f64,
+        test_basis_f32, test_basis_f64, test_outputs_cached_f32, test_outputs_cached_f64,
+        test_outputs_f32, test_outputs_f64, train_outputs_f32, train_outputs_f64, PyDynamics,
+        PyTimeBasisCache,
     };
     #[pymodule_export]
     use crate::kernels::{fc_diagonal_f64, fc_matmat_f64, fully_connected_f64};
