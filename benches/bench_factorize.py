@@ -10,10 +10,12 @@ Per N (the kernel of ``tangentflow bench``), in paired rounds (docs/cli.md):
 - ``Predictor(K, y).factorize()`` end to end;
 - the core's stages, timed inside one factorization (the private binding
   ``_core._eigh_timings_f64``): the scaling pass, the fused scale + symmetrize copy,
-  faer's tridiagonalization, the tridiagonal divide and conquer, the back-transformation,
+  the core's blocked tridiagonalization (faer's unblocked one for float32 or CPUs without
+  AVX2+FMA), faer's tridiagonal divide and conquer, faer's back-transformation,
   and the rest (allocation, conversion);
-- the same with the composition used before (``staged=False``: the symmetrized copy handed
-  to faer's ``self_adjoint_evd``, which copies it again);
+- faer's own ``self_adjoint_evd`` (``staged=False``: the symmetrized copy handed to it; it
+  copies it again and reduces it with its unblocked tridiagonalization), the composition
+  the library used before;
 - thread contention: ``factorize()`` right after a NumPy ``eigh`` (OpenBLAS's threads may
   still spin) against the same after a 0.5 s pause, and with NumPy's BLAS limited to one
   thread (threadpoolctl, when installed);
@@ -180,8 +182,9 @@ def _one_size(
     return res
 
 
-#: faer parameter sets compared by --tune: (block size, recursion threshold, par threshold),
-#: 0 = faer's choice
+#: parameter sets compared by --tune: (block size of the back-transformation, recursion
+#: threshold of the divide and conquer, parallel threshold and panel width of the
+#: tridiagonalization), 0 = the default
 TUNINGS = {
     "default": (0, 0, 0, 0),
     "block 64": (64, 0, 0, 0),
@@ -263,7 +266,7 @@ def _report(result: dict[str, Any]) -> str:
             f"BLAS limited to 1 thread {'-' if one is None else f'{one:.3f} s'}"
         )
     for r in result.get("tune", []):
-        lines += ["", f"N = {r['n']}: faer parameters, time / faer's default (paired rounds)"]
+        lines += ["", f"N = {r['n']}: stage parameters, time / the default (paired rounds)"]
         for name, st in r["vs_default"].items():
             stg = r["stages_s"][name]
             lines.append(
@@ -281,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--min-time", type=float, default=0.2, help=argparse.SUPPRESS)
     parser.add_argument("--no-memory", action="store_true")
     parser.add_argument("--json", metavar="FILE")
-    parser.add_argument("--tune", action="store_true", help="only compare faer's parameters")
+    parser.add_argument("--tune", action="store_true", help="only compare the stages' parameters")
     parser.add_argument(
         "--lapack", action="store_true", help="also time LAPACK's stages through SciPy"
     )
