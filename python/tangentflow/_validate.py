@@ -54,7 +54,13 @@ def host_float_array(a: Any, name: str) -> Any:
 
 
 def check_finite(a: Any, name: str, xp: Any) -> None:
-    if a.size and not bool(xp.all(xp.isfinite(a))):
+    # A NaN or infinite entry makes the sum NaN or infinite; a finite sum proves every
+    # entry finite without the boolean temporary (an overflowing sum checks entrywise).
+    if not a.size:
+        return
+    with np.errstate(over="ignore", invalid="ignore"):
+        total = float(xp.sum(a))
+    if not math.isfinite(total) and not bool(xp.all(xp.isfinite(a))):
         raise ValueError(f"{name} contains NaN or infinity")
 
 

@@ -42,7 +42,7 @@ _EIGH: dict[tuple[_Prec, _Prec], Callable[[_Arr, float], tuple[_F64, _Arr, int]]
 }
 _CHOLESKY: dict[
     tuple[_Prec, _Prec],
-    Callable[[_Arr, float, _Arr], tuple[_Arr, float, float, float, int] | None],
+    Callable[[_Arr, float, _Arr, float | None], tuple[_Arr, float, float, float, int] | None],
 ] = {
     ("f64", "f64"): _core.cholesky_solve_f64_f64,
     ("f32", "f64"): _core.cholesky_solve_f32_f64,
