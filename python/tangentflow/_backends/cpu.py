@@ -50,7 +50,7 @@ _CHOLESKY: dict[
     ("f64", "f32"): _core.cholesky_solve_f64_f32,
 }
 # keyed by the compute dtype
-_PROJECT: dict[_Prec, Callable[[_Arr, _Arr], _Arr]] = {
+_PROJECT: dict[_Prec, Callable[[_Arr, _Arr, _core.TimeBasisCache | None], _Arr]] = {
     "f32": _core.project_f32,
     "f64": _core.project_f64,
 }
@@ -155,8 +155,8 @@ class CpuBackend:
             _dynamics(kind, params), _c(mu, np.float64), _c(times, np.float64)
         )
 
-    def project(self, v: Any, r: Any) -> Any:
-        return _PROJECT[_p(v.dtype)](v, _c(r, v.dtype))
+    def project(self, v: Any, r: Any, cache: Any = None) -> Any:
+        return _PROJECT[_p(v.dtype)](v, _c(r, v.dtype), cache)
 
     def test_basis(self, kte: Any, v: Any) -> Any:
         return _TEST_BASIS[_p(v.dtype)](_c(kte, v.dtype), v)

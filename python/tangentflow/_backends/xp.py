@@ -256,7 +256,7 @@ class XpBackend:
         phi = xp.where(zero & ~inf, 0.0, phi)
         return em1, phi
 
-    def project(self, v: Any, r: Any) -> Any:
+    def project(self, v: Any, r: Any, cache: Any = None) -> Any:
         return v.T @ r
 
     def test_basis(self, kte: Any, v: Any) -> Any:

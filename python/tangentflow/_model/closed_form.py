@@ -199,7 +199,7 @@ def train_loss(m: KernelModel, ts: Any, layout: Layout, yf: Any, f0: Any) -> tup
     ey = array_exponent(xp, yf, f0)
     yf, f0 = ldexp(yf, -ey, xp), ldexp(f0, -ey, xp)
     r0 = (f0 - yf).astype(xp.float64)
-    z = be.project(v[:, spec.first :], f0 - yf).astype(xp.float64)
+    z = be.project(v[:, spec.first :], f0 - yf, m.fact.time_basis()).astype(xp.float64)
     zz = xp.sum(z * z, axis=1)
     rest = max(float(xp.sum(r0 * r0)) - float(xp.sum(zz)), 0.0) if spec.first else 0.0
     kind, params = m.dynamics(layout.size)

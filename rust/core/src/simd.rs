@@ -39,53 +39,84 @@ const LN2_LO: f64 = f64::from_bits(0x3dea_39ef_3579_3c76);
 const ROUND_MAGIC: f64 = 6_755_399_441_055_744.0;
 /// Below this argument `exp` is subnormal or zero: [`exp_slice`] hands such entries to `libm`.
 const EXP_MIN_NORMAL_ARG: f64 = -708.0;
-/// Above this argument the scaling `2^n` of [`exp_core`] would overflow.
+/// Below this argument `exp` rounds to `+0` (`ln(2^-1075) ≈ −745.13`).
+const EXP_ZERO_ARG: f64 = -746.0;
+/// Above this argument the scaling `2^n` of [`exp_lanes`] would overflow.
 const EXP_MAX_ARG: f64 = 709.0;
 
-/// `exp(x)` for `x` in `[-708, 709]` by Cody–Waite reduction `x = n·ln2 + r`, `|r| ≤ ln2/2`,
-/// and the Taylor polynomial of degree 13 (truncation below `4e-18` relative), in plain
-/// multiplies and adds (no FMA), so the bits are the same on every x86-64 and with or without
-/// vector units; within 2 ulp of the correctly rounded value (`exp_slice_matches_libm`).
+/// `1/13!, 1/12!, …, 1/1!, 1/0!`: the Taylor polynomial of `exp` on `|r| ≤ ln2/2` (its
+/// truncation is below `4e-18` relative).
+const EXP_TAYLOR: [f64; 14] = [
+    1.0 / 6_227_020_800.0,
+    1.0 / 479_001_600.0,
+    1.0 / 39_916_800.0,
+    1.0 / 3_628_800.0,
+    1.0 / 362_880.0,
+    1.0 / 40_320.0,
+    1.0 / 5_040.0,
+    1.0 / 720.0,
+    1.0 / 120.0,
+    1.0 / 24.0,
+    1.0 / 6.0,
+    0.5,
+    1.0,
+    1.0,
+];
+
+/// Lanes evaluated in lockstep by [`exp_lanes`]: several independent vectors per Horner
+/// step, so the polynomial's dependency chain does not bound the throughput.
+const EXP_LANES: usize = 16;
+
+/// `exp(x)` for `x` in `[-708, 709]`, lane by lane, by Cody–Waite reduction
+/// `x = n·ln2 + r`, `|r| ≤ ln2/2`, and the Taylor polynomial of degree 13 in plain
+/// multiplies and adds (no FMA), so every lane's bits are the same on every x86-64, with or
+/// without vector units and whatever its position; within 2 ulp of the correctly rounded
+/// value (`exp_slice_matches_libm`).
 // always inlined: compiled with the target features of the vectorized caller
 #[allow(clippy::inline_always)]
 #[inline(always)]
-fn exp_core(x: f64) -> f64 {
-    let t = x * std::f64::consts::LOG2_E + ROUND_MAGIC;
-    let n = t - ROUND_MAGIC;
-    let r = (x - n * LN2_HI) - n * LN2_LO;
-    let mut p = 1.0 / 6_227_020_800.0; // 1/13!
-    for c in [
-        1.0 / 479_001_600.0,
-        1.0 / 39_916_800.0,
-        1.0 / 3_628_800.0,
-        1.0 / 362_880.0,
-        1.0 / 40_320.0,
-        1.0 / 5_040.0,
-        1.0 / 720.0,
-        1.0 / 120.0,
-        1.0 / 24.0,
-        1.0 / 6.0,
-        0.5,
-        1.0,
-        1.0,
-    ] {
-        p = p * r + c;
+fn exp_lanes<const L: usize>(x: &[f64; L], out: &mut [f64; L]) {
+    let mut t = [0.0; L];
+    let mut r = [0.0; L];
+    for i in 0..L {
+        let xi = x[i].clamp(EXP_MIN_NORMAL_ARG, EXP_MAX_ARG);
+        t[i] = xi * std::f64::consts::LOG2_E + ROUND_MAGIC;
+        let n = t[i] - ROUND_MAGIC;
+        r[i] = (xi - n * LN2_HI) - n * LN2_LO;
     }
-    // 2^n from the integer in t's low bits (n in [-1022, 1023] on the accepted range)
-    let ni = t.to_bits().wrapping_sub(ROUND_MAGIC.to_bits());
-    let scale = f64::from_bits(ni.wrapping_add(1023) << 52);
-    p * scale
+    let mut p = [EXP_TAYLOR[0]; L];
+    for &c in &EXP_TAYLOR[1..] {
+        for i in 0..L {
+            p[i] = p[i] * r[i] + c;
+        }
+    }
+    for i in 0..L {
+        // 2^n from the integer in t's low bits (n in [-1022, 1023] on the clamped range)
+        let ni = t[i].to_bits().wrapping_sub(ROUND_MAGIC.to_bits());
+        out[i] = p[i] * f64::from_bits(ni.wrapping_add(1023) << 52);
+    }
 }
 
 #[allow(clippy::inline_always)]
 #[inline(always)]
 fn exp_slice_body(xs: &[f64], out: &mut [f64]) {
-    for (o, &x) in out.iter_mut().zip(xs) {
-        *o = exp_core(x.clamp(EXP_MIN_NORMAL_ARG, EXP_MAX_ARG));
+    let mut xc = xs.chunks_exact(EXP_LANES);
+    let mut oc = out.chunks_exact_mut(EXP_LANES);
+    for (x, o) in (&mut xc).zip(&mut oc) {
+        let x: &[f64; EXP_LANES] = x.try_into().expect("lanes");
+        let o: &mut [f64; EXP_LANES] = o.try_into().expect("lanes");
+        exp_lanes(x, o);
+    }
+    for (x, o) in xc.remainder().iter().zip(oc.into_remainder()) {
+        let mut one = [0.0];
+        exp_lanes(&[*x], &mut one);
+        *o = one[0];
     }
     for (o, &x) in out.iter_mut().zip(xs) {
-        if !(EXP_MIN_NORMAL_ARG..=EXP_MAX_ARG).contains(&x) {
-            *o = x.exp(); // subnormal, zero, overflow or NaN: libm
+        if x < EXP_ZERO_ARG {
+            *o = 0.0; // what libm returns there (below ln of half the smallest subnormal)
+        } else if !(EXP_MIN_NORMAL_ARG..=EXP_MAX_ARG).contains(&x) {
+            *o = x.exp(); // subnormal, overflow or NaN: libm
         }
     }
 }
@@ -96,8 +127,8 @@ unsafe fn exp_slice_avx2(xs: &[f64], out: &mut [f64]) {
     exp_slice_body(xs, out);
 }
 
-/// `out[i] = exp(xs[i])` (lengths equal), vectorized where the CPU allows: [`exp_core`] on
-/// normal results (the same bits on every CPU), `libm` for the rest.
+/// `out[i] = exp(xs[i])` (lengths equal), vectorized where the CPU allows: [`exp_lanes`] on
+/// normal results (the same bits on every CPU), `+0` below `−746`, `libm` for the rest.
 pub fn exp_slice(xs: &[f64], out: &mut [f64]) {
     assert_eq!(xs.len(), out.len(), "exp_slice lengths");
     #[cfg(target_arch = "x86_64")]

@@ -260,15 +260,26 @@ fn outputs<'py, T: numpy::Element>(
 
 macro_rules! recon_fns {
     ($t:ty, $project:ident, $basis:ident, $train:ident, $test:ident, $cached:ident, $closed:ident) => {
-        /// `z = Vᵀ r`.
+        /// `z = Vᵀ r`; with `cache` (the [`PyTimeBasisCache`] on this `V`) the kept
+        /// projection of the same `r` is returned, and a new one is kept.
         #[pyfunction]
+        #[pyo3(signature = (v, r, cache=None))]
         pub fn $project<'py>(
             py: Python<'py>,
             v: PyReadonlyArray2<'py, $t>,
             r: PyReadonlyArray2<'py, $t>,
+            cache: Option<PyRef<'py, PyTimeBasisCache>>,
         ) -> CoreResult<Bound<'py, PyArray2<$t>>> {
             let (vr, rr) = (mat_ref(&v), mat_ref(&r));
+            if let Some(rz) = cache.as_ref().and_then(|c| c.projection::<$t>(rr, vr.ncols())) {
+                return Ok(to_numpy(py, rz.1.as_ref()));
+            }
             let z = py.detach(|| threads::install(|par| dynamics::project(vr, rr, par)))?;
+            if let Some(c) = cache.as_ref() {
+                if z.nrows() == vr.ncols() {
+                    c.store_projection(rr, z.as_ref());
+                }
+            }
             Ok(to_numpy(py, z.as_ref()))
         }
 
