@@ -30,6 +30,7 @@ pub const PAR_THRESHOLD: usize = 192 * 256;
 /// Whether this CPU has the vector kernel of the blocked reduction for `T` (f64 with
 /// AVX2+FMA or AVX-512). Elsewhere (f32, other CPUs) faer's unblocked reduction, whose
 /// fused kernel is vectorized for every type, is the faster choice.
+#[must_use]
 pub fn accelerated<T: 'static>() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
@@ -173,7 +174,7 @@ pub fn tridiagonalize_lower<T: Real>(
             let mut wi = w.as_mut().col_mut(i).subrows_mut(j + 1, m);
             let mut dot = zero;
             for r in 0..m {
-                wi[r] = wi[r] * tau_inv;
+                wi[r] *= tau_inv;
                 dot = wi[r] * v[r] + dot;
             }
             let alpha = -(T::from_f64(0.5) * tau_inv * dot);
@@ -279,7 +280,7 @@ impl<T: Real> Symv<T> {
         for p in 1..parts {
             let c0 = cut(p);
             for (dst, src) in w[c0..].iter_mut().zip(&acc[p * m + c0..(p + 1) * m]) {
-                *dst = *dst + *src;
+                *dst += *src;
             }
         }
     }
@@ -332,7 +333,11 @@ fn symv_cols<T: Real>(a: MatRef<'_, T>, v: &[T], out: &mut [T], c0: usize, c1: u
 mod x86 {
     use super::column;
     use faer::MatRef;
-    use std::arch::x86_64::*;
+    use std::arch::x86_64::{
+        __m256d, __m512d, _mm256_fmadd_pd, _mm256_loadu_pd, _mm256_set1_pd, _mm256_setzero_pd,
+        _mm256_storeu_pd, _mm512_fmadd_pd, _mm512_loadu_pd, _mm512_set1_pd, _mm512_setzero_pd,
+        _mm512_storeu_pd,
+    };
 
     macro_rules! kernel {
         ($name:ident, $feat:literal, $vec:ty, $w:literal, $set1:ident, $zero:ident, $load:ident, $store:ident, $fma:ident) => {
@@ -458,8 +463,8 @@ mod x86 {
     );
 }
 
-#[inline(always)]
-fn column<'a, T: Real>(a: MatRef<'a, T>, c: usize) -> &'a [T] {
+#[inline]
+fn column<T: Real>(a: MatRef<'_, T>, c: usize) -> &[T] {
     a.col(c)
         .try_as_col_major()
         .expect("column-major")
@@ -478,7 +483,7 @@ fn symv_body<T: Real>(a: MatRef<'_, T>, v: &[T], out: &mut [T], c0: usize, c1: u
             out[r] = col[r] * vc + out[r];
             s = col[r] * v[r] + s;
         }
-        out[c] = out[c] + s;
+        out[c] += s;
     }
 }
 
