@@ -42,11 +42,15 @@ def outputs(
     train, tst = _scaled(m, ts, layout, yf, f0, test, g0, want_train)
     if ey:
         # in place: the outputs are fresh arrays of this call (exact scaling, no copy of
-        # a (T, D, R) array)
-        with np.errstate(over="ignore"):
+        # a (T, D, R) array); a product with 2^ey rounds as ldexp does (both are correctly
+        # rounded) and is vectorized
+        with np.errstate(over="ignore", under="ignore"):
             for a in (train, tst):
                 if a is not None:
-                    xp.ldexp(a, int(ey), out=a)
+                    if -1022 <= ey <= 1023:
+                        xp.multiply(a, float(2.0**ey), out=a)
+                    else:
+                        xp.ldexp(a, int(ey), out=a)
     return train, tst
 
 
@@ -143,7 +147,8 @@ class _TrainMemo:
         s = (self.m.options.learning_rate / yf.size) * ts
         fin = np.isfinite(ts)
         scale = np.where(fin, np.exp(-(lam - lam_b) * np.where(fin, s, 0.0)), 0.0)
-        train = yf[None] + self.m.xp.asarray(scale, dtype=yf.dtype)[:, None, None] * resid
+        train = self.m.xp.asarray(scale, dtype=yf.dtype)[:, None, None] * resid
+        train += yf[None]
         pperp = self._pperp(vr, z)
         if pperp is not None:
             train += pperp[None]
