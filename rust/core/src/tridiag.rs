@@ -72,11 +72,13 @@ pub fn tridiagonalize_lower<T: Real>(
     };
     let zero = T::from_f64(0.0);
     let one = T::from_f64(1.0);
-    let mut w = Mat::<T>::zeros(n, nb);
+    // the panel's reflectors and their w, interleaved so that every product with the panel
+    // is one matrix–vector product: L = [v₀ w₀ v₁ w₁ …], R = [w₀ v₀ w₁ v₁ …], and
+    // V Wᵀ + W Vᵀ = L Rᵀ
+    let mut l = Mat::<T>::zeros(n, 2 * nb);
+    let mut rr = Mat::<T>::zeros(n, 2 * nb);
     let mut sub = vec![zero; nb];
-    let mut lhs = Mat::<T>::zeros(n, 2 * nb);
-    let mut rhs = Mat::<T>::zeros(n, 2 * nb);
-    let mut x = Mat::<T>::zeros(nb, 1);
+    let mut x = Mat::<T>::zeros(2 * nb, 1);
     let mut prod = Symv::new(n, par, par_threshold);
     let mut k0 = 0;
     while k0 < n - 1 {
@@ -84,25 +86,14 @@ pub fn tridiagonalize_lower<T: Real>(
         for i in 0..b {
             let j = k0 + i;
             // bring column j up to date with the panel's earlier reflectors:
-            // A[j.., j] −= V[j.., :i]·W[j, :i]ᵀ + W[j.., :i]·V[j, :i]ᵀ
+            // A[j.., j] −= V[j.., :i]·W[j, :i]ᵀ + W[j.., :i]·V[j, :i]ᵀ = L[j.., :2i]·R[j, :2i]ᵀ
             if i > 0 {
-                let (left, mut right) = a.rb_mut().split_at_col_mut(j);
-                let vp = left.rb().submatrix(j, k0, n - j, i);
-                let wp = w.as_ref().submatrix(j, 0, n - j, i);
-                let mut col = right.rb_mut().col_mut(0).subrows_mut(j, n - j);
+                let mut col = a.rb_mut().col_mut(j).subrows_mut(j, n - j);
                 matmul::matmul(
                     col.rb_mut().as_mat_mut(),
                     Accum::Add,
-                    vp,
-                    wp.row(0).transpose().as_mat(),
-                    -one,
-                    Par::Seq,
-                );
-                matmul::matmul(
-                    col.rb_mut().as_mat_mut(),
-                    Accum::Add,
-                    wp,
-                    vp.row(0).transpose().as_mat(),
+                    l.as_ref().submatrix(j, 0, n - j, 2 * i),
+                    rr.as_ref().submatrix(j, 0, 1, 2 * i).transpose(),
                     -one,
                     Par::Seq,
                 );
@@ -126,22 +117,24 @@ pub fn tridiagonalize_lower<T: Real>(
             } else {
                 zero
             };
-            // w = τ⁻¹·(A₂₂ − V Wᵀ − W Vᵀ)·v, then w −= ½τ⁻¹(wᵀv)·v (dlatrd)
             let (left, right) = a.rb().split_at_col(j + 1);
             let v = left.col(j).subrows(j + 1, m);
+            l.as_mut().col_mut(2 * i).subrows_mut(j + 1, m).copy_from(v);
+            rr.as_mut()
+                .col_mut(2 * i + 1)
+                .subrows_mut(j + 1, m)
+                .copy_from(v);
+            // w = τ⁻¹·(A₂₂ − V Wᵀ − W Vᵀ)·v, then w −= ½τ⁻¹(wᵀv)·v (dlatrd)
             let a22 = right.submatrix(j + 1, 0, m, m);
-            let mut wi = w.as_mut().col_mut(i).subrows_mut(j + 1, m);
+            let (lp, mut lw) = l.as_mut().split_at_col_mut(2 * i + 1);
+            let mut wi = lw.rb_mut().col_mut(0).subrows_mut(j + 1, m);
             prod.apply(a22, v, wi.rb_mut());
             if i > 0 {
-                let vp = left.submatrix(j + 1, k0, m, i);
-                let (wl, mut wr) = w.as_mut().split_at_col_mut(i);
-                let wp = wl.rb().submatrix(j + 1, 0, m, i);
-                let mut wi = wr.rb_mut().col_mut(0).subrows_mut(j + 1, m);
-                let mut x = x.as_mut().subrows_mut(0, i);
+                let mut x = x.as_mut().subrows_mut(0, 2 * i);
                 matmul::matmul(
                     x.rb_mut(),
                     Accum::Replace,
-                    wp.transpose(),
+                    rr.as_ref().submatrix(j + 1, 0, m, 2 * i).transpose(),
                     v.as_mat(),
                     one,
                     Par::Seq,
@@ -149,29 +142,12 @@ pub fn tridiagonalize_lower<T: Real>(
                 matmul::matmul(
                     wi.rb_mut().as_mat_mut(),
                     Accum::Add,
-                    vp,
-                    x.rb(),
-                    -one,
-                    Par::Seq,
-                );
-                matmul::matmul(
-                    x.rb_mut(),
-                    Accum::Replace,
-                    vp.transpose(),
-                    v.as_mat(),
-                    one,
-                    Par::Seq,
-                );
-                matmul::matmul(
-                    wi.rb_mut().as_mat_mut(),
-                    Accum::Add,
-                    wp,
+                    lp.rb().submatrix(j + 1, 0, m, 2 * i),
                     x.rb(),
                     -one,
                     Par::Seq,
                 );
             }
-            let mut wi = w.as_mut().col_mut(i).subrows_mut(j + 1, m);
             let mut dot = zero;
             for r in 0..m {
                 wi[r] *= tau_inv;
@@ -181,36 +157,29 @@ pub fn tridiagonalize_lower<T: Real>(
             for r in 0..m {
                 wi[r] = alpha * v[r] + wi[r];
             }
+            rr.as_mut()
+                .col_mut(2 * i)
+                .subrows_mut(j + 1, m)
+                .copy_from(wi.rb());
         }
-        // the trailing update A[s.., s..] −= V Wᵀ + W Vᵀ (lower triangle), s = k0 + b
+        // the trailing update A[s.., s..] −= V Wᵀ + W Vᵀ = L Rᵀ (lower triangle), s = k0 + b
         let s = k0 + b;
         let ms = n - s;
-        {
-            let (left, mut right) = a.rb_mut().split_at_col_mut(s);
-            let vp = left.rb().submatrix(s, k0, ms, b);
-            let wp = w.as_ref().submatrix(s, 0, ms, b);
-            let mut l = lhs.as_mut().submatrix_mut(0, 0, ms, 2 * b);
-            let mut r = rhs.as_mut().submatrix_mut(0, 0, ms, 2 * b);
-            l.rb_mut().subcols_mut(0, b).copy_from(vp);
-            l.rb_mut().subcols_mut(b, b).copy_from(wp);
-            r.rb_mut().subcols_mut(0, b).copy_from(wp);
-            r.rb_mut().subcols_mut(b, b).copy_from(vp);
-            matmul::triangular::matmul(
-                right.rb_mut().submatrix_mut(s, 0, ms, ms),
-                BlockStructure::TriangularLower,
-                Accum::Add,
-                l.rb(),
-                BlockStructure::Rectangular,
-                r.rb().transpose(),
-                BlockStructure::Rectangular,
-                -one,
-                if ms * ms / 2 < par_threshold {
-                    Par::Seq
-                } else {
-                    par
-                },
-            );
-        }
+        matmul::triangular::matmul(
+            a.rb_mut().submatrix_mut(s, s, ms, ms),
+            BlockStructure::TriangularLower,
+            Accum::Add,
+            l.as_ref().submatrix(s, 0, ms, 2 * b),
+            BlockStructure::Rectangular,
+            rr.as_ref().submatrix(s, 0, ms, 2 * b).transpose(),
+            BlockStructure::Rectangular,
+            -one,
+            if ms * ms / 2 < par_threshold {
+                Par::Seq
+            } else {
+                par
+            },
+        );
         for i in 0..b {
             a[(k0 + i + 1, k0 + i)] = sub[i];
         }
