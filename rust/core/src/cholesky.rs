@@ -43,8 +43,9 @@ pub struct CholeskyInfo {
     /// Estimate (from above) of the smallest eigenvalue of `Ã`: `1/‖Ã⁻¹x‖₂` after inverse
     /// iteration from the random start.
     pub mu_min_est: f64,
-    /// `norm_inf · max(Hager's ‖Ã⁻¹‖₁, 1/mu_min_est)`, the estimated 1-norm condition
-    /// number (scale-free).
+    /// `norm_inf · max(Hager's ‖Ã⁻¹‖₁/√n, 1/mu_min_est)`, an estimate of the 2-norm
+    /// condition number from above in its first factor and from below in its second
+    /// (scale-free).
     pub cond_est: f64,
     /// The scaling exponent `e`: `A = 2^e·Ã`.
     pub exp: i32,
@@ -443,7 +444,10 @@ pub fn solve_scaled_with_estimate_given<S: Real, T: Real>(
         par,
     );
     let inv2 = inverse.best;
-    let inv = hager.est.max(alt.est).max(inv2);
+    // a lower bound of ‖Ã⁻¹‖₂: inverse iteration's, or the 1-norm estimates over √n
+    // (‖B‖₁ ≤ √n·‖B‖₂); the gate bounds the 2-norm condition number, which is what the
+    // agreement of the two paths depends on (docs/numerics.md §3.2)
+    let inv = (hager.est.max(alt.est) / (n as f64).sqrt()).max(inv2);
     let mu_min_est = if inv2 > 0.0 && inv2.is_finite() {
         1.0 / inv2
     } else {

@@ -396,13 +396,13 @@ pub fn sym_eigh_scaled<S: Real, T: Real>(
 
 /// [`sym_eigh_scaled`], with the seconds of each stage added to `timings` when given.
 ///
-/// The stages are those of faer's `self_adjoint_evd` called one by one, so that the
-/// symmetrized, scaled copy is written straight into the buffer faer tridiagonalizes in
-/// place: one `N×N` buffer fewer, and one copy pass fewer, than handing that copy to
-/// `self_adjoint_evd` (which copies its input again). Only the lower triangle of the
-/// buffer is ever written or read, so the pages of the strict upper triangle are never
-/// touched (docs/performance.md). Same operations in the same order as
-/// `self_adjoint_evd`: the same bits.
+/// The stages are called one by one, so that the symmetrized, scaled copy is written
+/// straight into the buffer that is tridiagonalized in place: one `N×N` buffer fewer, and
+/// one copy pass fewer, than handing that copy to faer's `self_adjoint_evd` (which copies
+/// its input again). The reduction is the core's blocked one where it is vectorized
+/// ([`crate::tridiag`]), faer's otherwise; then faer's divide and conquer and
+/// back-transformation. Only the lower triangle of the buffer is ever written or read, so
+/// the pages of the strict upper triangle are never touched (docs/performance.md).
 pub fn sym_eigh_scaled_timed<S: Real, T: Real>(
     k: MatRef<'_, S>,
     shift: f64,
@@ -414,8 +414,8 @@ pub fn sym_eigh_scaled_timed<S: Real, T: Real>(
     sym_eigh_scaled_tuned(k, shift, w, v, par, timings, EighTuning::default())
 }
 
-/// faer's tuning parameters of the eigendecomposition; `0` keeps faer's own choice.
-/// The library uses the default; the benchmark's diagnostic varies them
+/// Tuning parameters of the eigendecomposition's stages; `0` keeps the default. The
+/// library uses the defaults; the benchmark's diagnostic varies them
 /// (docs/performance.md).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct EighTuning {

@@ -69,8 +69,8 @@ eigh_fn!(f64, f32, sym_eigh_f64_f32);
 
 /// `[(stage, seconds)]` of one factorization of `2^-e·(sym(K) + shift·I)` (float64), the
 /// breakdown of docs/performance.md; the factors themselves are dropped. `staged = false`
-/// times the composition the library used before (the symmetrized copy handed to faer's
-/// `self_adjoint_evd`, which copies it again), for comparison in the same process;
+/// times faer's own `self_adjoint_evd` on the symmetrized copy (which copies it again and
+/// reduces it unblocked), the composition used before, for comparison in the same process;
 /// `tuning = (block size, recursion threshold, parallel threshold, panel width)` sets the
 /// stages' parameters (`0`: the default, see `EighTuning`); `process_cpu` times the staged
 /// composition in process CPU seconds instead of wall-clock seconds.
