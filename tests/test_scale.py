@@ -88,6 +88,28 @@ def test_eigenvalues_match_numpy_at_every_scale(e):
     assert np.max(np.abs(w / s - ref)) <= 1e-12 * ref[-1]
 
 
+@pytest.mark.parametrize("e", (-100, 0, 100))
+@pytest.mark.parametrize("spectrum", ("ill", "singular"))
+def test_blocked_threaded_factorization_at_every_scale(e, spectrum):
+    """N = 700: many panels of the blocked tridiagonalization, and trailing sizes above
+    its parallel cut (docs/performance.md), on cond 1e12 and on rank-40 kernels."""
+    rng = np.random.default_rng(7)
+    n = 700
+    if spectrum == "ill":
+        lams = np.geomspace(1.0, 1e-12, n)
+    else:
+        lams = np.concatenate([np.zeros(n - 40), rng.uniform(0.5, 2.0, 40)])
+    k, q = with_spectrum(lams, rng)
+    s = 2.0**e
+    p = tf.Predictor(s * k)
+    w = p.eigenvalues / s
+    # eigenvalues to a few ε·‖K‖ against the constructed spectrum, and bitwise the same
+    # at every power-of-two scale
+    assert np.max(np.abs(np.sort(w) - np.sort(lams))) <= 1e-13 * lams.max()
+    if e:
+        np.testing.assert_array_equal(w, tf.Predictor(k).eigenvalues)
+
+
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("e", EXPS)
 def test_eigenvalues_and_cut_scale(kind, e):
