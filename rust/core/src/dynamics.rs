@@ -1162,20 +1162,7 @@ pub(crate) fn train_outputs_with<T: Real>(
     compress: Option<Vec<usize>>,
     par: Par,
 ) -> Result<()> {
-    reconstruct(
-        Side::Train,
-        v,
-        z,
-        em1,
-        f0,
-        out,
-        None,
-        compress,
-        None,
-        false,
-        par,
-    )
-    .map(|_| ())
+    train_outputs_kept(v, z, em1, f0, out, compress, None, false, par).map(|_| ())
 }
 
 /// [`train_outputs_with`] with a kept time basis on `V` (docs/numerics.md §16, "Reuse"):
@@ -1231,20 +1218,7 @@ pub(crate) fn test_outputs_cached_with<T: Real>(
     compress: Option<Vec<usize>>,
     par: Par,
 ) -> Result<()> {
-    reconstruct(
-        Side::Test,
-        kv,
-        z,
-        phi,
-        g0,
-        out,
-        None,
-        compress,
-        None,
-        false,
-        par,
-    )
-    .map(|_| ())
+    test_outputs_cached_kept(kv, z, phi, g0, out, compress, None, false, par).map(|_| ())
 }
 
 /// [`test_outputs_cached_with`] with a kept time basis on `K_te V` (as

@@ -141,47 +141,33 @@ trait Slotted: Sized {
     fn wrap_z(rz: (Mat<Self>, Mat<Self>)) -> ZSlot;
 }
 
-impl Slotted for f32 {
-    fn get(slot: &Slot) -> Option<Arc<TimeBasis<f32>>> {
-        match slot {
-            Slot::F32(tb) => Some(Arc::clone(tb)),
-            _ => None,
+macro_rules! slotted {
+    ($t:ty, $variant:ident) => {
+        impl Slotted for $t {
+            fn get(slot: &Slot) -> Option<Arc<TimeBasis<$t>>> {
+                match slot {
+                    Slot::$variant(tb) => Some(Arc::clone(tb)),
+                    _ => None,
+                }
+            }
+            fn wrap(tb: TimeBasis<$t>) -> Slot {
+                Slot::$variant(Arc::new(tb))
+            }
+            fn get_z(slot: &ZSlot) -> Option<Arc<(Mat<$t>, Mat<$t>)>> {
+                match slot {
+                    ZSlot::$variant(rz) => Some(Arc::clone(rz)),
+                    _ => None,
+                }
+            }
+            fn wrap_z(rz: (Mat<$t>, Mat<$t>)) -> ZSlot {
+                ZSlot::$variant(Arc::new(rz))
+            }
         }
-    }
-    fn wrap(tb: TimeBasis<f32>) -> Slot {
-        Slot::F32(Arc::new(tb))
-    }
-    fn get_z(slot: &ZSlot) -> Option<Arc<(Mat<f32>, Mat<f32>)>> {
-        match slot {
-            ZSlot::F32(rz) => Some(Arc::clone(rz)),
-            _ => None,
-        }
-    }
-    fn wrap_z(rz: (Mat<f32>, Mat<f32>)) -> ZSlot {
-        ZSlot::F32(Arc::new(rz))
-    }
+    };
 }
 
-impl Slotted for f64 {
-    fn get(slot: &Slot) -> Option<Arc<TimeBasis<f64>>> {
-        match slot {
-            Slot::F64(tb) => Some(Arc::clone(tb)),
-            _ => None,
-        }
-    }
-    fn wrap(tb: TimeBasis<f64>) -> Slot {
-        Slot::F64(Arc::new(tb))
-    }
-    fn get_z(slot: &ZSlot) -> Option<Arc<(Mat<f64>, Mat<f64>)>> {
-        match slot {
-            ZSlot::F64(rz) => Some(Arc::clone(rz)),
-            _ => None,
-        }
-    }
-    fn wrap_z(rz: (Mat<f64>, Mat<f64>)) -> ZSlot {
-        ZSlot::F64(Arc::new(rz))
-    }
-}
+slotted!(f32, F32);
+slotted!(f64, F64);
 
 /// A time basis kept across `closed_form_*` calls on one output basis (`V` of a
 /// factorization, or the `K_te V` of a test set; docs/numerics.md §16, "Reuse"). The owner
