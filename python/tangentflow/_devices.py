@@ -19,6 +19,8 @@ def cupy_or_none() -> Any:
 def is_gpu_array(a: object) -> bool:
     """CuPy arrays, and GPU arrays that CuPy can take through DLPack (torch, JAX)."""
     mod = type(a).__module__.split(".")[0]
+    if mod == "numpy":  # NumPy arrays and scalars: the common case, on the host
+        return False
     if mod == "cupy":
         return True
     if hasattr(a, "__cuda_array_interface__"):

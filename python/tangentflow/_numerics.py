@@ -22,6 +22,8 @@ __all__ = [
     "ldexp",
     "ldexp_float",
     "array_exponent",
+    "max_exponent",
+    "all_finite",
     "cast_outputs",
     "symmetrize",
     "SYMMETRY_RTOL",
@@ -66,6 +68,22 @@ def array_exponent(xp: Any, *arrays: Any) -> int:
         if a is not None and a.size:
             m = max(m, float(xp.max(xp.abs(a))))
     return exponent(m)
+
+
+def max_exponent(big: float, dtype: Any) -> int:
+    """``array_exponent`` of arrays cast to ``dtype`` from ``big``, their largest magnitude
+    before the cast (as validation saw them): rounding is monotonic, so the largest rounded
+    magnitude is the rounded largest one (and overflows to infinity as it does)."""
+    if np.dtype(dtype) != np.float64:
+        with np.errstate(over="ignore"):
+            big = float(np.asarray(big, dtype=dtype))
+    return exponent(big)
+
+
+def all_finite(a: Any, xp: Any) -> bool:
+    """Whether every entry of ``a`` is finite (the boolean temporary is an eighth of ``a``;
+    as fast as a sum, and nothing can overflow)."""
+    return bool(xp.isfinite(a).all())
 
 
 def cast_outputs(a: Any, dtype: Any, name: str, xp: Any) -> Any:

@@ -8,8 +8,9 @@ rows, traced axes into columns) and kernels ``(D, D)`` / ``(D_test, D)``.
 
 from __future__ import annotations
 
+import functools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -101,6 +102,26 @@ class Layout:
     y_shape: tuple[int, ...]
     traced: tuple[int, ...]
     kept: tuple[int, ...]
+    #: derived in ``__post_init__``: ``D``, ``R`` and the number of targets, the target axes
+    #: in flattened order (kept, then traced) and whether that is their order already (then
+    #: no transpose either way)
+    rows: int = field(init=False, repr=False, compare=False)
+    cols: int = field(init=False, repr=False, compare=False)
+    size: int = field(init=False, repr=False, compare=False)
+    _order: tuple[int, ...] = field(init=False, repr=False, compare=False)
+    _in_order: bool = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        order = self.kept + self.traced
+        derived = {
+            "rows": math.prod(self.y_shape[a] for a in self.kept),
+            "cols": math.prod(self.y_shape[a] for a in self.traced),
+            "size": math.prod(self.y_shape),
+            "_order": order,
+            "_in_order": order == tuple(range(len(self.y_shape))),
+        }
+        for name, value in derived.items():
+            object.__setattr__(self, name, value)  # frozen: derived fields are set once here
 
     @classmethod
     def resolve(
@@ -134,18 +155,6 @@ class Layout:
             )
         return cls(y_shape, traced, kept)
 
-    @property
-    def rows(self) -> int:
-        return math.prod(self.y_shape[a] for a in self.kept)
-
-    @property
-    def cols(self) -> int:
-        return math.prod(self.y_shape[a] for a in self.traced)
-
-    @property
-    def size(self) -> int:
-        return math.prod(self.y_shape)
-
     def test_shape(self, test_dims: tuple[int, ...]) -> tuple[int, ...]:
         """Output shape on a test set whose non-traced dims are ``test_dims``."""
         shape = list(self.y_shape)
@@ -153,22 +162,30 @@ class Layout:
             shape[a] = d
         return tuple(shape)
 
+    @functools.cached_property
+    def _inverse(self) -> tuple[int, ...]:
+        """The permutation that puts the flattened order back."""
+        return tuple(int(i) for i in np.argsort(self._order))
+
     def flatten(self, a: Any, xp: Any = np) -> Any:
         """``(..., *shape)`` → ``(..., D, R)`` for an array shaped like the targets."""
         lead = a.ndim - len(self.y_shape)
-        perm = tuple(range(lead)) + tuple(lead + i for i in self.kept + self.traced)
-        kept = math.prod(a.shape[lead + i] for i in self.kept)
-        return xp.reshape(xp.transpose(a, perm), a.shape[:lead] + (kept, self.cols))
+        if not self._in_order:
+            a = xp.transpose(a, tuple(range(lead)) + tuple(lead + i for i in self._order))
+        nk = len(self.kept)
+        flat = a.shape[:lead] + (math.prod(a.shape[lead : lead + nk]), self.cols)
+        return a if a.shape == flat else xp.reshape(a, flat)
 
     def unflatten(self, a: Any, shape: tuple[int, ...], xp: Any = np) -> Any:
         """``(..., D, R)`` → ``(..., *shape)`` with traced axes back in place."""
         lead = a.shape[:-2]
-        order = self.kept + self.traced
-        inter = lead + tuple(shape[i] for i in order)
-        b = xp.reshape(a, inter)
-        inv = np.argsort(order)
-        perm = tuple(range(len(lead))) + tuple(len(lead) + int(i) for i in inv)
-        return xp.transpose(b, perm)
+        inter = lead + tuple(shape[i] for i in self._order)
+        b = a if a.shape == inter else xp.reshape(a, inter)
+        if self._in_order:
+            return b
+        return xp.transpose(
+            b, tuple(range(len(lead))) + tuple(len(lead) + i for i in self._inverse)
+        )
 
 
 def zip_dims(dims: tuple[int, ...]) -> tuple[int, ...]:

@@ -2,9 +2,9 @@
 comes before any work (docs/migration.md, "Errors early"); inputs are never modified.
 
 Scalars and options (``positive_float``, ``flag``, ``choice``, ``momentum``), times
-(``times``), arrays on a backend (``as_float_array``, ``check_finite``), the three kernel
-kinds (``train_kernel``, ``test_train_kernel``, ``test_test_kernel``, with the one symmetry
-rule ``check_symmetric``) and pickled Predictor states (``predictor_state``).
+(``times``), arrays on a backend (``as_float_array``, ``check_finite``, ``finite_max_abs``),
+the three kernel kinds (``train_kernel``, ``test_train_kernel``, ``test_test_kernel``, with
+the one symmetry rule ``check_symmetric``) and pickled Predictor states (``predictor_state``).
 """
 
 from __future__ import annotations
@@ -17,10 +17,11 @@ from typing import Any
 import numpy as np
 
 from ._devices import cupy_or_none, is_gpu_array
-from ._numerics import SYMMETRY_RTOL, symmetrize
+from ._numerics import SYMMETRY_RTOL, all_finite, symmetrize
 from ._shapes import flatten_kernel, kernel_dims, zip_dims
 
 _FLOATS = (np.float32, np.float64)
+_FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def as_float_array(a: Any, name: str, backend: Any) -> Any:
@@ -36,14 +37,14 @@ def as_float_array(a: Any, name: str, backend: Any) -> Any:
         arr = backend.asarray(a)
     except Exception as e:  # noqa: BLE001
         raise TypeError(f"{name} must be array-like, got {type(a).__name__}: {e}") from None
+    if arr.dtype in _FLOAT_DTYPES:
+        return arr
     kind = np.dtype(arr.dtype).kind
     if kind == "c":
         raise TypeError(f"{name} must be real, got dtype {arr.dtype}")
     if kind not in "biuf":
         raise TypeError(f"{name} must be numeric, got dtype {arr.dtype}")
-    if arr.dtype not in _FLOATS:
-        arr = arr.astype(np.float64)
-    return arr
+    return arr.astype(np.float64)
 
 
 def host_float_array(a: Any, name: str) -> Any:
@@ -54,14 +55,21 @@ def host_float_array(a: Any, name: str) -> Any:
 
 
 def check_finite(a: Any, name: str, xp: Any) -> None:
-    # A NaN or infinite entry makes the sum NaN or infinite; a finite sum proves every
-    # entry finite without the boolean temporary (an overflowing sum checks entrywise).
-    if not a.size:
-        return
-    with np.errstate(over="ignore", invalid="ignore"):
-        total = float(xp.sum(a))
-    if not math.isfinite(total) and not bool(xp.all(xp.isfinite(a))):
+    """The finiteness rule: a NaN or infinite entry is a ValueError naming the argument."""
+    if not all_finite(a, xp):
         raise ValueError(f"{name} contains NaN or infinity")
+
+
+def finite_max_abs(a: Any, name: str, xp: Any) -> float:
+    """``max|a|`` (0 when empty), with ``check_finite``'s check in the same pass (a NaN or
+    infinite entry makes the maximum non-finite). ``|a|`` is a temporary: for arrays of the
+    targets' size, whose maximum is wanted anyway (the power-of-two scaling)."""
+    if not a.size:
+        return 0.0
+    big = float(xp.abs(a).max())
+    if not math.isfinite(big):
+        check_finite(a, name, xp)
+    return big
 
 
 def positive_float(x: object, name: str, *, allow_zero: bool = False) -> float:
@@ -147,12 +155,12 @@ def times(
         )
     arr = arr.astype(np.float64)
     flat = arr.reshape(-1)
-    if np.any(np.isnan(flat)):
+    # one pass: the smallest time is NaN when any is NaN, and negative when any is (-inf too)
+    lo = float(flat.min()) if flat.size else 0.0
+    if math.isnan(lo):
         raise ValueError("t contains NaN")
-    if np.any(flat < 0):
+    if lo < 0:
         raise ValueError(f"t must be >= 0, got {flat[flat < 0][0]!r}")
-    if np.any(np.isneginf(flat)):
-        raise ValueError("t must be >= 0, got -inf")
     if steps:
         fin = flat[np.isfinite(flat)]
         if np.any(fin != np.round(fin)):

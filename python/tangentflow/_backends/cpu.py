@@ -22,6 +22,10 @@ _Prec = Literal["f32", "f64"]
 def _c(a: Any, dtype: Any) -> Any:
     """C-contiguous and aligned (the Rust views assume natural alignment; a NumPy array
     made with ``frombuffer`` at an odd offset may not be)."""
+    if type(a) is np.ndarray and a.dtype == dtype:
+        flags = a.flags
+        if flags.c_contiguous and flags.aligned:
+            return a  # what np.require returns for it, without its overhead
     return np.require(a, dtype=dtype, requirements=["C", "A"])
 
 

@@ -5,11 +5,12 @@ and the training loss. Arrays are flat: targets ``(D, R)``, outputs ``(T, D, R)`
 from __future__ import annotations
 
 import hashlib
+import math
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .._numerics import array_exponent, ldexp
+from .._numerics import ldexp, max_exponent
 from .._shapes import Layout
 
 if TYPE_CHECKING:
@@ -27,15 +28,16 @@ def outputs(
     yf: Any,
     f0: Any,
     test: TestInputs | None,
-    want_train: bool = True,
+    want_train: bool,
+    big: float,
 ) -> tuple[Any, Any]:
     """Train and test outputs. They are linear in ``(Y, f₀, g₀)``: these are scaled by
-    ``2^-ey`` (``ey`` the exponent of their largest entry) and the outputs by ``2^ey``, so
-    that no intermediate such as ``A⁻¹Y`` overflows while the answer is representable
-    (docs/numerics.md §12, "Scale invariance")."""
+    ``2^-ey`` (``ey`` the exponent of their largest entry, ``big`` from their validation)
+    and the outputs by ``2^ey``, so that no intermediate such as ``A⁻¹Y`` overflows while
+    the answer is representable (docs/numerics.md §12, "Scale invariance")."""
     xp = m.xp
     g0 = None if test is None else test.g0
-    ey = array_exponent(xp, yf, f0, g0)
+    ey = max_exponent(big, m.dtype)
     if ey:
         yf, f0 = ldexp(yf, -ey, xp), ldexp(f0, -ey, xp)
         g0 = None if g0 is None else ldexp(g0, -ey, xp)
@@ -66,7 +68,7 @@ def _scaled(
 ) -> tuple[Any, Any]:
     be = m.backend
     n = layout.size
-    all_inf = ts.size > 0 and bool(np.all(np.isinf(ts)))
+    all_inf = ts.size > 0 and float(ts.min()) == math.inf  # (times are >= 0)
     if all_inf and m.options.dynamics == "flow":
         fast = _cholesky_limit(m, yf, f0, test, g0, ts.size)
         if fast is not None:
@@ -75,7 +77,7 @@ def _scaled(
     m.check_steps_converge(ts, n)
     vr = m.eigenvectors()[:, spec.first :]
     kind, params = m.dynamics(n)
-    memo = _TrainMemo(m, ts, spec, yf, f0) if want_train and kind == "flow" else None
+    memo = _TrainMemo.of(m, ts, spec, yf, f0) if want_train and kind == "flow" else None
     reuse = memo is not None and memo.hit()
     kt = None
     test_tb = None
@@ -116,9 +118,6 @@ class _TrainMemo:
 
     def __init__(self, m: KernelModel, ts: Any, spec: Spectrum, yf: Any, f0: Any) -> None:
         self.m, self.ts, self.spec, self.yf, self.f0 = m, ts, spec, yf, f0
-        self.key = b""
-        if m.backend.on_gpu or not m.fact.shared:
-            return
         h = hashlib.blake2b(digest_size=16)
         for a in (ts, yf, f0):
             h.update(np.ascontiguousarray(a).tobytes())
@@ -126,11 +125,16 @@ class _TrainMemo:
         h.update(repr((lr, spec.first, yf.shape, str(yf.dtype))).encode())
         self.key = h.digest()
 
+    @classmethod
+    def of(cls, m: KernelModel, ts: Any, spec: Spectrum, yf: Any, f0: Any) -> _TrainMemo | None:
+        """The memo of this call, or None where none is kept (see the class docstring)."""
+        if m.backend.on_gpu or not m.fact.shared:
+            return None
+        return cls(m, ts, spec, yf, f0)
+
     def hit(self) -> bool:
         memo = self.m.fact.train_memo
-        return (
-            bool(self.key) and memo is not None and memo[0] == self.key and self.m.shift > memo[1]
-        )
+        return memo is not None and memo[0] == self.key and self.m.shift > memo[1]
 
     def _pperp(self, vr: Any, z: Any) -> Any:
         """The part of ``f₀ − Y`` outside the retained modes (it does not evolve)."""
@@ -158,8 +162,6 @@ class _TrainMemo:
         return train
 
     def store(self, train: Any, vr: Any, z: Any) -> Any:
-        if not self.key:
-            return train
         resid = train - self.yf[None]
         pperp = self._pperp(vr, z)
         if pperp is not None:
@@ -191,17 +193,19 @@ def _cholesky_limit(
     return train, tst
 
 
-def train_loss(m: KernelModel, ts: Any, layout: Layout, yf: Any, f0: Any) -> tuple[Any, int]:
+def train_loss(
+    m: KernelModel, ts: Any, layout: Layout, yf: Any, f0: Any, big: float
+) -> tuple[Any, int]:
     """``(loss scaled by 2^(-2·ey), ey)`` of the MSE loss ``‖f(t) − y‖²/(2n)`` from the
     projected residual ``z = Vᵀ(f₀ − Y)`` alone: ``Σ_j e_j(t)²·|z_j|²`` plus the frozen cut
     part, O(k·R + k·T) with no ``N`` per time (docs/numerics.md §16); the loss is quadratic
-    in the residual."""
+    in the residual. ``big``: ``max(|Y|, |f₀|)`` from their validation."""
     be = m.backend
     xp = be.xp
     spec = m.spectrum()
     m.check_steps_converge(ts, layout.size)
     v = m.eigenvectors()
-    ey = array_exponent(xp, yf, f0)
+    ey = max_exponent(big, m.dtype)
     yf, f0 = ldexp(yf, -ey, xp), ldexp(f0, -ey, xp)
     r0 = (f0 - yf).astype(xp.float64)
     z = be.project(v[:, spec.first :], f0 - yf, m.fact.time_basis()).astype(xp.float64)

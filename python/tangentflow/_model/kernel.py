@@ -59,6 +59,9 @@ class KernelModel:
     #: ``max|K_ij|`` from validation (None when unknown, e.g. unpickled): the Cholesky
     #: path's power-of-two scale without another pass over the kernel.
     max_abs: float | None
+    #: ``(Y, layout, flat Y, max|Y|)`` of ``y``, the targets given at construction, worked
+    #: out once for every call that uses them (``call_targets``; keyed by ``y`` itself).
+    _own_targets: tuple[Any, Layout, Any, float] | None
 
     def __init__(
         self,
@@ -81,6 +84,7 @@ class KernelModel:
         self.fact = fact if fact is not None else Factorization(k, backend, options.dtype)
         self.y = None
         self.max_abs = None
+        self._own_targets = None
         self._spec: Spectrum | None = None
 
     @classmethod
@@ -120,7 +124,9 @@ class KernelModel:
         model = cls(be, k2, name, dims, trace, kdtype, options)
         model.max_abs = max_abs
         if y_train is not None:
-            model.y = model.targets(y_train).copy()  # targets are small: kept as a copy
+            y, layout, big = model._targets(y_train)
+            model.y = y.copy()  # targets are small: kept as a copy
+            model._own_targets = (model.y, layout, model.flat(model.y, layout), big)
         return model
 
     def derive(self, **changes: Any) -> KernelModel:
@@ -323,25 +329,52 @@ class KernelModel:
         )
 
     # -- inputs on this model's backend ----------------------------------------------------------
-    def array(self, a: Any, name: str) -> Any:
-        """A finite float array on the backend (errors name the argument)."""
+    def array(self, a: Any, name: str) -> tuple[Any, float]:
+        """A finite float array on the backend and its ``max|a|`` (errors name the argument)."""
         arr = _validate.as_float_array(a, name, self.backend)
-        _validate.check_finite(arr, name, self.xp)
-        return arr
+        return arr, _validate.finite_max_abs(arr, name, self.xp)
+
+    def _targets(
+        self, y: Any, name: str = "y_train", kernel_name: str = "k_train_train"
+    ) -> tuple[Any, Layout, float]:
+        """``(targets, layout, max|Y|)``, validated (their shape checked against the kernel)."""
+        arr, big = self.array(y, name)
+        return arr, self.layout(arr, kernel_name), big
 
     def targets(self, y: Any, name: str = "y_train", kernel_name: str = "k_train_train") -> Any:
         """Validated targets (their shape checked against the kernel now)."""
-        arr = self.array(y, name)
-        Layout.resolve(arr.shape, self.options.trace_axes, self.dims, kernel_name=kernel_name)
-        return arr
+        return self._targets(y, name, kernel_name)[0]
+
+    def call_targets(self, y_train: Any) -> tuple[Any, Layout, Any, float]:
+        """``(Y, layout, flat Y, max|Y|)`` of one call: ``y_train`` validated now, or else
+        the targets given at construction (all four worked out once for every call)."""
+        facts: tuple[Any, Layout, Any, float]
+        if y_train is not None:
+            y, layout, big = self._targets(y_train)
+            facts = (y, layout, self.flat(y, layout), big)
+        elif self.y is None:
+            raise ValueError("y_train is required: pass it to the constructor or to this call")
+        elif self._own_targets is not None and self._own_targets[0] is self.y:
+            facts = self._own_targets
+        else:  # a derived or unpickled model: its targets' facts are not worked out yet
+            y = self.y
+            layout = self.layout(y)
+            big = _validate.finite_max_abs(y, "y_train", self.xp)
+            facts = self._own_targets = (y, layout, self.flat(y, layout), big)
+        if facts[0].size == 0:
+            raise ValueError(f"y_train is empty (shape {tuple(facts[0].shape)})")
+        return facts
 
     def layout(self, y: Any, kernel_name: str = "k_train_train") -> Layout:
         return Layout.resolve(y.shape, self.options.trace_axes, self.dims, kernel_name=kernel_name)
 
-    def broadcast(self, value: Any, shape: tuple[int, ...], name: str) -> Any:
-        a = self.array(value, name)
+    def broadcast(self, value: Any, shape: tuple[int, ...], name: str) -> tuple[Any, float]:
+        """``value`` validated and broadcast to ``shape``, and its ``max|value|``."""
+        a, big = self.array(value, name)
+        if tuple(a.shape) == shape:
+            return a, big
         try:
-            return self.xp.broadcast_to(a, shape)
+            return self.xp.broadcast_to(a, shape), big
         except ValueError:
             raise ValueError(
                 f"{name} of shape {tuple(a.shape)} does not broadcast to {shape}"

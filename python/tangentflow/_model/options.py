@@ -23,6 +23,10 @@ Dynamics = Literal["flow", "gd"]
 Precision = Literal["float64", "float32"]
 
 _LOSSES = ("mse", "cross_entropy")
+_DTYPES: dict[str, np.dtype[Any]] = {
+    "float64": np.dtype(np.float64),
+    "float32": np.dtype(np.float32),
+}
 
 #: Default ``rtol`` of the ODE integrator and of the Krylov solver (``rtol=None``).
 ODE_RTOL = 1.4e-8
@@ -128,4 +132,4 @@ class Options:
     @property
     def dtype(self) -> np.dtype[Any]:
         """The compute dtype."""
-        return np.dtype(self.precision)
+        return _DTYPES[self.precision]

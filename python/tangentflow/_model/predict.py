@@ -12,7 +12,7 @@ import numpy as np
 
 from .. import _validate
 from .._errors import TangentflowError
-from .._numerics import cast_outputs, ldexp, ldexp_float
+from .._numerics import all_finite, cast_outputs, ldexp, ldexp_float
 from .._shapes import Layout
 from . import closed_form, krylov, ode
 from .test_inputs import TestInputs
@@ -23,20 +23,17 @@ if TYPE_CHECKING:
 __all__ = ["at", "predict", "ode_state", "train_loss", "diagnostics"]
 
 
-def _resolve(m: KernelModel, y_train: Any, fx_train_0: Any) -> tuple[Layout, Any, Any, bool]:
-    y = m.targets(y_train) if y_train is not None else m.y
-    if y is None:
-        raise ValueError("y_train is required: pass it to the constructor or to this call")
-    if y.size == 0:
-        raise ValueError(f"y_train is empty (shape {tuple(y.shape)})")
-    layout = m.layout(y)
-    yf = m.flat(y, layout)
+def _resolve(m: KernelModel, y_train: Any, fx_train_0: Any) -> tuple[Layout, Any, Any, bool, float]:
+    """``(layout, flat Y, flat f₀, whether train outputs are wanted, max(|Y|, |f₀|))``."""
+    y, layout, yf, big = m.call_targets(y_train)
     want_train = fx_train_0 is not None
     if want_train:
-        f0 = m.flat(m.broadcast(fx_train_0, y.shape, "fx_train_0"), layout)
+        f0, f0_big = m.broadcast(fx_train_0, y.shape, "fx_train_0")
+        f0 = m.flat(f0, layout)
+        big = max(big, f0_big)
     else:
         f0 = m.xp.zeros_like(yf)
-    return layout, yf, f0, want_train
+    return layout, yf, f0, want_train, big
 
 
 def at(
@@ -62,7 +59,7 @@ def predict(
 ) -> tuple[Any, Any]:
     steps = m.options.dynamics == "gd"
     ts, tshape = _validate.times(t, steps=steps)
-    layout, yf, f0, want_train = _resolve(m, y_train, fx_train_0)
+    layout, yf, f0, want_train, big = _resolve(m, y_train, fx_train_0)
     if test is not None:
         test = test.bind(layout)
     if m.options.loss != "mse":
@@ -70,7 +67,9 @@ def predict(
     elif isinstance(m, krylov.OperatorModel):  # the Krylov backend
         train, tst = krylov.outputs(m, ts, layout, yf, f0, test, want_train)
     else:
-        train, tst = closed_form.outputs(m, ts, layout, yf, f0, test, want_train)
+        if test is not None:
+            big = max(big, test.g0_max)
+        train, tst = closed_form.outputs(m, ts, layout, yf, f0, test, want_train, big)
     return _finish(m, train if want_train else None, tst, tshape, layout, test)
 
 
@@ -87,16 +86,16 @@ def ode_state(
     ``ODEState``): ``(train, test, q_train, q_test)``; the velocities are None without
     momentum."""
     ts, tshape = _validate.times(t)
-    layout, yf, f0, _ = _resolve(m, None, fx_train_0)
+    layout, yf, f0, _, _ = _resolve(m, None, fx_train_0)
     test = None
     if k_test_train is not None:
         test = TestInputs(m, k_test_train, fx_test_0 if fx_test_0 is not None else 0.0)
         test = test.bind(layout)
     qtr = qte = None
     if qx_train_0 is not None:
-        qtr = m.flat(m.broadcast(qx_train_0, layout.y_shape, "qx_train_0"), layout)
+        qtr = m.flat(m.broadcast(qx_train_0, layout.y_shape, "qx_train_0")[0], layout)
     if qx_test_0 is not None and test is not None:
-        qte = m.flat(m.broadcast(qx_test_0, test.shape, "qx_test_0"), layout)
+        qte = m.flat(m.broadcast(qx_test_0, test.shape, "qx_test_0")[0], layout)
     train, tst, q_train, q_test = ode.solve(m, ts, layout, yf, f0, test, qtr, qte)
     f = _finish(m, train, tst, tshape, layout, test)
     if q_train is None:
@@ -115,17 +114,19 @@ def _finish(
 ) -> tuple[Any, Any]:
     xp = m.xp
     if train is not None:
-        train = layout.unflatten(train, layout.y_shape, xp)
-        train = xp.reshape(train, tshape + layout.y_shape)
+        train = _shaped(layout.unflatten(train, layout.y_shape, xp), tshape + layout.y_shape, xp)
     if tst is not None and test is not None:
-        tst = layout.unflatten(tst, test.shape, xp)
-        tst = xp.reshape(tst, tshape + test.shape)
+        tst = _shaped(layout.unflatten(tst, test.shape, xp), tshape + test.shape, xp)
     for name, a in (("train", train), ("test", tst)):
-        if a is not None and a.size and not bool(xp.all(xp.isfinite(a))):
+        if a is not None and not all_finite(a, xp):
             raise TangentflowError(f"{name} outputs overflowed: {_overflow_cause(m, layout)}")
     train = cast_outputs(train, m.out_dtype, "train outputs", xp)
     tst = cast_outputs(tst, m.out_dtype, "test outputs", xp)
     return train, tst
+
+
+def _shaped(a: Any, shape: tuple[int, ...], xp: Any) -> Any:
+    return a if a.shape == shape else xp.reshape(a, shape)
 
 
 def _overflow_cause(m: KernelModel, layout: Layout) -> str:
@@ -151,15 +152,15 @@ def train_loss(m: KernelModel, t: Any, y_train: Any, fx_train_0: Any) -> Any:
     if fx_train_0 is None:
         raise ValueError("fx_train_0 must be an array or a scalar for train_loss")
     ts, tshape = _validate.times(t, steps=m.options.dynamics == "gd")
-    layout, yf, f0, _ = _resolve(m, y_train, fx_train_0)
+    layout, yf, f0, _, big = _resolve(m, y_train, fx_train_0)
     xp = m.xp
     if isinstance(m, krylov.OperatorModel):  # the Krylov backend
         loss = krylov.train_loss(m, ts, layout, yf, f0)
         return cast_outputs(xp.reshape(loss, tshape), m.out_dtype, "training loss", xp)
-    loss, ey = closed_form.train_loss(m, ts, layout, yf, f0)
+    loss, ey = closed_form.train_loss(m, ts, layout, yf, f0, big)
     with np.errstate(over="ignore"):
         loss = ldexp(loss, 2 * ey, xp)
-    if not bool(xp.all(xp.isfinite(loss))):
+    if not all_finite(loss, xp):
         raise TangentflowError(f"the training loss overflowed: {_overflow_cause(m, layout)}")
     return cast_outputs(xp.reshape(loss, tshape), m.out_dtype, "training loss", xp)
 

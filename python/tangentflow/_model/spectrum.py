@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from .._errors import LinAlgError, NumericalWarning, warn
-from .._numerics import ldexp, ldexp_float
+from .._numerics import all_finite, ldexp, ldexp_float
 
 __all__ = ["Factorization", "Spectrum", "default_rcond"]
 
@@ -82,9 +82,9 @@ class Factorization:
             if self.w is None:
                 w, v, e = self.backend.eigh(self.kernel, self.dtype)
                 xp = self.backend.xp
-                if not bool(xp.all(xp.isfinite(w))):
+                if not all_finite(w, xp):
                     raise LinAlgError("the symmetric eigensolver returned non-finite eigenvalues")
-                self.w = self.backend.xp.asarray(w, dtype=self.backend.xp.float64)
+                self.w = xp.asarray(w, dtype=xp.float64)
                 self.v = v
                 self.exp = int(e)
                 self.count += 1
@@ -118,7 +118,7 @@ class Spectrum:
         mu_min, mu_max = float(mu[0]), float(mu[-1])
         mu_max_abs = max(abs(mu_min), abs(mu_max))
         tol = rcond * mu_max_abs
-        first = int(xp.sum(mu <= tol))
+        first = int(xp.count_nonzero(mu <= tol))
         return cls(mu, first, int(exp), tol, mu_max_abs, mu_min, mu_max)
 
     def unscale(self, x: float) -> float:

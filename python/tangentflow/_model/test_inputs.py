@@ -3,7 +3,6 @@ with the ``K_te·V`` cache a ``TestSet`` shares across calls and ``with_params``
 
 from __future__ import annotations
 
-import copy
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -36,6 +35,7 @@ class TestInputs:
         self.k: Any = None
         self.shape: tuple[int, ...] = ()
         self.g0: Any = None
+        self.g0_max = 0.0  # max|g₀|, from its validation
         self._prepared: tuple[Any, tuple[int, ...]] | None = None
 
     def prepare(self) -> tuple[Any, tuple[int, ...]]:
@@ -54,11 +54,12 @@ class TestInputs:
         """These inputs for one call's target layout: a new object, so that a handle can
         serve calls with different targets at once (threads)."""
         k2, test_dims = self.prepare()
-        bound = copy.copy(self)  # shares the prepared kernel and the K_te·V cache
+        bound = self._copy()  # shares the prepared kernel and the K_te·V cache
         bound.k = k2
         bound.shape = layout.test_shape(test_dims)
         m = self.model
-        bound.g0 = m.flat(m.broadcast(self.raw_g0, bound.shape, "fx_test_0"), layout)
+        g0, bound.g0_max = m.broadcast(self.raw_g0, bound.shape, "fx_test_0")
+        bound.g0 = m.flat(g0, layout)
         return bound
 
     def scaled_k(self, e: int) -> Any:
@@ -102,6 +103,12 @@ class TestInputs:
     def rebind(self, model: KernelModel) -> TestInputs:
         """The same test inputs (and cached ``K_te·V``) for a model sharing the
         factorization."""
-        new = copy.copy(self)
+        new = self._copy()
         new.model = model
+        return new
+
+    def _copy(self) -> TestInputs:
+        """A shallow copy (as ``copy.copy``, without its generic dispatch)."""
+        new = object.__new__(type(self))
+        new.__dict__.update(self.__dict__)
         return new
