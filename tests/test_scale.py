@@ -374,6 +374,27 @@ def test_subnormal_float32_kernel(small):
     close(ens.at(None, nngp_test_train=1e-40 * kte, compute_cov=False).mean, ref, 1e-4)
 
 
+@pytest.mark.parametrize("dtype", (np.float64, np.float32))
+def test_power_of_two_scaling_has_the_bits_of_ldexp(dtype):
+    # the scaling helper multiplies by 2^e where 2^e is a normal number of the dtype: the
+    # same correctly rounded results as np.ldexp, subnormal, overflowing and special ones too
+    from tangentflow._numerics import ldexp
+
+    fi = np.finfo(dtype)
+    rng = np.random.default_rng(3)
+    special = [0.0, -0.0, np.inf, -np.inf, np.nan, fi.tiny, -fi.tiny / 3, fi.smallest_subnormal]
+    with np.errstate(over="ignore"):
+        a = np.concatenate(
+            [rng.standard_normal(500) * 10.0 ** rng.uniform(-45, 45, 500), special, [fi.max]]
+        ).astype(dtype)
+    uint = np.uint64 if dtype == np.float64 else np.uint32
+    for e in [*range(-1100, 1100, 13), -1074, -1023, -1022, -150, -149, -127, -126, 127, 128]:
+        with np.errstate(over="ignore", under="ignore"):
+            want, got = np.ldexp(a, e), ldexp(a, e, np)
+        assert got.dtype == want.dtype
+        assert np.array_equal(got.view(uint), want.view(uint)), e
+
+
 # -- the same question gives the same bits ----------------------------------------------
 @pytest.mark.parametrize("backend", (None, "numpy"))
 @pytest.mark.parametrize("r", (1, 3))
