@@ -1,5 +1,6 @@
 //! `cargo bench`: the O(N³) floor (eigendecomposition), the reconstruction at 100 times,
-//! and the Cholesky path for t = ∞, at N = 512, 1024, 2048 on an NTK-like kernel.
+//! and the Cholesky path for t = ∞, at N = 512, 1024, 2048 on an NTK-like kernel; and the
+//! small tridiagonal eigensolver against faer's, in the same run, at N = 64, 100, 150.
 //!
 //! Baselines for NumPy/SciPy live in the Python benchmark (benches/bench_predict.py);
 //! here the numbers are absolute, for regressions of the core itself.
@@ -8,7 +9,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use faer::{Mat, Par};
 use std::hint::black_box;
 use tangentflow_core::dynamics::{self, Dynamics};
-use tangentflow_core::{cholesky, spectral, threads};
+use tangentflow_core::{cholesky, ql, spectral, threads};
 
 /// Arc-cosine (ReLU NNGP-like) kernel of deterministic unit vectors in 16 dimensions.
 fn kernel(n: usize) -> Mat<f64> {
@@ -26,6 +27,70 @@ fn kernel(n: usize) -> Mat<f64> {
         ((1.0 - c * c).sqrt() + (std::f64::consts::PI - th) * c) / std::f64::consts::PI
             + 1e-3 * f64::from(u8::from(i == j))
     })
+}
+
+/// The tridiagonal form of [`kernel`]`(n)` (diagonal, subdiagonal), from faer's reduction.
+fn tridiagonal(n: usize) -> (Vec<f64>, Vec<f64>) {
+    use faer::dyn_stack::{MemBuffer, MemStack};
+    use faer::linalg::evd::tridiag;
+    let mut a = kernel(n);
+    let mut hh = Mat::<f64>::zeros(1, n - 1);
+    let params = Default::default();
+    let mut mem = MemBuffer::new(tridiag::tridiag_in_place_scratch::<f64>(
+        n,
+        Par::Seq,
+        params,
+    ));
+    tridiag::tridiag_in_place(
+        a.as_mut(),
+        hh.as_mut(),
+        Par::Seq,
+        MemStack::new(&mut mem),
+        params,
+    );
+    let d = (0..n).map(|i| a[(i, i)]).collect();
+    let s = (0..n)
+        .map(|i| if i + 1 < n { a[(i + 1, i)] } else { 0.0 })
+        .collect();
+    (d, s)
+}
+
+fn small_tridiagonal(c: &mut Criterion) {
+    use faer::diag::{DiagMut, DiagRef};
+    use faer::dyn_stack::{MemBuffer, MemStack};
+    use faer::linalg::evd;
+    let mut g = c.benchmark_group("tridiagonal_eigh");
+    for &n in &[64usize, 100, 150] {
+        let (d, s) = tridiagonal(n);
+        let mut w = vec![0.0; n];
+        let mut v = Mat::<f64>::zeros(n, n);
+        g.bench_with_input(BenchmarkId::new("ql", n), &n, |b, _| {
+            b.iter(|| ql::tridiagonal_eigh(&d, &s, &mut w, v.as_mut()).unwrap());
+        });
+        let params = Default::default();
+        let req = evd::self_adjoint_evd_scratch::<f64>(
+            n,
+            evd::ComputeEigenvectors::Yes,
+            Par::Seq,
+            params,
+        );
+        let mut mem = MemBuffer::new(req);
+        g.bench_with_input(BenchmarkId::new("faer", n), &n, |b, _| {
+            b.iter(|| {
+                evd::tridiagonal_self_adjoint_evd(
+                    DiagRef::from_slice(&d),
+                    DiagRef::from_slice(&s),
+                    DiagMut::from_slice_mut(&mut w),
+                    Some(v.as_mut()),
+                    Par::Seq,
+                    MemStack::new(&mut mem),
+                    params,
+                )
+                .unwrap();
+            });
+        });
+    }
+    g.finish();
 }
 
 fn benches(c: &mut Criterion) {
@@ -101,5 +166,5 @@ fn benches(c: &mut Criterion) {
     let _ = Par::Seq;
 }
 
-criterion_group!(core, benches);
+criterion_group!(core, benches, small_tridiagonal);
 criterion_main!(core);

@@ -53,6 +53,16 @@ impl<T> Default for Kept<'_, T> {
 /// `None`: keep what was kept).
 pub type ClosedForm<T> = (Mat<T>, Option<TimeBasis<T>>, Option<TimeBasis<T>>);
 
+/// Operations of a [`closed_form`] call, for [`crate::threads::install_sized`]: `n×k`
+/// modes, `r` output columns, `t` times, `m` test rows (`m_kernel`: whether the test side
+/// is a kernel, so that `K_te·V` is formed too).
+#[must_use]
+pub fn work(n: usize, k: usize, r: usize, t: usize, m: usize, m_kernel: bool) -> usize {
+    let outputs = 2 * k * r * (t * (n + m) + n);
+    let basis = if m_kernel { 2 * m * n * k } else { 0 };
+    outputs.saturating_add(basis)
+}
+
 /// Outputs of gradient dynamics on `A = V diag(μ) Vᵀ` at `times`: with `z = V_Rᵀ r`
 /// (`r = f₀ − Y`), `train = (f₀, out)` receives `f₀ + V_R (em1 ⊙ z)` and `test` receives
 /// `g₀ − K_te V_R (φ ⊙ z)` (see [`dynamics`]). Returns `z` and the time bases to keep

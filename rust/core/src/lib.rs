@@ -20,6 +20,7 @@ pub mod kernels;
 pub mod krylov;
 pub mod momentum;
 pub mod ode;
+pub mod ql;
 pub mod scalar;
 pub mod simd;
 pub mod spectral;

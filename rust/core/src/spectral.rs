@@ -380,6 +380,20 @@ fn lap(t: &mut f64, process_cpu: bool) -> f64 {
     dt
 }
 
+/// Operations of an eigendecomposition of size `n` (about `6n³`), for
+/// [`crate::threads::install_sized`].
+#[must_use]
+pub fn eigh_work(n: usize) -> usize {
+    6usize.saturating_mul(n).saturating_mul(n).saturating_mul(n)
+}
+
+/// Work of one validation pass over `k` for [`crate::threads::install_sized`]: a memory
+/// pass, weighted so that matrices below about 1000×1000 stay on the calling thread.
+#[must_use]
+pub fn stats_work<S>(k: MatRef<'_, S>) -> usize {
+    16usize.saturating_mul(k.nrows()).saturating_mul(k.ncols())
+}
+
 /// `2^-e·(sym(K) + shift·I) = V diag(w) Vᵀ` for a kernel `K` of element type `S`, computed
 /// in `T`; returns `e` ([`scale_exponent`]). The eigenvalues `w` of the scaled matrix are
 /// float64 whatever `T`, so `w·2^e` can be formed exactly even where `T` would underflow.
@@ -509,16 +523,20 @@ pub fn sym_eigh_scaled_tuned<S: Real, T: Real>(
         })
         .collect();
     let mut wt = vec![T::from_f64(0.0); n];
-    evd::tridiagonal_self_adjoint_evd(
-        faer::diag::DiagRef::from_slice(&diag),
-        faer::diag::DiagRef::from_slice(&sub),
-        faer::diag::DiagMut::from_slice_mut(&mut wt),
-        Some(v.rb_mut()),
-        par,
-        stack,
-        params,
-    )
-    .map_err(|_| Error::NoConvergence)?;
+    if n <= crate::ql::MAX_N && tuning.recursion_threshold == 0 {
+        crate::ql::tridiagonal_eigh(&diag, &sub, &mut wt, v.rb_mut())?;
+    } else {
+        evd::tridiagonal_self_adjoint_evd(
+            faer::diag::DiagRef::from_slice(&diag),
+            faer::diag::DiagRef::from_slice(&sub),
+            faer::diag::DiagMut::from_slice_mut(&mut wt),
+            Some(v.rb_mut()),
+            par,
+            stack,
+            params,
+        )
+        .map_err(|_| Error::NoConvergence)?;
+    }
     tm.tridiagonal_solve = lap(&mut clock, cpu);
 
     householder::apply_block_householder_sequence_on_the_left_in_place_with_conj(

@@ -120,6 +120,21 @@ fn pool() -> Option<Arc<ThreadPool>> {
     guard.as_ref().map(Arc::clone)
 }
 
+/// Work (in floating-point operations, roughly) below which [`install_sized`] runs on the
+/// calling thread: handing a call to the pool and splitting it costs tens of microseconds,
+/// more than a second thread saves on a factorization of N ≲ 130 (docs/performance.md,
+/// "Small problems").
+pub const SEQUENTIAL_WORK: usize = 1 << 24;
+
+/// [`install`] for a call of about `work` operations: below [`SEQUENTIAL_WORK`], `f` runs
+/// on the calling thread with `Par::Seq`.
+pub fn install_sized<R: Send>(work: usize, f: impl FnOnce(Par) -> R + Send) -> R {
+    if work < SEQUENTIAL_WORK {
+        return f(Par::Seq);
+    }
+    install(f)
+}
+
 /// Runs `f` inside the library's pool with the matching `Par` (sequential after a fork or
 /// with one thread).
 pub fn install<R: Send>(f: impl FnOnce(Par) -> R + Send) -> R {

@@ -421,8 +421,16 @@ macro_rules! recon_fns {
                     keep: true,
                     z: kept_z.as_ref().map(|rz| rz.1.as_ref()),
                 };
+                let work = closed_form::work(
+                    vr.nrows(),
+                    vr.ncols(),
+                    ncol,
+                    nt,
+                    test.map_or(0, |(k, _)| k.nrows()),
+                    !cached,
+                );
                 let (z, new_train, new_test) = py.detach(|| {
-                    threads::install(|par| {
+                    threads::install_sized(work, |par| {
                         closed_form::closed_form(&dynm, mu, ts, vr, rr, train, side, kept, par)
                     })
                 })?;

@@ -19,7 +19,11 @@ macro_rules! stats_fn {
             k: PyReadonlyArray2<'_, $s>,
         ) -> CoreResult<(f64, f64, f64, bool)> {
             let kr = mat_ref(&k);
-            let st = py.detach(|| threads::install(|par| spectral::kernel_stats(kr, par)))?;
+            let st = py.detach(|| {
+                threads::install_sized(spectral::stats_work(kr), |par| {
+                    spectral::kernel_stats(kr, par)
+                })
+            })?;
             Ok((st.max_abs, st.max_asym, st.trace, st.finite))
         }
     };
@@ -54,7 +58,9 @@ macro_rules! eigh_fn {
                 let mut vrw = v.readwrite();
                 let vm = mat_mut(&mut vrw);
                 e = py.detach(|| {
-                    threads::install(|par| spectral::sym_eigh_scaled(kr, shift, ws, vm, par))
+                    threads::install_sized(spectral::eigh_work(n), |par| {
+                        spectral::sym_eigh_scaled(kr, shift, ws, vm, par)
+                    })
                 })?;
             }
             Ok((w, v, e))
@@ -94,7 +100,8 @@ pub fn _eigh_timings_f64(
     let kr = mat_ref(&k);
     let n = kr.nrows();
     let out = py.detach(|| {
-        threads::install(
+        threads::install_sized(
+            spectral::eigh_work(n),
             |par| -> tangentflow_core::Result<Vec<(&'static str, f64)>> {
                 let clock = std::time::Instant::now();
                 let mut w = vec![0.0f64; n];
