@@ -45,6 +45,9 @@ impl KernelStats {
     }
 }
 
+/// Independent running maxima in [`kernel_stats`]' inner loop.
+const LANES: usize = 4;
+
 /// Finiteness, largest entry, largest asymmetry and trace of a square matrix.
 pub fn kernel_stats<S: Real>(k: MatRef<'_, S>, par: Par) -> Result<KernelStats> {
     let n = check_square(k, "k_train_train")?;
@@ -66,23 +69,39 @@ pub fn kernel_stats<S: Real>(k: MatRef<'_, S>, par: Par) -> Result<KernelStats> 
             let i1 = (i0 + TILE).min(n);
             for j in j0..j1 {
                 // column j and row j from the diagonal block on: K_ij and K_ji (unchecked
-                // reads: i, j < n; branch-free so the loop stays a straight pass)
-                let (mut fin, mut mabs, mut masym) = (true, 0.0f64, 0.0f64);
-                for i in i0.max(j)..i1 {
+                // reads: i, j < n; branch-free so the loop stays a straight pass), in four
+                // independent lanes so that the running maxima are not one dependency chain
+                // (a NaN fails `x > m` and is caught by the finiteness flag instead)
+                let (mut fin, mut mabs, mut masym) = (true, [0.0f64; LANES], [0.0f64; LANES]);
+                let pair = |i: usize| {
                     // SAFETY: i, j < n index the n × n matrix through its own strides.
-                    let (a, b) = unsafe {
+                    unsafe {
                         (
                             (*p.offset(i as isize * rs + j as isize * cs)).to_f64(),
                             (*p.offset(j as isize * rs + i as isize * cs)).to_f64(),
                         )
-                    };
+                    }
+                };
+                let mut lane = |q: usize, (a, b): (f64, f64)| {
                     fin &= a.is_finite() & b.is_finite();
-                    mabs = mabs.max(a.abs()).max(b.abs());
-                    masym = masym.max((a - b).abs());
+                    let (m, d) = (a.abs().max(b.abs()), (a - b).abs());
+                    mabs[q] = if m > mabs[q] { m } else { mabs[q] };
+                    masym[q] = if d > masym[q] { d } else { masym[q] };
+                };
+                let (start, end) = (i0.max(j), i1);
+                let mut i = start;
+                while i + LANES <= end {
+                    for q in 0..LANES {
+                        lane(q, pair(i + q));
+                    }
+                    i += LANES;
+                }
+                for r in i..end {
+                    lane(0, pair(r));
                 }
                 st.finite &= fin;
-                st.max_abs = st.max_abs.max(mabs);
-                st.max_asym = st.max_asym.max(masym);
+                st.max_abs = mabs.iter().fold(st.max_abs, |x, &y| x.max(y));
+                st.max_asym = masym.iter().fold(st.max_asym, |x, &y| x.max(y));
             }
         }
         st
@@ -440,7 +459,7 @@ pub struct EighTuning {
     /// Trailing-matrix size (`m²/2`) below which the tridiagonalization's products run on
     /// one thread (`crate::tridiag::PAR_THRESHOLD`).
     pub par_threshold: usize,
-    /// Panel width of the blocked tridiagonalization (`crate::tridiag::BLOCK`).
+    /// Panel width of the blocked tridiagonalization (`crate::tridiag::default_block`).
     pub tridiag_block: usize,
 }
 

@@ -21,8 +21,21 @@ use faer::{Accum, Mat, MatMut, MatRef, Par};
 
 use crate::scalar::Real;
 
-/// Default panel width (LAPACK's `dsytrd` uses 32).
+/// Panel width for `n ≥ 1024` (LAPACK's `dsytrd` uses 32).
 pub const BLOCK: usize = 32;
+
+/// The default panel width for an `n×n` matrix: narrower panels below `n = 1024`, where
+/// the per-panel trailing update costs more than the memory traffic it saves (measured
+/// sequentially at N = 64…800: 8 columns 25–35% faster than 32 up to N = 300, 16 about
+/// 12% faster at N = 800; docs/performance.md, "Small problems").
+#[must_use]
+pub fn default_block(n: usize) -> usize {
+    match n {
+        0..=512 => 8,
+        513..=1023 => 16,
+        _ => BLOCK,
+    }
+}
 
 /// Trailing size `m` with `m²/2` below which the matrix–vector product runs on one thread.
 pub const PAR_THRESHOLD: usize = 192 * 256;
@@ -46,7 +59,7 @@ pub fn accelerated<T: 'static>() -> bool {
 
 /// Tridiagonalize the symmetric matrix whose lower triangle is `a` (`n×n`, column major),
 /// in place; the strict upper triangle is never read or written. `taus` gets the `n − 1`
-/// reflector factors. `nb` is the panel width (`0`: [`BLOCK`]), `par_threshold` the size
+/// reflector factors. `nb` is the panel width (`0`: [`default_block`]), `par_threshold` the size
 /// of the parallel cut (`0`: [`PAR_THRESHOLD`]).
 pub fn tridiagonalize_lower<T: Real>(
     mut a: MatMut<'_, T>,
@@ -64,7 +77,9 @@ pub fn tridiagonalize_lower<T: Real>(
     if n < 2 {
         return;
     }
-    let nb = if nb == 0 { BLOCK } else { nb }.min(n - 1).max(1);
+    let nb = if nb == 0 { default_block(n) } else { nb }
+        .min(n - 1)
+        .max(1);
     let par_threshold = if par_threshold == 0 {
         PAR_THRESHOLD
     } else {
@@ -78,7 +93,7 @@ pub fn tridiagonalize_lower<T: Real>(
     let mut l = Mat::<T>::zeros(n, 2 * nb);
     let mut rr = Mat::<T>::zeros(n, 2 * nb);
     let mut sub = vec![zero; nb];
-    let mut x = Mat::<T>::zeros(2 * nb, 1);
+    let mut x = vec![zero; 2 * nb];
     let mut prod = Symv::new(n, par, par_threshold);
     let mut k0 = 0;
     while k0 < n - 1 {
@@ -88,15 +103,9 @@ pub fn tridiagonalize_lower<T: Real>(
             // bring column j up to date with the panel's earlier reflectors:
             // A[j.., j] −= V[j.., :i]·W[j, :i]ᵀ + W[j.., :i]·V[j, :i]ᵀ = L[j.., :2i]·R[j, :2i]ᵀ
             if i > 0 {
-                let mut col = a.rb_mut().col_mut(j).subrows_mut(j, n - j);
-                matmul::matmul(
-                    col.rb_mut().as_mat_mut(),
-                    Accum::Add,
-                    l.as_ref().submatrix(j, 0, n - j, 2 * i),
-                    rr.as_ref().submatrix(j, 0, 1, 2 * i).transpose(),
-                    -one,
-                    Par::Seq,
-                );
+                let col = a.rb_mut().col_mut(j).subrows_mut(j, n - j);
+                let coef: Vec<T> = (0..2 * i).map(|q| rr[(j, q)]).collect();
+                sub_combination(col, l.as_ref().submatrix(j, 0, n - j, 2 * i), &coef);
             }
             // the reflector that zeroes A[j+2.., j]
             let m = n - j - 1;
@@ -130,23 +139,12 @@ pub fn tridiagonalize_lower<T: Real>(
             let mut wi = lw.rb_mut().col_mut(0).subrows_mut(j + 1, m);
             prod.apply(a22, v, wi.rb_mut());
             if i > 0 {
-                let mut x = x.as_mut().subrows_mut(0, 2 * i);
-                matmul::matmul(
-                    x.rb_mut(),
-                    Accum::Replace,
-                    rr.as_ref().submatrix(j + 1, 0, m, 2 * i).transpose(),
-                    v.as_mat(),
-                    one,
-                    Par::Seq,
-                );
-                matmul::matmul(
-                    wi.rb_mut().as_mat_mut(),
-                    Accum::Add,
-                    lp.rb().submatrix(j + 1, 0, m, 2 * i),
-                    x.rb(),
-                    -one,
-                    Par::Seq,
-                );
+                let x = &mut x[..2 * i];
+                let vs = contiguous(v);
+                for (q, xq) in x.iter_mut().enumerate() {
+                    *xq = dot(contiguous(rr.as_ref().col(q).subrows(j + 1, m)), vs);
+                }
+                sub_combination(wi.rb_mut(), lp.rb().submatrix(j + 1, 0, m, 2 * i), x);
             }
             let mut dot = zero;
             for r in 0..m {
@@ -180,6 +178,9 @@ pub fn tridiagonalize_lower<T: Real>(
                 par
             },
         );
+        // faer's product kernels return with the upper vector state dirty, which slows the
+        // non-VEX code of the next panel (crate::simd::clear_upper_vector_state)
+        crate::simd::clear_upper_vector_state();
         for i in 0..b {
             a[(k0 + i + 1, k0 + i)] = sub[i];
         }
@@ -251,6 +252,35 @@ impl<T: Real> Symv<T> {
             for (dst, src) in w[c0..].iter_mut().zip(&acc[p * m + c0..(p + 1) * m]) {
                 *dst += *src;
             }
+        }
+    }
+}
+
+/// The entries of a unit-stride column.
+fn contiguous<T: Real>(c: faer::ColRef<'_, T>) -> &[T] {
+    c.try_as_col_major()
+        .expect("a column of a column-major matrix")
+        .as_slice()
+}
+
+/// `Σ_r a[r]·b[r]`, in order.
+fn dot<T: Real>(a: &[T], b: &[T]) -> T {
+    a.iter()
+        .zip(b)
+        .fold(T::from_f64(0.0), |acc, (&x, &y)| x * y + acc)
+}
+
+/// `y −= Σ_q A[:, q]·coef[q]` for a column-major `A` with few columns (the panel's
+/// corrections): one pass over `y` per column of `A`, no matrix-product dispatch (which
+/// costs more than the product itself at these sizes).
+fn sub_combination<T: Real>(y: faer::ColMut<'_, T>, a: MatRef<'_, T>, coef: &[T]) {
+    let y = y
+        .try_as_col_major_mut()
+        .expect("a column of a column-major matrix")
+        .as_slice_mut();
+    for (q, &c) in coef.iter().enumerate() {
+        for (yr, &ar) in y.iter_mut().zip(contiguous(a.col(q))) {
+            *yr -= ar * c;
         }
     }
 }
