@@ -454,7 +454,9 @@ pub fn sym_eigh_scaled_timed<S: Real, T: Real>(
 pub struct EighTuning {
     /// Block size of the Householder back-transformation (faer: 128 for N ≥ 2048).
     pub block_size: usize,
-    /// Size below which the divide and conquer solves by QR iteration (faer: 128).
+    /// Size below which faer's divide and conquer solves by QR iteration (faer: 128).
+    /// Setting it also sends sizes up to [`crate::ql::MAX_N`] to faer's solver instead of
+    /// the core's QL iteration, for comparison.
     pub recursion_threshold: usize,
     /// Trailing-matrix size (`m²/2`) below which the tridiagonalization's products run on
     /// one thread (`crate::tridiag::PAR_THRESHOLD`).
