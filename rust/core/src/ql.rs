@@ -69,7 +69,6 @@ fn pythag(a: f64, b: f64) -> f64 {
 
 /// `e[i]` couples `d[i]` and `d[i+1]`; `e[n-1] = 0`. On return `d` holds the eigenvalues
 /// (unsorted) and column `j` of `z` the eigenvector of `d[j]`.
-///
 fn ql<T: Real>(d: &mut [f64], e: &mut [f64], z: &mut [T], n: usize, simd: Simd) -> Result<()> {
     // A coupling is negligible below ε·‖T‖∞: the eigenvalues are then accurate to a few
     // ε·‖T‖, as the reduction to tridiagonal form already makes them. A test relative to
