@@ -53,14 +53,19 @@ impl<T> Default for Kept<'_, T> {
 /// `None`: keep what was kept).
 pub type ClosedForm<T> = (Mat<T>, Option<TimeBasis<T>>, Option<TimeBasis<T>>);
 
-/// Operations of a [`closed_form`] call, for [`crate::threads::install_sized`]: `n×k`
-/// modes, `r` output columns, `t` times, `m` test rows (`m_kernel`: whether the test side
-/// is a kernel, so that `K_te·V` is formed too).
+/// Operations of a [`closed_form`] call (uncompressed, an upper bound), for
+/// [`crate::threads::install_sized`]: `n×k` modes, `r` output columns, `t` times, `m` test
+/// rows; `m_kernel`: the test side is `K_te` itself (`m×n`, applied to `V_R (φ ⊙ z)`)
+/// rather than a kept `K_te V` (`m×k`).
 #[must_use]
 pub fn work(n: usize, k: usize, r: usize, t: usize, m: usize, m_kernel: bool) -> usize {
-    let outputs = 2 * k * r * (t * (n + m) + n);
-    let basis = if m_kernel { 2 * m * n * k } else { 0 };
-    outputs.saturating_add(basis)
+    let test_inner = if m_kernel { n } else { k };
+    let per_column = n
+        .saturating_mul(k)
+        .saturating_add(m.saturating_mul(test_inner));
+    let outputs = per_column.saturating_mul(r).saturating_mul(t);
+    let projection = n.saturating_mul(k).saturating_mul(r);
+    outputs.saturating_add(projection).saturating_mul(2)
 }
 
 /// Outputs of gradient dynamics on `A = V diag(μ) Vᵀ` at `times`: with `z = V_Rᵀ r`
