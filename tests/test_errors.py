@@ -271,11 +271,14 @@ def test_corrupted_pickle_says_what_is_wrong():
     p = tf.Predictor(k, y).factorize()
     good = p.__getstate__()
     cases = {
-        "'v' has shape (50, 49)": dict(v=good["v"][:, :49]),
+        "'z' has shape (50, 49)": dict(z=good["z"][:, :49]),
+        "'v' has shape (50, 49)": dict(v=good["z"][:, :49]),
         "'w' holds 49 eigenvalues": dict(w=good["w"][:49]),
         "do not match the kernel": dict(y=good["y"][:49, :1]),
         "do not multiply to the kernel size 49": dict(k=good["k"][:49, :49]),
-        "both present or both absent": dict(v=None),
+        "'w' and eigenvectors 'v' must be both present or both absent": dict(w=None),
+        "'z' and reflectors 'q' must be both present or both absent": dict(q=None),
+        "'q' must be the kernel's reflectors (order 50)": dict(q="Q"),
         "'w' contains NaN": dict(w=np.full(50, np.nan)),
         "missing entries ['k']": dict(k=None, _drop="k"),
         "'count' must be a non-negative int": dict(count=-1),

@@ -47,7 +47,7 @@ def max_learning_rate(
     if d == 0:
         raise ValueError("k_train_train is empty")
     # eigenvalues of 2^-e·sym(K) (docs/numerics.md §12, "Scale invariance"); eps is absolute
-    w, _ = model.fact.ensure()
+    w = model.fact.modes()[0]
     e = model.fact.exp
     s_max = float(w[-1])
     mu_max = ldexp_float(s_max, e)

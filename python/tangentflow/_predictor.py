@@ -169,8 +169,10 @@ class Predictor:
         return new
 
     def factorize(self) -> Predictor:
-        """Computes the eigendecomposition now (it is otherwise done on first use)."""
-        self._model.eigenvectors()
+        """Computes the eigendecomposition now (it is otherwise done on first use); the
+        eigenvectors stay in factored form until something needs them whole
+        (docs/numerics.md §17)."""
+        self._model.fact.modes()
         return self
 
     @property

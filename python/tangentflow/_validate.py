@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from . import _core
 from ._devices import cupy_or_none, is_gpu_array
 from ._numerics import SYMMETRY_RTOL, all_finite, symmetrize
 from ._shapes import flatten_kernel, kernel_dims, zip_dims
@@ -313,22 +314,28 @@ def predictor_state(state: Any) -> None:
             f"(shape {tuple(k.shape)})"
         )
     w, v = state["w"], state["v"]
-    if (w is None) != (v is None):
+    z, q = state.get("z"), state.get("q")
+    if (z is None) != (q is None):
+        raise bad("the factors 'z' and reflectors 'q' must be both present or both absent")
+    if (w is None) != (v is None and z is None):
         raise bad("the eigenvalues 'w' and eigenvectors 'v' must be both present or both absent")
     if w is not None:
         w = array("w", 1)
-        v = array("v", 2)
         if w.shape != (d,):
             raise bad(f"'w' holds {w.shape[0]} eigenvalues, the kernel needs {d}")
-        if v.shape != (d, d):
-            raise bad(f"'v' has shape {tuple(v.shape)}, the kernel needs ({d}, {d})")
+        for key in ("v", "z"):
+            if state.get(key) is not None and array(key, 2).shape != (d, d):
+                shape = tuple(state[key].shape)
+                raise bad(f"{key!r} has shape {shape}, the kernel needs ({d}, {d})")
+        if q is not None and (not isinstance(q, _core.Reflectors) or q.n != d):
+            raise bad(f"'q' must be the kernel's reflectors (order {d}), got {q!r}")
     count = state["count"]
     if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 0:
         raise bad(f"'count' must be a non-negative int, got {count!r}")
     exp = state.get("exp", 0)
     if isinstance(exp, bool) or not isinstance(exp, (int, np.integer)) or abs(int(exp)) > 2100:
         raise bad(f"'exp' must be an int exponent, got {exp!r}")
-    for key in ("k", "y", "w", "v"):
-        a = state[key]
+    for key in ("k", "y", "w", "v", "z"):
+        a = state.get(key)
         if isinstance(a, np.ndarray) and a.size and not bool(np.all(np.isfinite(a))):
             raise bad(f"{key!r} contains NaN or infinity")

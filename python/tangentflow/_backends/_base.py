@@ -47,15 +47,26 @@ class Backend(Protocol):
     def to_numpy(self, a: Any) -> Any: ...
     def kernel_stats(self, k: Any) -> tuple[float, float, float, bool]: ...
     def eigh(self, k: Any, dtype: Any) -> tuple[Any, Any, int]: ...
+    def eigh_factored(self, k: Any, dtype: Any) -> tuple[Any, Any, int, Any] | None:
+        """``(w, Z, e, Q)`` as ``eigh`` but with ``V = Q Z`` not formed (``Q`` the
+        reduction's reflectors, docs/numerics.md §17), or None where the backend has no
+        such form."""
+        ...
+
+    def form_eigenvectors(self, q: Any, z: Any) -> Any:
+        """``V = Q Z`` from ``eigh_factored``'s ``Z`` and ``Q``."""
+        ...
+
     def cholesky_solve(
         self, k: Any, shift: float, rhs: Any, max_abs: float | None = None
     ) -> tuple[Any, float, float, float, int] | None: ...
     def mode_factors(
         self, kind: str, params: list[float], mu: Any, times: Any
     ) -> tuple[Any, Any]: ...
-    def project(self, v: Any, r: Any, cache: Any = None) -> Any:
+    def project(self, v: Any, r: Any, cache: Any = None, q: Any = None) -> Any:
         """``z = Vᵀ r``; ``cache`` (``time_basis_cache()`` on this ``V``) keeps the last
-        projection by the content of ``r`` (docs/numerics.md §16, "Reuse")."""
+        projection by the content of ``r`` (docs/numerics.md §16, "Reuse"); with ``q``
+        (``eigh_factored``'s reflectors) ``v`` holds ``Z_R`` and ``V_R = Q Z_R``."""
         ...
 
     def test_basis(self, kte: Any, v: Any) -> Any: ...
@@ -76,6 +87,7 @@ class Backend(Protocol):
         cached: bool,
         train_cache: Any = None,
         test_cache: Any = None,
+        q: Any = None,
     ) -> tuple[Any, Any | None, Any | None]:
         """The MSE closed form of one call: ``(z, train, test)`` with ``z = Vᵀ r``, ``train``
         when ``f0`` is given and ``test`` when ``test`` (``2^-e·K_te``, or ``K_te·V`` with
@@ -84,7 +96,9 @@ class Backend(Protocol):
         except that many finite nonzero times may be compressed (docs/numerics.md §16:
         within its bound of those outputs; ``t = 0`` and ``t = ∞`` stay bitwise).
         ``train_cache`` (on ``v``) and ``test_cache`` (on a cached ``K_te·V``) come from
-        ``time_basis_cache`` and keep compression bases across calls (§16, "Reuse")."""
+        ``time_basis_cache`` and keep compression bases across calls (§16, "Reuse").
+        With ``q`` (``eigh_factored``'s reflectors) ``v`` holds ``Z_R`` and the products
+        go through ``Q`` (§17)."""
         ...
 
     def time_basis_cache(self) -> Any:

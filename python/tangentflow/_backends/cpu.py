@@ -44,6 +44,17 @@ _EIGH: dict[tuple[_Prec, _Prec], Callable[[_Arr, float], tuple[_F64, _Arr, int]]
     ("f32", "f32"): _core.sym_eigh_f32_f32,
     ("f64", "f32"): _core.sym_eigh_f64_f32,
 }
+_Factored = tuple[_F64, _Arr, int, _core.Reflectors]
+_EIGH_FACTORED: dict[tuple[_Prec, _Prec], Callable[[_Arr, float], _Factored]] = {
+    ("f64", "f64"): _core.sym_eigh_factored_f64_f64,
+    ("f32", "f64"): _core.sym_eigh_factored_f32_f64,
+    ("f32", "f32"): _core.sym_eigh_factored_f32_f32,
+    ("f64", "f32"): _core.sym_eigh_factored_f64_f32,
+}
+_FORM: dict[_Prec, Callable[[_core.Reflectors, _Arr], _Arr]] = {
+    "f32": _core.form_eigenvectors_f32,
+    "f64": _core.form_eigenvectors_f64,
+}
 _CHOLESKY: dict[
     tuple[_Prec, _Prec],
     Callable[[_Arr, float, _Arr, float | None], tuple[_Arr, float, float, float, int] | None],
@@ -54,7 +65,9 @@ _CHOLESKY: dict[
     ("f64", "f32"): _core.cholesky_solve_f64_f32,
 }
 # keyed by the compute dtype
-_PROJECT: dict[_Prec, Callable[[_Arr, _Arr, _core.TimeBasisCache | None], _Arr]] = {
+_PROJECT: dict[
+    _Prec, Callable[[_Arr, _Arr, _core.TimeBasisCache | None, _core.Reflectors | None], _Arr]
+] = {
     "f32": _core.project_f32,
     "f64": _core.project_f64,
 }
@@ -90,6 +103,7 @@ _CLOSED_FORM: dict[
             bool,
             _Cache,
             _Cache,
+            _core.Reflectors | None,
         ],
         tuple[_Arr, _Arr | None, _Arr | None],
     ],
@@ -148,6 +162,13 @@ class CpuBackend:
         k = self._kernel(k)
         return _EIGH[_p(k.dtype), _p(dtype)](k, 0.0)
 
+    def eigh_factored(self, k: Any, dtype: Any) -> tuple[Any, Any, int, Any] | None:
+        k = self._kernel(k)
+        return _EIGH_FACTORED[_p(k.dtype), _p(dtype)](k, 0.0)
+
+    def form_eigenvectors(self, q: Any, z: Any) -> Any:
+        return _FORM[_p(z.dtype)](q, z)
+
     def cholesky_solve(
         self, k: Any, shift: float, rhs: Any, max_abs: float | None = None
     ) -> tuple[Any, float, float, float, int] | None:
@@ -159,8 +180,8 @@ class CpuBackend:
             _dynamics(kind, params), _c(mu, np.float64), _c(times, np.float64)
         )
 
-    def project(self, v: Any, r: Any, cache: Any = None) -> Any:
-        return _PROJECT[_p(v.dtype)](v, _c(r, v.dtype), cache)
+    def project(self, v: Any, r: Any, cache: Any = None, q: Any = None) -> Any:
+        return _PROJECT[_p(v.dtype)](v, _c(r, v.dtype), cache, q)
 
     def test_basis(self, kte: Any, v: Any) -> Any:
         return _TEST_BASIS[_p(v.dtype)](_c(kte, v.dtype), v)
@@ -188,6 +209,7 @@ class CpuBackend:
         cached: bool,
         train_cache: Any = None,
         test_cache: Any = None,
+        q: Any = None,
     ) -> tuple[Any, Any | None, Any | None]:
         """``mode_factors`` + ``project`` + ``train_outputs`` (when ``f0`` is given) +
         ``test_outputs`` / ``test_outputs_cached`` (when ``test`` is given) in one core call:
@@ -206,6 +228,7 @@ class CpuBackend:
             bool(cached),
             train_cache,
             test_cache,
+            q,
         )
 
     def time_basis_cache(self) -> Any:

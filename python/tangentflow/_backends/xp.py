@@ -256,7 +256,14 @@ class XpBackend:
         phi = xp.where(zero & ~inf, 0.0, phi)
         return em1, phi
 
-    def project(self, v: Any, r: Any, cache: Any = None) -> Any:
+    def eigh_factored(self, k: Any, dtype: Any) -> None:
+        """None: this backend always forms the eigenvectors."""
+        return None
+
+    def form_eigenvectors(self, q: Any, z: Any) -> Any:
+        raise NotImplementedError("the array backend keeps no reflectors")
+
+    def project(self, v: Any, r: Any, cache: Any = None, q: Any = None) -> Any:
         return v.T @ r
 
     def test_basis(self, kte: Any, v: Any) -> Any:
@@ -439,6 +446,7 @@ class XpBackend:
         cached: bool,
         train_cache: Any = None,
         test_cache: Any = None,
+        q: Any = None,
     ) -> tuple[Any, Any | None, Any | None]:
         """As the Rust core: factors, projection, reconstructions; many finite nonzero
         times compressed (docs/numerics.md §16), ``t = 0`` and ``t = ∞`` always direct.

@@ -75,7 +75,6 @@ def _scaled(
             return fast
     spec = m.spectrum()
     m.check_steps_converge(ts, n)
-    vr = m.eigenvectors()[:, spec.first :]
     kind, params = m.dynamics(n)
     memo = _TrainMemo.of(m, ts, spec, yf, f0) if want_train and kind == "flow" else None
     reuse = memo is not None and memo.hit()
@@ -87,6 +86,7 @@ def _scaled(
             test_tb = test.time_basis()
         else:
             kt = test.scaled_k(m.fact.exp)
+    vr, q = m.modes(spec.first)
     # one boundary crossing: factors, projection and reconstruction (docs/architecture.md)
     z, train, tst = be.closed_form(
         kind,
@@ -101,9 +101,10 @@ def _scaled(
         test is not None and test.cached,
         m.fact.time_basis(),
         test_tb,
+        q,
     )
     if memo is not None:
-        train = memo.reuse(vr, z) if reuse else memo.store(train, vr, z)
+        train = memo.reuse(z) if reuse else memo.store(train, z)
     return train, tst
 
 
@@ -136,13 +137,14 @@ class _TrainMemo:
         memo = self.m.fact.train_memo
         return memo is not None and memo[0] == self.key and self.m.shift > memo[1]
 
-    def _pperp(self, vr: Any, z: Any) -> Any:
+    def _pperp(self, z: Any) -> Any:
         """The part of ``f₀ − Y`` outside the retained modes (it does not evolve)."""
         if not self.spec.first:
             return None
+        vr = self.m.eigenvectors()[:, self.spec.first :]
         return (self.f0 - self.yf) - self.m.backend.test_basis(vr, z)  # in the core
 
-    def reuse(self, vr: Any, z: Any) -> Any:
+    def reuse(self, z: Any) -> Any:
         memo = self.m.fact.train_memo
         assert memo is not None
         _, lam_b, resid = memo
@@ -153,7 +155,7 @@ class _TrainMemo:
         scale = np.where(fin, np.exp(-(lam - lam_b) * np.where(fin, s, 0.0)), 0.0)
         train = self.m.xp.asarray(scale, dtype=yf.dtype)[:, None, None] * resid
         train += yf[None]
-        pperp = self._pperp(vr, z)
+        pperp = self._pperp(z)
         if pperp is not None:
             train += pperp[None]
         zero = ts == 0
@@ -161,9 +163,9 @@ class _TrainMemo:
             train[zero] = self.f0
         return train
 
-    def store(self, train: Any, vr: Any, z: Any) -> Any:
+    def store(self, train: Any, z: Any) -> Any:
         resid = train - self.yf[None]
-        pperp = self._pperp(vr, z)
+        pperp = self._pperp(z)
         if pperp is not None:
             resid -= pperp[None]
         memo = self.m.fact.train_memo
@@ -204,11 +206,11 @@ def train_loss(
     xp = be.xp
     spec = m.spectrum()
     m.check_steps_converge(ts, layout.size)
-    v = m.eigenvectors()
+    vr, q = m.modes(spec.first)
     ey = max_exponent(big, m.dtype)
     yf, f0 = ldexp(yf, -ey, xp), ldexp(f0, -ey, xp)
     r0 = (f0 - yf).astype(xp.float64)
-    z = be.project(v[:, spec.first :], f0 - yf, m.fact.time_basis()).astype(xp.float64)
+    z = be.project(vr, f0 - yf, m.fact.time_basis(), q).astype(xp.float64)
     zz = xp.sum(z * z, axis=1)
     rest = max(float(xp.sum(r0 * r0)) - float(xp.sum(zz)), 0.0) if spec.first else 0.0
     kind, params = m.dynamics(layout.size)

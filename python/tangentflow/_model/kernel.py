@@ -159,7 +159,12 @@ class KernelModel:
             "y": self.y,
             "w": self.fact.w,
             "exp": self.fact.exp,
+            # the factors as they are (docs/numerics.md §17): V where it is formed, and the
+            # reflectors Q with Z where they are kept, so that the unpickled Predictor uses
+            # the same procedure and gives the same bits
             "v": self.fact.v,
+            "z": self.fact.z,
+            "q": self.fact.q,
             "count": self.fact.count,
         }
 
@@ -179,6 +184,7 @@ class KernelModel:
         )
         fact = model.fact
         fact.w, fact.v, fact.count = state["w"], state["v"], state["count"]
+        fact.z, fact.q = state.get("z"), state.get("q")
         fact.exp = int(state.get("exp", 0))  # older pickles hold unscaled w
         model.y = state["y"]
         return model
@@ -220,14 +226,22 @@ class KernelModel:
     def spectrum(self) -> Spectrum:
         """Eigenvalues of ``sym(K) + λI`` with the cut (factorizes if needed)."""
         if self._spec is None:
-            w, _ = self.fact.ensure()
+            w = self.fact.modes()[0]
             spec = Spectrum.of(w, self.shift, self.rcond, self.xp, self.fact.exp)
             spec.warn_if_not_psd(name=self.name)
             self._spec = spec
         return self._spec
 
     def eigenvectors(self) -> Any:
+        """``V`` (formed on first use where the factorization keeps ``Q`` and ``Z``)."""
         return self.fact.ensure()[1]
+
+    def modes(self, first: int) -> tuple[Any, Any]:
+        """``(B, Q)``: the retained eigenvectors ``V_R`` as the closed forms use them,
+        ``Q·B`` with the reduction's reflectors ``Q``, or ``B = V_R`` and ``Q = None``
+        (docs/numerics.md §17)."""
+        _, b, q = self.fact.modes()
+        return b[:, first:], q
 
     def scaled_lr(self) -> float:
         """``η·2^e``: the learning rate that goes with the scaled eigenvalues (only ``η·A``

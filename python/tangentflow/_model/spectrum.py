@@ -41,7 +41,12 @@ class Factorization:
         # eigenvalues w·2^exp (module docstring)
         self.w: Any = None
         self.exp = 0
-        self.v: Any = None  # eigenvectors, compute dtype, columns
+        self.v: Any = None  # eigenvectors, compute dtype, columns (formed on demand)
+        # V = Q Z with Q the reduction's reflectors, where the backend keeps them
+        # (docs/numerics.md §17): the closed forms apply Q to thin products, always, so
+        # their bits do not depend on whether V has been formed for another use
+        self.z: Any = None
+        self.q: Any = None
         # (key, λ, residual V diag(e) z): the last train residual of the family, reused by
         # a diag_reg sweep (see closed_form.train_outputs)
         self.train_memo: tuple[bytes, float, Any] | None = None
@@ -69,6 +74,8 @@ class Factorization:
     def __setstate__(self, state: dict[str, Any]) -> None:
         state.setdefault("exp", 0)  # pickles from before the scaling hold unscaled w
         state.setdefault("shared", False)
+        state.setdefault("z", None)
+        state.setdefault("q", None)
         state["_time_basis"] = None
         self.__dict__.update(state)
         self._lock = threading.Lock()
@@ -77,18 +84,44 @@ class Factorization:
     def ready(self) -> bool:
         return self.w is not None
 
+    def _factorize(self) -> None:
+        """The eigendecomposition, without forming V where the backend need not (call
+        with the lock held)."""
+        if self.w is not None:
+            return
+        be = self.backend
+        fac = be.eigh_factored(self.kernel, self.dtype)
+        if fac is None:
+            w, v, e = be.eigh(self.kernel, self.dtype)
+            z = q = None
+        else:
+            w, z, e, q = fac
+            v = None
+        xp = be.xp
+        if not all_finite(w, xp):
+            raise LinAlgError("the symmetric eigensolver returned non-finite eigenvalues")
+        self.w = xp.asarray(w, dtype=xp.float64)
+        self.v, self.z, self.q = v, z, q
+        self.exp = int(e)
+        self.count += 1
+
     def ensure(self) -> tuple[Any, Any]:
+        """``(w, V)``, factorizing first and forming ``V = Q Z`` if needed."""
         with self._lock:
-            if self.w is None:
-                w, v, e = self.backend.eigh(self.kernel, self.dtype)
-                xp = self.backend.xp
-                if not all_finite(w, xp):
-                    raise LinAlgError("the symmetric eigensolver returned non-finite eigenvalues")
-                self.w = xp.asarray(w, dtype=xp.float64)
-                self.v = v
-                self.exp = int(e)
-                self.count += 1
+            self._factorize()
+            if self.v is None:
+                self.v = self.backend.form_eigenvectors(self.q, self.z)
         return self.w, self.v
+
+    def modes(self) -> tuple[Any, Any, Any]:
+        """``(w, B, Q)``: the eigenvectors as the closed forms use them, ``V = Q B`` with
+        ``Q`` the reflectors, or ``B = V`` and ``Q = None`` where none are kept
+        (docs/numerics.md §17); ``V`` is not formed."""
+        with self._lock:
+            self._factorize()
+            if self.q is not None:
+                return self.w, self.z, self.q
+            return self.w, self.v, None
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@
 //! compresses the time axis when many finite nonzero times make that pay (docs/numerics.md
 //! §16; within its bound of the step-by-step outputs; `t = 0` and `t = ∞` stay bitwise).
 
-use crate::dynamics::{self, Dynamics, TimeBasis};
+use crate::dynamics::{self, Dynamics, Modes, TimeBasis};
 use crate::{Real, Result};
 use faer::{Mat, MatRef, Par};
 
@@ -73,12 +73,13 @@ pub fn work(n: usize, k: usize, r: usize, t: usize, m: usize, m_kernel: bool) ->
 /// `g₀ − K_te V_R (φ ⊙ z)` (see [`dynamics`]). Returns `z` and the time bases to keep
 /// (`kept`: those of earlier calls on the same `V` / `K_te V`).
 ///
-/// `mu` are the retained eigenvalues (checked), `v` the matching eigenvectors (`N × k`).
+/// `mu` are the retained eigenvalues (checked), `v` the matching eigenvectors (`N × k`),
+/// formed or as `Q·Z_R` ([`Modes`]).
 pub fn closed_form<T: Real>(
     dynamics: &Dynamics,
     mu: &[f64],
     times: &[f64],
-    v: MatRef<'_, T>,
+    v: Modes<'_, T>,
     r: MatRef<'_, T>,
     train: Option<(MatRef<'_, T>, &mut [T])>,
     test: Option<TestSide<'_, T>>,
@@ -92,7 +93,7 @@ pub fn closed_form<T: Real>(
     dynamics::mode_factors_par(dynamics, mu, times, em1.as_mut(), phi.as_mut(), par);
     let z = match kept.z {
         Some(z) if z.nrows() == v.ncols() && z.ncols() == r.ncols() => z.to_owned(),
-        _ => dynamics::project(v, r, par)?,
+        _ => dynamics::project_modes(v, r, par)?,
     };
     dynamics::reset_compression_ranks();
     let cols = dynamics::compressible_times(times);
@@ -151,7 +152,7 @@ mod tests {
                 &dynm,
                 mu,
                 &times,
-                v,
+                Modes::Dense(v),
                 res.as_ref(),
                 Some((f0.as_ref(), &mut train)),
                 Some(TestSide::Kernel {
@@ -200,7 +201,7 @@ mod tests {
                 &dynm,
                 mu,
                 &times,
-                v,
+                Modes::Dense(v),
                 res.as_ref(),
                 None,
                 Some(TestSide::Cached {
@@ -237,7 +238,7 @@ mod tests {
             &Dynamics::Flow { scale: 1.0 },
             &[-1.0],
             &[1.0],
-            v.as_ref(),
+            Modes::Dense(v.as_ref()),
             r.as_ref(),
             None,
             None,

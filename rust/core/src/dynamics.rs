@@ -15,11 +15,12 @@
 //! `k × (c·R)` (`c` times, `c·R` a multiple of 16, the same shape whatever `T`, so a time's
 //! outputs do not depend on the other times of the call); no `(T, N, N)` array is formed.
 
+use crate::spectral::Reflectors;
 use crate::{Error, Real, Result, Shape};
 use faer::dyn_stack::{MemBuffer, MemStack};
 use faer::linalg::matmul::matmul;
 use faer::linalg::{householder, qr};
-use faer::reborrow::Reborrow;
+use faer::reborrow::{Reborrow, ReborrowMut};
 use faer::{Accum, Conj, Mat, MatMut, MatRef, Par};
 use rayon::prelude::*;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -250,6 +251,91 @@ pub fn test_basis<T: Real>(kte: MatRef<'_, T>, v: MatRef<'_, T>, par: Par) -> Re
     let mut kv = Mat::<T>::zeros(kte.nrows(), v.ncols());
     matmul(kv.as_mut(), Accum::Replace, kte, v, T::from_f64(1.0), par);
     Ok(kv)
+}
+
+/// The output basis `V_R` (`N × k`) of a reconstruction: the eigenvectors themselves, or
+/// `Q·Z_R` with `Q` the reflectors of the tridiagonal reduction and `Z_R` the matching
+/// eigenvectors of the tridiagonal matrix, `V_R` never formed (docs/numerics.md §17).
+/// Every product with it is thin (`k × c` or `N × c`, `c` a few hundred at most).
+#[derive(Clone, Copy)]
+pub enum Modes<'a, T> {
+    Dense(MatRef<'a, T>),
+    Factored(&'a Reflectors<T>, MatRef<'a, T>),
+}
+
+impl<T: Real> Modes<'_, T> {
+    /// `N`.
+    #[must_use]
+    pub fn nrows(&self) -> usize {
+        match self {
+            Modes::Dense(v) | Modes::Factored(_, v) => v.nrows(),
+        }
+    }
+
+    /// `k`, the retained modes.
+    #[must_use]
+    pub fn ncols(&self) -> usize {
+        match self {
+            Modes::Dense(v) | Modes::Factored(_, v) => v.ncols(),
+        }
+    }
+
+    /// `dst ← V_R · x`.
+    fn times(&self, dst: MatMut<'_, T>, x: MatRef<'_, T>, par: Par) {
+        match *self {
+            Modes::Dense(v) => matmul(dst, Accum::Replace, v, x, T::from_f64(1.0), par),
+            Modes::Factored(q, zr) => {
+                let mut dst = dst;
+                matmul(dst.rb_mut(), Accum::Replace, zr, x, T::from_f64(1.0), par);
+                q.apply(dst, par);
+            }
+        }
+    }
+
+    /// `V_Rᵀ · y` (`k × c`).
+    fn t_times(&self, y: MatRef<'_, T>, par: Par) -> Mat<T> {
+        let mut out = Mat::<T>::zeros(self.ncols(), y.ncols());
+        match *self {
+            Modes::Dense(v) => matmul(
+                out.as_mut(),
+                Accum::Replace,
+                v.transpose(),
+                y,
+                T::from_f64(1.0),
+                par,
+            ),
+            Modes::Factored(q, zr) => {
+                let mut qy = y.to_owned();
+                q.apply_transpose(qy.as_mut(), par);
+                matmul(
+                    out.as_mut(),
+                    Accum::Replace,
+                    zr.transpose(),
+                    qy.as_ref(),
+                    T::from_f64(1.0),
+                    par,
+                );
+            }
+        }
+        out
+    }
+}
+
+/// `z = V_Rᵀ r` (`k × R`) on either form of the basis ([`project`] for a dense one).
+pub fn project_modes<T: Real>(v: Modes<'_, T>, r: MatRef<'_, T>, par: Par) -> Result<Mat<T>> {
+    match v {
+        Modes::Dense(v) => project(v, r, par),
+        Modes::Factored(q, zr) => {
+            if zr.nrows() != r.nrows() || q.n() != zr.nrows() {
+                return Err(Error::DimensionMismatch {
+                    what: "residual rows",
+                    expected: Shape::Rows(q.n()),
+                    got: Shape::Matrix(r.nrows(), r.ncols()),
+                });
+            }
+            Ok(v.t_times(r, par))
+        }
+    }
 }
 
 /// Which factor a reconstruction uses, and its sign.
@@ -687,7 +773,7 @@ impl<T: Real> TimeBasis<T> {
 /// `B̂` for the mode-space columns `u`: `basis·(diag(z_rr/w)·u)`, rearranged so that a
 /// time's block (`rows·R`, C order) is `B̂·W_t`.
 fn basis_products<T: Real>(
-    basis: MatRef<'_, T>,
+    basis: Modes<'_, T>,
     z: MatRef<'_, T>,
     weight: &[f64],
     u: MatRef<'_, f64>,
@@ -706,14 +792,7 @@ fn basis_products<T: Real>(
     });
     let mut b = Mat::<T>::zeros(basis.nrows(), rank * nout);
     if k > 0 && rank > 0 {
-        matmul(
-            b.as_mut(),
-            Accum::Replace,
-            basis,
-            zt.as_ref(),
-            T::from_f64(1.0),
-            par,
-        );
+        basis.times(b.as_mut(), zt.as_ref(), par);
     }
     let b = match then {
         Some(m) => {
@@ -743,7 +822,7 @@ fn basis_products<T: Real>(
 #[allow(clippy::too_many_arguments)]
 fn reuse_basis<T: Real>(
     kept: &TimeBasis<T>,
-    basis: MatRef<'_, T>,
+    basis: Modes<'_, T>,
     z: MatRef<'_, T>,
     factor: MatRef<'_, f64>,
     cols: &[usize],
@@ -802,7 +881,7 @@ const NORM_SKETCH_ROWS: usize = 32;
 /// `‖S·then·basis_j‖/√32` (`S` uniform with unit variance; forming `K_te V` would cost as
 /// much as the outputs). Only weights: the a posteriori check does not depend on them.
 fn output_column_norms<T: Real>(
-    basis: MatRef<'_, T>,
+    basis: Modes<'_, T>,
     then: Option<MatRef<'_, T>>,
     par: Par,
 ) -> Vec<f64> {
@@ -818,9 +897,10 @@ fn output_column_norms<T: Real>(
             })
             .collect()
     };
-    match then {
-        None => norms(basis, 1.0),
-        Some(m) => {
+    match (then, basis) {
+        // Q is orthogonal: the columns of Q·Z_R have the norms of those of Z_R
+        (None, Modes::Dense(v) | Modes::Factored(_, v)) => norms(v, 1.0),
+        (Some(m), _) => {
             let s = NORM_SKETCH_ROWS;
             let sk = Mat::<T>::from_fn(s, m.nrows(), |i, j| {
                 T::from_f64(3f64.sqrt() * sketch_entry(j, i + 1000))
@@ -834,16 +914,22 @@ fn output_column_norms<T: Real>(
                 T::from_f64(1.0),
                 par,
             );
-            let mut smb = Mat::<T>::zeros(s, basis.ncols());
-            matmul(
-                smb.as_mut(),
-                Accum::Replace,
-                sm.as_ref(),
-                basis,
-                T::from_f64(1.0),
-                par,
-            );
-            norms(smb.as_ref(), 1.0 / (s as f64).sqrt())
+            let scale = 1.0 / (s as f64).sqrt();
+            match basis {
+                Modes::Dense(v) => {
+                    let mut smb = Mat::<T>::zeros(s, v.ncols());
+                    matmul(
+                        smb.as_mut(),
+                        Accum::Replace,
+                        sm.as_ref(),
+                        v,
+                        T::from_f64(1.0),
+                        par,
+                    );
+                    norms(smb.as_ref(), scale)
+                }
+                Modes::Factored(..) => norms(basis.t_times(sm.transpose(), par).transpose(), scale),
+            }
         }
     }
 }
@@ -926,7 +1012,7 @@ fn min_width(m: usize, k: usize) -> usize {
 #[allow(clippy::too_many_arguments)]
 fn direct_outputs<T: Real>(
     side: Side,
-    basis: MatRef<'_, T>,
+    basis: Modes<'_, T>,
     z: MatRef<'_, T>,
     factor: MatRef<'_, f64>,
     base: MatRef<'_, T>,
@@ -970,12 +1056,9 @@ fn direct_outputs<T: Real>(
             .subcols_mut(tc * r, width - tc * r)
             .fill(T::from_f64(0.0));
         if k > 0 {
-            matmul(
+            basis.times(
                 c.as_mut().subcols_mut(0, width),
-                Accum::Replace,
-                basis,
                 w.as_ref().subcols(0, width),
-                T::from_f64(1.0),
                 par,
             );
         } else {
@@ -1022,7 +1105,7 @@ fn direct_outputs<T: Real>(
 #[allow(clippy::too_many_arguments)]
 fn reconstruct<T: Real>(
     side: Side,
-    basis: MatRef<'_, T>,
+    basis: Modes<'_, T>,
     z: MatRef<'_, T>,
     factor: MatRef<'_, f64>,
     base: MatRef<'_, T>,
@@ -1162,7 +1245,7 @@ pub(crate) fn train_outputs_with<T: Real>(
     compress: Option<Vec<usize>>,
     par: Par,
 ) -> Result<()> {
-    train_outputs_kept(v, z, em1, f0, out, compress, None, false, par).map(|_| ())
+    train_outputs_kept(Modes::Dense(v), z, em1, f0, out, compress, None, false, par).map(|_| ())
 }
 
 /// [`train_outputs_with`] with a kept time basis on `V` (docs/numerics.md §16, "Reuse"):
@@ -1171,7 +1254,7 @@ pub(crate) fn train_outputs_with<T: Real>(
 /// with `keep_new`).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn train_outputs_kept<T: Real>(
-    v: MatRef<'_, T>,
+    v: Modes<'_, T>,
     z: MatRef<'_, T>,
     em1: MatRef<'_, f64>,
     f0: MatRef<'_, T>,
@@ -1237,7 +1320,7 @@ pub(crate) fn test_outputs_cached_kept<T: Real>(
 ) -> Result<Option<TimeBasis<T>>> {
     reconstruct(
         Side::Test,
-        kv,
+        Modes::Dense(kv),
         z,
         phi,
         g0,
@@ -1268,14 +1351,14 @@ pub fn test_outputs<T: Real>(
     out: &mut [T],
     par: Par,
 ) -> Result<()> {
-    test_outputs_with(kte, v, z, phi, g0, out, None, par)
+    test_outputs_with(kte, Modes::Dense(v), z, phi, g0, out, None, par)
 }
 
 /// [`test_outputs`], compressing the times `compress` when that pays.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn test_outputs_with<T: Real>(
     kte: MatRef<'_, T>,
-    v: MatRef<'_, T>,
+    v: Modes<'_, T>,
     z: MatRef<'_, T>,
     phi: MatRef<'_, f64>,
     g0: MatRef<'_, T>,
@@ -1645,6 +1728,139 @@ mod tests {
         }
     }
 
+    /// `V = Q·Z` unformed (docs/numerics.md §17): forming it gives the eigenvectors of
+    /// `sym_eigh_scaled` bitwise, and every product with the factored form agrees with the
+    /// formed one to rounding; a time's outputs do not depend on the other times of the
+    /// call or on the thread count.
+    #[test]
+    fn factored_modes_match_the_formed_eigenvectors() {
+        use crate::spectral::{sym_eigh_factored, sym_eigh_scaled};
+        for &(n, first, r, par) in &[
+            (200, 10, 3, Par::rayon(2)),
+            (90, 0, 2, Par::Seq),
+            (2, 0, 1, Par::Seq),
+        ] {
+            let x = rand_mat(n, n, 9);
+            let a = &x * x.transpose() + Mat::<f64>::identity(n, n) * 1e-3;
+            let (mut w, mut wz) = (vec![0.0; n], vec![0.0; n]);
+            let mut v = Mat::<f64>::zeros(n, n);
+            let mut z = Mat::<f64>::zeros(n, n);
+            let e0 = sym_eigh_scaled(a.as_ref(), 0.0, &mut w, v.as_mut(), par).unwrap();
+            let (e, q) = sym_eigh_factored(a.as_ref(), 0.0, &mut wz, z.as_mut(), par).unwrap();
+            assert_eq!((e, &w), (e0, &wz));
+            let mut formed = z.clone();
+            q.apply(formed.as_mut(), par);
+            assert_eq!(formed, v, "n = {n}");
+            // Qᵀ Q x = x
+            let y = rand_mat(n, 5, 3);
+            let mut qy = y.clone();
+            q.apply(qy.as_mut(), par);
+            q.apply_transpose(qy.as_mut(), par);
+            assert!((&qy - &y).norm_max() <= 1e-13 * y.norm_max() * n as f64);
+
+            let k = n - first;
+            let (vr, zr) = (v.as_ref().subcols(first, k), z.as_ref().subcols(first, k));
+            let (dense, fact) = (Modes::Dense(vr), Modes::Factored(&q, zr));
+            let res = rand_mat(n, r, 4);
+            let za = project_modes(dense, res.as_ref(), par).unwrap();
+            let zb = project_modes(fact, res.as_ref(), par).unwrap();
+            assert!((&za - &zb).norm_max() <= 1e-13 * res.norm_max() * n as f64);
+            let f0 = rand_mat(n, r, 5);
+            let (m, kte) = (7, rand_mat(7, n, 6));
+            let g0 = rand_mat(m, r, 7);
+            let mu: Vec<f64> = w[first..].iter().map(|x| x.max(1e-3)).collect();
+            // 3 times take the direct path, 120 log-spaced ones the compressed one
+            let few = vec![0.0, 0.7, f64::INFINITY];
+            let many: Vec<f64> = (0..120)
+                .map(|i| 10f64.powf(-2.0 + 6.0 * f64::from(i) / 119.0))
+                .collect();
+            for times in [few, many] {
+                let nt = times.len();
+                let mut em1 = Mat::<f64>::zeros(k, nt);
+                let mut phi = Mat::<f64>::zeros(k, nt);
+                let dynm = Dynamics::Flow { scale: 0.3 };
+                mode_factors(&dynm, &mu, &times, em1.as_mut(), phi.as_mut()).unwrap();
+                let cols = compressible_times(&times);
+                let run = |modes: Modes<'_, f64>| {
+                    let mut tr = vec![0.0; nt * n * r];
+                    let mut te = vec![0.0; nt * m * r];
+                    let zz = za.as_ref();
+                    train_outputs_kept(
+                        modes,
+                        zz,
+                        em1.as_ref(),
+                        f0.as_ref(),
+                        &mut tr,
+                        cols.clone(),
+                        None,
+                        false,
+                        par,
+                    )
+                    .unwrap();
+                    test_outputs_with(
+                        kte.as_ref(),
+                        modes,
+                        zz,
+                        phi.as_ref(),
+                        g0.as_ref(),
+                        &mut te,
+                        cols.clone(),
+                        par,
+                    )
+                    .unwrap();
+                    (tr, te)
+                };
+                let ((tra, tea), (trb, teb)) = (run(dense), run(fact));
+                let close = |a: &[f64], b: &[f64]| {
+                    let scale = a.iter().fold(1.0f64, |s, x| s.max(x.abs()));
+                    a.iter().zip(b).all(|(x, y)| (x - y).abs() <= 1e-12 * scale)
+                };
+                assert!(close(&tra, &trb), "train, n = {n}, T = {nt}");
+                assert!(close(&tea, &teb), "test, n = {n}, T = {nt}");
+                if times[0] == 0.0 {
+                    // t = 0 is f0 exactly on both forms
+                    assert_eq!(tra[..n * r], trb[..n * r]);
+                }
+            }
+            // direct path: a time's bits do not depend on the other times or the threads
+            let nt = 40;
+            let fac = Mat::<f64>::from_fn(k, nt, |i, j| sketch_entry(i, j + 11));
+            let zz = rand_mat(k, r, 8);
+            let mut all = vec![0.0; nt * n * r];
+            train_outputs_kept(
+                fact,
+                zz.as_ref(),
+                fac.as_ref(),
+                f0.as_ref(),
+                &mut all,
+                None,
+                None,
+                false,
+                Par::Seq,
+            )
+            .unwrap();
+            for &(j0, len) in &[(0, 1), (5, 1), (3, 2), (10, 17)] {
+                for p in [Par::Seq, Par::rayon(2), Par::rayon(3)] {
+                    let sub = fac.as_ref().subcols(j0, len);
+                    let mut part = vec![0.0; len * n * r];
+                    train_outputs_kept(
+                        fact,
+                        zz.as_ref(),
+                        sub,
+                        f0.as_ref(),
+                        &mut part,
+                        None,
+                        None,
+                        false,
+                        p,
+                    )
+                    .unwrap();
+                    assert_eq!(part, all[j0 * n * r..(j0 + len) * n * r], "n = {n}");
+                }
+            }
+        }
+    }
+
     /// Eigenvalues spread over `decades`, orthonormal eigenvectors from a QR.
     fn spectrum_problem(n: usize, decades: f64) -> (Vec<f64>, Mat<f64>) {
         let mu: Vec<f64> = (0..n)
@@ -1748,7 +1964,7 @@ mod tests {
                 .unwrap();
                 test_outputs_with(
                     kte.as_ref(),
-                    v.as_ref(),
+                    Modes::Dense(v.as_ref()),
                     z.as_ref(),
                     phi.as_ref(),
                     g0.as_ref(),

@@ -16,9 +16,9 @@
 use crate::{Error, Real, Result, Shape};
 use faer::dyn_stack::{MemBuffer, MemStack};
 use faer::linalg::evd::{self, ComputeEigenvectors};
-use faer::mat::AsMatMut;
+use faer::linalg::matmul::matmul;
 use faer::prelude::{Reborrow, ReborrowMut};
-use faer::{MatMut, MatRef, Par};
+use faer::{Accum, Mat, MatMut, MatRef, Par};
 use rayon::prelude::*;
 
 /// Column block used to tile O(N²) passes (64 doubles = one 512-byte row of a tile).
@@ -475,7 +475,255 @@ pub fn sym_eigh_scaled_tuned<S: Real, T: Real>(
     timings: Option<&mut EighTimings>,
     tuning: EighTuning,
 ) -> Result<i32> {
-    use faer::linalg::{householder, qr, temp_mat_scratch, temp_mat_uninit};
+    let cpu = timings.as_ref().is_some_and(|t| t.process_cpu);
+    let mut tm = EighTimings {
+        process_cpu: cpu,
+        ..EighTimings::default()
+    };
+    let (e, q) = sym_eigh_factored_tuned(k, shift, w, v.rb_mut(), par, Some(&mut tm), tuning)?;
+    let mut clock = clock_now(cpu);
+    q.apply(v, par);
+    tm.back_transform = lap(&mut clock, cpu);
+    if let Some(t) = timings {
+        *t = tm;
+    }
+    Ok(e)
+}
+
+/// The orthogonal factor `Q` of the tridiagonal reduction `2^-e·A = Q T Qᵀ`, kept as its
+/// Householder reflectors (docs/numerics.md §17): with `T = Z diag(w) Zᵀ` the
+/// eigenvectors are `V = Q Z`. Applying `Q` to `c` columns costs `2N²c`; forming `V`
+/// (the back-transformation) is the same product with `c = N`, so a caller that needs only
+/// thin products `V X` and `Vᵀ Y` applies `Q` to them and never forms `V`.
+///
+/// `Q = B₀ B₁ ⋯` with block reflectors `B = I − Y S Yᵀ` of up to `bs` columns each (`Y`
+/// unit lower trapezoidal, `S` upper triangular). Each block is stored as a dense `Y`
+/// (explicit ones and zeros) and a dense `S` (the inverse of faer's triangular factor), so
+/// that applying it is three matrix products and nothing else: with every dimension at
+/// least [`MIN_APPLY_WIDTH`], faer computes each output column by the same operations
+/// whatever the number of columns, their position and the thread count, and so a column of
+/// `Q X` depends on the same column of `X` alone (narrower inputs are padded).
+pub struct Reflectors<T> {
+    /// `n × n`, column-major: block `[j₀, j₀ + b)` holds its `Y` in rows `j₀ + 1 ..`.
+    a: Mat<T>,
+    /// `bs × (n − 1)`: block `[j₀, j₀ + b)` holds its `S` (`b × b`, zero below the diagonal).
+    s: Mat<T>,
+    bs: usize,
+}
+
+/// The narrowest product [`Reflectors::apply`] issues (and the width inputs are padded to):
+/// every dimension of every product is at least this, above faer's small-product kernels.
+pub const MIN_APPLY_WIDTH: usize = 16;
+
+impl<T: Real> Reflectors<T> {
+    /// Turns the reduction's output (`a` with faer's reflector layout below the
+    /// subdiagonal, `hh` its block factors of `bs` columns) into the dense blocks; `a`'s
+    /// diagonal and subdiagonal (the tridiagonal matrix, read before) are overwritten.
+    fn from_reduction(mut a: Mat<T>, hh: MatRef<'_, T>, bs: usize) -> Self {
+        let n = a.nrows();
+        let n1 = n.saturating_sub(1);
+        let mut s = Mat::<T>::zeros(bs.max(1), n1);
+        let (zero, one) = (T::from_f64(0.0), T::from_f64(1.0));
+        let mut j0 = 0;
+        while j0 < n1 {
+            let b = bs.min(n1 - j0);
+            for q in 0..b {
+                let j = j0 + q;
+                for i in j0 + 1..=j {
+                    a[(i, j)] = zero;
+                }
+                a[(j + 1, j)] = one;
+            }
+            // S = T⁻¹ (faer applies a block as I − Y T⁻¹ Yᵀ), by columns: T S = I
+            let t = hh.submatrix(0, j0, b, b);
+            let mut sb = s.as_mut().submatrix_mut(0, j0, b, b);
+            for c in 0..b {
+                for i in (0..=c).rev() {
+                    let mut acc = if i == c { one } else { zero };
+                    for l in i + 1..=c {
+                        acc -= t[(i, l)] * sb[(l, c)];
+                    }
+                    sb[(i, c)] = acc / t[(i, i)];
+                }
+            }
+            j0 += b;
+        }
+        Reflectors {
+            a,
+            s,
+            bs: bs.max(1),
+        }
+    }
+
+    /// The order `n` of `Q`.
+    #[must_use]
+    pub fn n(&self) -> usize {
+        self.a.nrows()
+    }
+
+    /// `(Y blocks, S blocks, bs)`: the stored form, for serialization. Entries no block
+    /// uses (above each block's rows; never written) are zero in the copy.
+    #[must_use]
+    pub fn parts(&self) -> (Mat<T>, MatRef<'_, T>, usize) {
+        let (bs, n) = (self.bs, self.n());
+        let a = Mat::<T>::from_fn(n, n, |i, j| {
+            // the lower triangle, and the band above the diagonal a block's Y holds
+            let lo = if j + 1 < n {
+                j.min((j / bs) * bs + 1)
+            } else {
+                j
+            };
+            if i >= lo {
+                self.a[(i, j)]
+            } else {
+                T::from_f64(0.0)
+            }
+        });
+        (a, self.s.as_ref(), bs)
+    }
+
+    /// The reflectors from [`Reflectors::parts`]; checks the shapes only (the values are
+    /// those a factorization stored).
+    pub fn from_parts(a: Mat<T>, s: Mat<T>, bs: usize) -> Result<Self> {
+        let n = a.nrows();
+        if a.ncols() != n || bs == 0 || s.nrows() != bs || s.ncols() != n.saturating_sub(1) {
+            return Err(Error::InvalidArgument(format!(
+                "reflector parts of shapes {:?}, {:?} with blocks of {bs}",
+                a.shape(),
+                s.shape()
+            )));
+        }
+        Ok(Reflectors { a, s, bs })
+    }
+
+    fn apply_with(&self, mut x: MatMut<'_, T>, par: Par, transpose: bool) {
+        let n = self.n();
+        assert_eq!(x.nrows(), n, "Q is {n}×{n}");
+        let c = x.ncols();
+        if n < 2 || c == 0 {
+            return;
+        }
+        if c < MIN_APPLY_WIDTH {
+            let mut padded = Mat::<T>::zeros(n, MIN_APPLY_WIDTH);
+            padded.as_mut().subcols_mut(0, c).copy_from(x.rb());
+            self.apply_with(padded.as_mut(), par, transpose);
+            x.copy_from(padded.as_ref().subcols(0, c));
+            return;
+        }
+        let n1 = n - 1;
+        let starts: Vec<usize> = (0..n1).step_by(self.bs).collect();
+        let mut w = Mat::<T>::zeros(self.bs, c);
+        let mut w2 = Mat::<T>::zeros(self.bs, c);
+        let mut one_block = |j0: usize| {
+            let b = self.bs.min(n1 - j0);
+            let m = n1 - j0;
+            let y = self.a.as_ref().submatrix(j0 + 1, j0, m, b);
+            let s = self.s.as_ref().submatrix(0, j0, b, b);
+            let s = if transpose { s.transpose() } else { s };
+            let mut xb = x.rb_mut().subrows_mut(j0 + 1, m);
+            let mut wb = w.as_mut().subrows_mut(0, b);
+            let mut w2b = w2.as_mut().subrows_mut(0, b);
+            if b >= MIN_APPLY_WIDTH {
+                let (pos, neg) = (T::from_f64(1.0), T::from_f64(-1.0));
+                matmul(
+                    wb.rb_mut(),
+                    Accum::Replace,
+                    y.transpose(),
+                    xb.rb(),
+                    pos,
+                    par,
+                );
+                matmul(w2b.rb_mut(), Accum::Replace, s, wb.rb(), pos, par);
+                matmul(xb.rb_mut(), Accum::Add, y, w2b.rb(), neg, par);
+            } else {
+                // a last block narrower than the kernels' minimum: plain loops, the same
+                // operations for every column
+                small_block(y, s, xb.rb_mut(), wb.rb_mut(), w2b.rb_mut());
+            }
+        };
+        if transpose {
+            for &j0 in &starts {
+                one_block(j0);
+            }
+        } else {
+            for &j0 in starts.iter().rev() {
+                one_block(j0);
+            }
+        }
+    }
+
+    /// `x ← Q x` (`x` has `n` rows). Column `j` of the result depends on column `j` of `x`
+    /// alone (bitwise: not on the other columns, their number or the thread count).
+    pub fn apply(&self, x: MatMut<'_, T>, par: Par) {
+        self.apply_with(x, par, false);
+    }
+
+    /// `x ← Qᵀ x` (`x` has `n` rows), column by column as [`Reflectors::apply`].
+    pub fn apply_transpose(&self, x: MatMut<'_, T>, par: Par) {
+        self.apply_with(x, par, true);
+    }
+}
+
+/// `x ← x − Y (S (Yᵀ x))` for a block narrower than [`MIN_APPLY_WIDTH`].
+fn small_block<T: Real>(
+    y: MatRef<'_, T>,
+    s: MatRef<'_, T>,
+    mut x: MatMut<'_, T>,
+    mut w: MatMut<'_, T>,
+    mut w2: MatMut<'_, T>,
+) {
+    let (m, b) = y.shape();
+    let zero = T::from_f64(0.0);
+    for c in 0..x.ncols() {
+        for q in 0..b {
+            let mut acc = zero;
+            for i in 0..m {
+                acc += y[(i, q)] * x[(i, c)];
+            }
+            w[(q, c)] = acc;
+        }
+        for q in 0..b {
+            let mut acc = zero;
+            for l in 0..b {
+                acc += s[(q, l)] * w[(l, c)];
+            }
+            w2[(q, c)] = acc;
+        }
+        for i in 0..m {
+            let mut acc = zero;
+            for q in 0..b {
+                acc += y[(i, q)] * w2[(q, c)];
+            }
+            x[(i, c)] -= acc;
+        }
+    }
+}
+
+/// [`sym_eigh_scaled`] without the back-transformation: the eigenvalues into `w`, the
+/// eigenvectors `Z` of the tridiagonal matrix into `z`, and the reflectors of `Q`
+/// (`V = Q Z`, see [`Reflectors`]); returns `e` and `Q`. Applying `Q` to `z` gives bitwise
+/// the `V` of [`sym_eigh_scaled`].
+pub fn sym_eigh_factored<S: Real, T: Real>(
+    k: MatRef<'_, S>,
+    shift: f64,
+    w: &mut [f64],
+    z: MatMut<'_, T>,
+    par: Par,
+) -> Result<(i32, Reflectors<T>)> {
+    sym_eigh_factored_tuned(k, shift, w, z, par, None, EighTuning::default())
+}
+
+/// [`sym_eigh_factored`] with stage timings (all but `back_transform`) and tuning.
+pub fn sym_eigh_factored_tuned<S: Real, T: Real>(
+    k: MatRef<'_, S>,
+    shift: f64,
+    w: &mut [f64],
+    mut v: MatMut<'_, T>,
+    par: Par,
+    timings: Option<&mut EighTimings>,
+    tuning: EighTuning,
+) -> Result<(i32, Reflectors<T>)> {
+    use faer::linalg::{qr, temp_mat_scratch};
 
     let cpu = timings.as_ref().is_some_and(|t| t.process_cpu);
     let mut clock = clock_now(cpu);
@@ -491,45 +739,50 @@ pub fn sym_eigh_scaled_tuned<S: Real, T: Real>(
         if let Some(t) = timings {
             *t = tm;
         }
-        return Ok(e);
+        return Ok((
+            e,
+            Reflectors::from_reduction(Mat::zeros(0, 0), Mat::<T>::zeros(1, 0).as_ref(), 1),
+        ));
     }
     let mut params: faer::Spec<evd::SelfAdjointEvdParams, T> = Default::default();
     if tuning.recursion_threshold > 0 {
         params.recursion_threshold = tuning.recursion_threshold;
     }
+    // the reflectors' blocks: faer's size for the back-transformation, but never narrower
+    // than the kernels Reflectors::apply needs (faer picks 8 below N = 128)
     let bs = if tuning.block_size > 0 {
         tuning.block_size.min(n).max(1)
     } else {
-        qr::no_pivoting::factor::recommended_block_size::<T>(n, n)
+        qr::no_pivoting::factor::recommended_block_size::<T>(n, n).max(2 * MIN_APPLY_WIDTH)
     };
-    // the buffer, the reflectors' block factors, and (reused one after the other) the
-    // scratch of each stage; self_adjoint_evd_scratch covers every stage's scratch
+    // the scratch of each stage, reused one after the other (self_adjoint_evd_scratch
+    // covers every stage's)
     let req = faer::dyn_stack::StackReq::all_of(&[
-        temp_mat_scratch::<T>(n, n),
         temp_mat_scratch::<T>(bs, n - 1),
         evd::self_adjoint_evd_scratch::<T>(n, ComputeEigenvectors::Yes, par, params),
     ]);
     let mut mem = MemBuffer::new(req);
     let stack = MemStack::new(&mut mem);
-    // SAFETY: faer's own self_adjoint_evd uses an uninitialized work matrix the same way:
-    // the lower triangle is fully written below before anything reads it, and no stage
-    // reads the strict upper triangle.
-    let (mut a, stack) = unsafe { temp_mat_uninit::<T, _, _>(n, n, stack) };
-    let mut a = a.as_mat_mut();
-    let (mut hh, stack) = unsafe { temp_mat_uninit::<T, _, _>(bs, n - 1, stack) };
-    let mut hh = hh.as_mat_mut();
+    // the buffer that is tridiagonalized in place and then holds the reflectors: allocated
+    // uninitialized (the pages of its strict upper triangle are never touched)
+    let mut a = Mat::<T>::with_capacity(n, n);
+    // SAFETY: the elements are plain floats; the lower triangle is fully written below
+    // before anything reads it, and nothing ever reads the strict upper triangle (faer's
+    // own self_adjoint_evd uses an uninitialized work matrix the same way).
+    unsafe { a.set_dims(n, n) };
+    let mut hh = Mat::<T>::zeros(bs.max(1), n - 1);
     tm.other += lap(&mut clock, cpu);
 
-    symmetrize_lower_scaled(k, shift, e, a.rb_mut(), par)?;
+    symmetrize_lower_scaled(k, shift, e, a.as_mut(), par)?;
     tm.symmetrize = lap(&mut clock, cpu);
 
     if crate::tridiag::accelerated::<T>() {
-        tridiagonalize_blocked(a.rb_mut(), hh.rb_mut(), bs, par, tuning);
+        tridiagonalize_blocked(a.as_mut(), hh.as_mut(), bs, par, tuning);
     } else {
         if tuning.par_threshold > 0 {
             params.tridiag.par_threshold = tuning.par_threshold;
         }
-        evd::tridiag::tridiag_in_place(a.rb_mut(), hh.rb_mut(), par, stack, params.tridiag.into());
+        evd::tridiag::tridiag_in_place(a.as_mut(), hh.as_mut(), par, stack, params.tridiag.into());
     }
     tm.tridiagonalize = lap(&mut clock, cpu);
 
@@ -560,16 +813,6 @@ pub fn sym_eigh_scaled_tuned<S: Real, T: Real>(
     }
     tm.tridiagonal_solve = lap(&mut clock, cpu);
 
-    householder::apply_block_householder_sequence_on_the_left_in_place_with_conj(
-        a.rb().submatrix(1, 0, n - 1, n - 1),
-        hh.rb(),
-        faer::Conj::No,
-        v.subrows_mut(1, n - 1),
-        par,
-        stack,
-    );
-    tm.back_transform = lap(&mut clock, cpu);
-
     for (dst, src) in w.iter_mut().zip(&wt) {
         *dst = src.to_f64();
     }
@@ -577,7 +820,7 @@ pub fn sym_eigh_scaled_tuned<S: Real, T: Real>(
     if let Some(t) = timings {
         *t = tm;
     }
-    Ok(e)
+    Ok((e, Reflectors::from_reduction(a, hh.as_ref(), bs)))
 }
 
 /// The core's blocked tridiagonalization (`crate::tridiag`), leaving the reflectors and
@@ -661,6 +904,51 @@ pub(crate) mod tests {
         }
         let d = Mat::<f64>::from_fn(n, n, |i, j| if i == j { lams[i] } else { 0.0 });
         &u * &d * u.transpose()
+    }
+
+    /// `Q x` column by column (docs/numerics.md §17): a column's bits depend on that column
+    /// alone, not on the others, their number, its position or the thread count; and
+    /// `Qᵀ Q x = x`.
+    #[test]
+    fn reflector_columns_do_not_depend_on_width() {
+        for &n in &[2usize, 3, 17, 160, 300] {
+            let x = Mat::<f64>::from_fn(n, n, |i, j| ((i * 31 + j * 17) % 29) as f64 - 14.0);
+            let a = &x * x.transpose();
+            let mut w = vec![0.0; n];
+            let mut z = Mat::<f64>::zeros(n, n);
+            let (_, q) = sym_eigh_factored(a.as_ref(), 0.0, &mut w, z.as_mut(), Par::Seq).unwrap();
+            let y = Mat::<f64>::from_fn(n, 300, |i, j| (((i * 7 + j * 13) % 23) as f64).sin());
+            let mut full = y.clone();
+            q.apply(full.as_mut(), Par::rayon(2));
+            let mut back = full.clone();
+            q.apply_transpose(back.as_mut(), Par::Seq);
+            assert!((&back - &y).norm_max() <= 1e-13 * n as f64, "n = {n}");
+            for &(j0, c) in &[
+                (0, 1),
+                (3, 1),
+                (5, 2),
+                (0, 15),
+                (1, 16),
+                (7, 17),
+                (50, 100),
+                (0, 257),
+            ] {
+                for par in [Par::Seq, Par::rayon(2), Par::rayon(3)] {
+                    let mut part = y.as_ref().subcols(j0, c).to_owned();
+                    q.apply(part.as_mut(), par);
+                    assert!(
+                        part.as_ref() == full.as_ref().subcols(j0, c),
+                        "n = {n}, {j0} + {c}"
+                    );
+                    let mut tpart = full.as_ref().subcols(j0, c).to_owned();
+                    q.apply_transpose(tpart.as_mut(), par);
+                    assert!(
+                        tpart.as_ref() == back.as_ref().subcols(j0, c),
+                        "n = {n}, {j0} + {c}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

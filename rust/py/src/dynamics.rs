@@ -7,12 +7,13 @@
 
 use crate::convert::{mat_mut, mat_ref, slice, to_numpy};
 use crate::errors::{internal, CoreResult};
+use crate::spectral::{PyReflectors, Typed};
 use faer::{Mat, MatRef};
 use numpy::{PyArray1, PyArray2, PyArray3, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2};
 use pyo3::prelude::*;
 use std::sync::{Arc, Mutex, PoisonError};
 use tangentflow_core::closed_form::{self, Kept, TestSide};
-use tangentflow_core::dynamics::{self, Dynamics, TimeBasis};
+use tangentflow_core::dynamics::{self, Dynamics, Modes, TimeBasis};
 use tangentflow_core::threads;
 use tangentflow_core::Real;
 
@@ -234,6 +235,26 @@ pub fn _basis_reuse() -> (i64, i64) {
     dynamics::last_basis_reuse()
 }
 
+/// The output basis of a call: `v` itself, or `Q·v` with the factorization's reflectors.
+fn modes<'a, T: Typed + Real>(
+    v: MatRef<'a, T>,
+    q: Option<&'a PyReflectors>,
+) -> CoreResult<Modes<'a, T>> {
+    let Some(q) = q else {
+        return Ok(Modes::Dense(v));
+    };
+    let refl = T::of(q)?;
+    if refl.n() != v.nrows() {
+        return Err(pyo3::exceptions::PyValueError::new_err(format!(
+            "the basis has {} rows, Q is {n}×{n}",
+            v.nrows(),
+            n = refl.n()
+        ))
+        .into());
+    }
+    Ok(Modes::Factored(refl, v))
+}
+
 /// A zeroed C-ordered `(T, rows, R)` output.
 fn outputs<'py, T: numpy::Element>(
     py: Python<'py>,
@@ -247,20 +268,23 @@ fn outputs<'py, T: numpy::Element>(
 macro_rules! recon_fns {
     ($t:ty, $project:ident, $basis:ident, $train:ident, $test:ident, $cached:ident, $closed:ident) => {
         /// `z = Vᵀ r`; with `cache` (the [`PyTimeBasisCache`] on this `V`) the kept
-        /// projection of the same `r` is returned, and a new one is kept.
+        /// projection of the same `r` is returned, and a new one is kept. With `q` (the
+        /// factorization's [`PyReflectors`]), `v` holds `Z_R` and `V = Q Z_R`.
         #[pyfunction]
-        #[pyo3(signature = (v, r, cache=None))]
+        #[pyo3(signature = (v, r, cache=None, q=None))]
         pub fn $project<'py>(
             py: Python<'py>,
             v: PyReadonlyArray2<'py, $t>,
             r: PyReadonlyArray2<'py, $t>,
             cache: Option<PyRef<'py, PyTimeBasisCache>>,
+            q: Option<PyRef<'py, PyReflectors>>,
         ) -> CoreResult<Bound<'py, PyArray2<$t>>> {
             let (vr, rr) = (mat_ref(&v), mat_ref(&r));
             if let Some(rz) = cache.as_ref().and_then(|c| c.projection::<$t>(rr, vr.ncols())) {
                 return Ok(to_numpy(py, rz.1.as_ref()));
             }
-            let z = py.detach(|| threads::install(|par| dynamics::project(vr, rr, par)))?;
+            let modes = modes::<$t>(vr, q.as_deref())?;
+            let z = py.detach(|| threads::install(|par| dynamics::project_modes(modes, rr, par)))?;
             if let Some(c) = cache.as_ref() {
                 if z.nrows() == vr.ncols() {
                     c.store_projection(rr, z.as_ref());
@@ -351,7 +375,7 @@ macro_rules! recon_fns {
         /// test–train kernel, or `K_te V` with `cached`) and `g0` are given. `train_cache`
         /// (on `V`) and `test_cache` (on a cached `K_te V`) keep time bases across calls.
         #[pyfunction]
-        #[pyo3(signature = (dynamics, mu, times, v, r, f0, test, g0, cached, train_cache=None, test_cache=None))]
+        #[pyo3(signature = (dynamics, mu, times, v, r, f0, test, g0, cached, train_cache=None, test_cache=None, q=None))]
         #[allow(clippy::type_complexity)]
         pub fn $closed<'py>(
             py: Python<'py>,
@@ -366,6 +390,7 @@ macro_rules! recon_fns {
             cached: bool,
             train_cache: Option<PyRef<'py, PyTimeBasisCache>>,
             test_cache: Option<PyRef<'py, PyTimeBasisCache>>,
+            q: Option<PyRef<'py, PyReflectors>>,
         ) -> CoreResult<(
             Bound<'py, PyArray2<$t>>,
             Option<Bound<'py, PyArray3<$t>>>,
@@ -374,6 +399,7 @@ macro_rules! recon_fns {
             let dynm = dynamics.0;
             let (mu, ts) = (slice(&mu)?, slice(&times)?);
             let (vr, rr) = (mat_ref(&v), mat_ref(&r));
+            let modes = modes::<$t>(vr, q.as_deref())?;
             let fr = f0.as_ref().map(mat_ref);
             let (nt, ncol) = (ts.len(), rr.ncols());
             let test = match (test.as_ref().map(mat_ref), g0.as_ref().map(mat_ref)) {
@@ -421,9 +447,11 @@ macro_rules! recon_fns {
                     keep: true,
                     z: kept_z.as_ref().map(|rz| rz.1.as_ref()),
                 };
+                // Q·Z_R costs about N more operations per mode column than V_R
+                let inner = if q.is_some() { vr.ncols() + vr.nrows() } else { vr.ncols() };
                 let work = closed_form::work(
                     vr.nrows(),
-                    vr.ncols(),
+                    inner,
                     ncol,
                     nt,
                     test.map_or(0, |(k, _)| k.nrows()),
@@ -431,7 +459,7 @@ macro_rules! recon_fns {
                 );
                 let (z, new_train, new_test) = py.detach(|| {
                     threads::install_sized(work, |par| {
-                        closed_form::closed_form(&dynm, mu, ts, vr, rr, train, side, kept, par)
+                        closed_form::closed_form(&dynm, mu, ts, modes, rr, train, side, kept, par)
                     })
                 })?;
                 if let Some(c) = train_cache.as_ref() {

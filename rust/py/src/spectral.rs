@@ -4,11 +4,11 @@
 //! Names carry the element types, `_<input>_<compute>`; the CPU backend picks one from
 //! the dtypes through a table (python/tangentflow/_backends/cpu.py).
 
-use crate::convert::{mat_mut, mat_ref};
+use crate::convert::{mat_mut, mat_ref, to_numpy};
 use crate::errors::{internal, CoreResult};
 use numpy::{PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray2};
 use pyo3::prelude::*;
-use tangentflow_core::{spectral, threads};
+use tangentflow_core::{spectral, threads, Real};
 
 macro_rules! stats_fn {
     ($s:ty, $stats:ident) => {
@@ -72,6 +72,213 @@ eigh_fn!(f64, f64, sym_eigh_f64_f64);
 eigh_fn!(f32, f64, sym_eigh_f32_f64);
 eigh_fn!(f32, f32, sym_eigh_f32_f32);
 eigh_fn!(f64, f32, sym_eigh_f64_f32);
+
+/// The reflectors of a factorization's tridiagonal reduction, `Q` with `V = Q Z`
+/// (`tangentflow._core.Reflectors`, docs/numerics.md §17): returned by `sym_eigh_factored_*`
+/// and passed back to `closed_form_*`, `project_*` and `form_eigenvectors_*`, which apply
+/// `Q` to thin products instead of forming `V`. Immutable; shared freely between threads.
+#[pyclass(frozen, name = "Reflectors", module = "tangentflow._core")]
+pub struct PyReflectors(pub Refl);
+
+/// [`PyReflectors`]' content, by compute type.
+pub enum Refl {
+    F32(spectral::Reflectors<f32>),
+    F64(spectral::Reflectors<f64>),
+}
+
+/// The compute types a [`PyReflectors`] can hold.
+pub trait Typed: Sized {
+    fn of(r: &PyReflectors) -> CoreResult<&spectral::Reflectors<Self>>;
+    fn wrap(r: spectral::Reflectors<Self>) -> PyReflectors;
+}
+
+macro_rules! typed {
+    ($t:ty, $variant:ident) => {
+        impl Typed for $t {
+            fn of(r: &PyReflectors) -> CoreResult<&spectral::Reflectors<$t>> {
+                match &r.0 {
+                    Refl::$variant(q) => Ok(q),
+                    _ => Err(pyo3::exceptions::PyTypeError::new_err(concat!(
+                        "the reflectors are not ",
+                        stringify!($t)
+                    ))
+                    .into()),
+                }
+            }
+            fn wrap(r: spectral::Reflectors<$t>) -> PyReflectors {
+                PyReflectors(Refl::$variant(r))
+            }
+        }
+    };
+}
+
+typed!(f32, F32);
+typed!(f64, F64);
+
+#[pymethods]
+impl PyReflectors {
+    /// The order `N` of `Q`.
+    #[getter]
+    fn n(&self) -> usize {
+        match &self.0 {
+            Refl::F32(q) => q.n(),
+            Refl::F64(q) => q.n(),
+        }
+    }
+
+    /// Pickling: rebuilt by `_reflectors_from_parts_<t>(a, s, bs)`.
+    fn __reduce__<'py>(&self, py: Python<'py>) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
+        let m = py.import("tangentflow._core")?;
+        match &self.0 {
+            Refl::F32(q) => {
+                let (a, s, bs) = q.parts();
+                let args = (to_numpy(py, a.as_ref()), to_numpy(py, s), bs).into_pyobject(py)?;
+                Ok((m.getattr("_reflectors_from_parts_f32")?, args.into_any()))
+            }
+            Refl::F64(q) => {
+                let (a, s, bs) = q.parts();
+                let args = (to_numpy(py, a.as_ref()), to_numpy(py, s), bs).into_pyobject(py)?;
+                Ok((m.getattr("_reflectors_from_parts_f64")?, args.into_any()))
+            }
+        }
+    }
+}
+
+macro_rules! from_parts_fn {
+    ($t:ty, $name:ident) => {
+        /// The reflectors of a pickle (`Reflectors.__reduce__`).
+        #[pyfunction]
+        pub fn $name(
+            a: PyReadonlyArray2<'_, $t>,
+            s: PyReadonlyArray2<'_, $t>,
+            bs: usize,
+        ) -> CoreResult<PyReflectors> {
+            let q = spectral::Reflectors::from_parts(
+                mat_ref(&a).to_owned(),
+                mat_ref(&s).to_owned(),
+                bs,
+            )?;
+            Ok(<$t as Typed>::wrap(q))
+        }
+    };
+}
+
+from_parts_fn!(f32, _reflectors_from_parts_f32);
+from_parts_fn!(f64, _reflectors_from_parts_f64);
+
+type Factored<'py, T> = (
+    Bound<'py, PyArray1<f64>>,
+    Bound<'py, PyArray2<T>>,
+    i32,
+    PyReflectors,
+);
+
+macro_rules! factored_fn {
+    ($s:ty, $t:ty, $eigh:ident) => {
+        /// `(w, Z, e, Q)`: `2^-e·(sym(K) + shift·I) = V diag(w) Vᵀ` with `V = Q Z` not
+        /// formed (docs/numerics.md §17): eigenvalues ascending (float64, of the scaled
+        /// matrix), `Z` the tridiagonal matrix's eigenvectors in Fortran order, `Q` its
+        /// reduction's [`PyReflectors`]; `form_eigenvectors_*(Q, Z)` is the `V` of
+        /// `sym_eigh_*` bitwise.
+        #[pyfunction]
+        pub fn $eigh<'py>(
+            py: Python<'py>,
+            k: PyReadonlyArray2<'py, $s>,
+            shift: f64,
+        ) -> CoreResult<Factored<'py, $t>> {
+            let n = k.as_array().nrows();
+            let w = PyArray1::<f64>::zeros(py, [n], false);
+            let z = PyArray2::<$t>::zeros(py, [n, n], true);
+            let (e, q);
+            {
+                let kr = mat_ref(&k);
+                let mut wrw = w.readwrite();
+                let ws = wrw
+                    .as_slice_mut()
+                    .map_err(|_| internal("eigenvalue buffer"))?;
+                let mut zrw = z.readwrite();
+                let zm = mat_mut(&mut zrw);
+                (e, q) = py.detach(|| {
+                    threads::install_sized(spectral::eigh_work(n), |par| {
+                        spectral::sym_eigh_factored(kr, shift, ws, zm, par)
+                    })
+                })?;
+            }
+            Ok((w, z, e, <$t as Typed>::wrap(q)))
+        }
+    };
+}
+
+factored_fn!(f64, f64, sym_eigh_factored_f64_f64);
+factored_fn!(f32, f64, sym_eigh_factored_f32_f64);
+factored_fn!(f32, f32, sym_eigh_factored_f32_f32);
+factored_fn!(f64, f32, sym_eigh_factored_f64_f32);
+
+macro_rules! form_fn {
+    ($t:ty, $form:ident, $apply:ident) => {
+        /// `Q x` as a new Fortran-ordered array (`x`: `N` rows): with `x = Z` of
+        /// `sym_eigh_factored_*`, the eigenvectors `V`.
+        #[pyfunction]
+        pub fn $form<'py>(
+            py: Python<'py>,
+            q: PyRef<'py, PyReflectors>,
+            x: PyReadonlyArray2<'py, $t>,
+        ) -> CoreResult<Bound<'py, PyArray2<$t>>> {
+            $apply(py, q, x, false)
+        }
+    };
+}
+
+/// `Q x` or `Qᵀ x` (`transpose`) as a new Fortran-ordered array.
+fn apply_q<'py, T: Typed + Real + numpy::Element>(
+    py: Python<'py>,
+    q: PyRef<'py, PyReflectors>,
+    x: PyReadonlyArray2<'py, T>,
+    transpose: bool,
+) -> CoreResult<Bound<'py, PyArray2<T>>> {
+    let refl = T::of(&q)?;
+    let xr = mat_ref(&x);
+    if xr.nrows() != refl.n() {
+        return Err(pyo3::exceptions::PyValueError::new_err(format!(
+            "x has {} rows, Q is {n}×{n}",
+            xr.nrows(),
+            n = refl.n()
+        ))
+        .into());
+    }
+    let out = to_numpy(py, xr);
+    {
+        let mut rw = out.readwrite();
+        let om = mat_mut(&mut rw);
+        let work = 2usize
+            .saturating_mul(refl.n())
+            .saturating_mul(refl.n())
+            .saturating_mul(xr.ncols());
+        py.detach(|| {
+            threads::install_sized(work, |par| {
+                if transpose {
+                    refl.apply_transpose(om, par);
+                } else {
+                    refl.apply(om, par);
+                }
+            });
+        });
+    }
+    Ok(out)
+}
+
+form_fn!(f64, form_eigenvectors_f64, apply_q);
+form_fn!(f32, form_eigenvectors_f32, apply_q);
+
+/// `Qᵀ x` as a new array (float64). Private: a test hook.
+#[pyfunction]
+pub fn _apply_transpose_f64<'py>(
+    py: Python<'py>,
+    q: PyRef<'py, PyReflectors>,
+    x: PyReadonlyArray2<'py, f64>,
+) -> CoreResult<Bound<'py, PyArray2<f64>>> {
+    apply_q(py, q, x, true)
+}
 
 /// `[(stage, seconds)]` of one factorization of `2^-e·(sym(K) + shift·I)` (float64), the
 /// breakdown of docs/performance.md; the factors themselves are dropped. `staged = false`
