@@ -610,6 +610,25 @@ impl<T: Real> Reflectors<T> {
             x.copy_from(padded.as_ref().subcols(0, c));
             return;
         }
+        let threads = par.degree();
+        if threads > 1 && c >= 2 * MIN_APPLY_WIDTH {
+            // one part of the columns per thread, each applied sequentially: the parts are
+            // independent, so there is no synchronization per block (faster than threaded
+            // products per block, by a quarter for 300 columns at N = 2000-4000)
+            let parts = threads.min(c / MIN_APPLY_WIDTH);
+            let width = c.div_ceil(parts);
+            let mut cols = Vec::new();
+            let mut rest = x;
+            while rest.ncols() > 0 {
+                let take = width.min(rest.ncols());
+                let (head, tail) = rest.split_at_col_mut(take);
+                cols.push(head);
+                rest = tail;
+            }
+            cols.into_par_iter()
+                .for_each(|part| self.apply_with(part, Par::Seq, transpose));
+            return;
+        }
         let n1 = n - 1;
         let starts: Vec<usize> = (0..n1).step_by(self.bs).collect();
         let mut w = Mat::<T>::zeros(self.bs, c);
