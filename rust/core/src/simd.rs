@@ -66,6 +66,8 @@ const EXP_TAYLOR: [f64; 14] = [
 /// Lanes evaluated in lockstep by [`exp_lanes`]: several independent vectors per Horner
 /// step, so the polynomial's dependency chain does not bound the throughput.
 const EXP_LANES: usize = 16;
+/// [`EXP_LANES`] with AVX-512: four vectors of 8 per Horner step.
+const EXP_LANES_512: usize = 32;
 
 /// `exp(x)` for `x` in `[-708, 709]`, lane by lane, by Cody–Waite reduction
 /// `x = n·ln2 + r`, `|r| ≤ ln2/2`, and the Taylor polynomial of degree 13 in plain
@@ -99,18 +101,27 @@ fn exp_lanes<const L: usize>(x: &[f64; L], out: &mut [f64; L]) {
 
 #[allow(clippy::inline_always)]
 #[inline(always)]
-fn exp_slice_body(xs: &[f64], out: &mut [f64]) {
-    let mut xc = xs.chunks_exact(EXP_LANES);
-    let mut oc = out.chunks_exact_mut(EXP_LANES);
+fn exp_slice_body<const L: usize>(xs: &[f64], out: &mut [f64]) {
+    let mut xc = xs.chunks_exact(L);
+    let mut oc = out.chunks_exact_mut(L);
     for (x, o) in (&mut xc).zip(&mut oc) {
-        let x: &[f64; EXP_LANES] = x.try_into().expect("lanes");
-        let o: &mut [f64; EXP_LANES] = o.try_into().expect("lanes");
+        let x: &[f64; L] = x.try_into().expect("lanes");
+        let o: &mut [f64; L] = o.try_into().expect("lanes");
         exp_lanes(x, o);
     }
     for (x, o) in xc.remainder().iter().zip(oc.into_remainder()) {
         let mut one = [0.0];
         exp_lanes(&[*x], &mut one);
         *o = one[0];
+    }
+    // the fix-ups are rare: one vectorized count first, the scalar pass only when needed
+    // (a NaN is outside the range too)
+    let outside = xs
+        .iter()
+        .map(|&x| usize::from(!(EXP_MIN_NORMAL_ARG..=EXP_MAX_ARG).contains(&x)))
+        .sum::<usize>();
+    if outside == 0 {
+        return;
     }
     for (o, &x) in out.iter_mut().zip(xs) {
         if x < EXP_ZERO_ARG {
@@ -124,22 +135,34 @@ fn exp_slice_body(xs: &[f64], out: &mut [f64]) {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn exp_slice_avx2(xs: &[f64], out: &mut [f64]) {
-    exp_slice_body(xs, out);
+    exp_slice_body::<EXP_LANES>(xs, out);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn exp_slice_avx512(xs: &[f64], out: &mut [f64]) {
+    exp_slice_body::<EXP_LANES_512>(xs, out);
 }
 
 /// `out[i] = exp(xs[i])` (lengths equal), vectorized where the CPU allows: [`exp_lanes`] on
-/// normal results (the same bits on every CPU), `+0` below `−746`, `libm` for the rest.
+/// normal results (the same bits on every CPU: separate multiplies and adds, no FMA),
+/// `+0` below `−746`, `libm` for the rest.
 pub fn exp_slice(xs: &[f64], out: &mut [f64]) {
     assert_eq!(xs.len(), out.len(), "exp_slice lengths");
     #[cfg(target_arch = "x86_64")]
     {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU supports AVX-512F (checked just above).
+            unsafe { exp_slice_avx512(xs, out) };
+            return;
+        }
         if std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: the CPU supports AVX2 (checked just above).
             unsafe { exp_slice_avx2(xs, out) };
             return;
         }
     }
-    exp_slice_body(xs, out);
+    exp_slice_body::<EXP_LANES>(xs, out);
 }
 
 #[cfg(test)]
