@@ -279,6 +279,7 @@ def test_corrupted_pickle_says_what_is_wrong():
         "'w' and eigenvectors 'v' must be both present or both absent": dict(w=None),
         "'z' and reflectors 'q' must be both present or both absent": dict(q=None),
         "'q' must be the kernel's reflectors (order 50)": dict(q="Q"),
+        "'q' holds float64, the factors 'z' are float32": dict(z=good["z"].astype(np.float32)),
         "'w' contains NaN": dict(w=np.full(50, np.nan)),
         "missing entries ['k']": dict(k=None, _drop="k"),
         "'count' must be a non-negative int": dict(count=-1),

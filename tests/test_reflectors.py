@@ -1,7 +1,8 @@
 """Eigenvectors kept as reflectors (docs/numerics.md §17): the closed forms apply ``Q`` to
 thin products and never form ``V``; forming it gives the eigensolver's ``V`` bitwise; a
-Predictor's outputs keep their bits whatever was asked of it before (V formed for a test
-set, a pickle); and the outputs match NumPy's eigendecomposition."""
+Predictor's outputs keep their bits whatever was asked of it before (a test set, whose
+K_te·V comes through K_te·Q; V formed for another use; a pickle); and the outputs match
+NumPy's eigendecomposition."""
 
 import pickle
 
@@ -53,7 +54,7 @@ def test_forming_v_gives_the_eigensolvers_bits(n, dtype):
         assert np.abs(resid).max() < 50 * n * eps * np.abs(w).max()
         # Qᵀ undoes Q
         y = rng.standard_normal((n, 5))
-        back = _core._apply_transpose_f64(q, form(q, y))
+        back = _core.apply_transpose_f64(q, form(q, y))
         assert np.abs(back - y).max() < 50 * n * eps
 
 
@@ -104,9 +105,16 @@ def test_outputs_keep_their_bits_after_v_is_formed(kind):
     a2 = p.at(many, k_test_train=kte, fx_train_0=f0, fx_test_0=g0)
     s1 = p.at(40.0, k_test_train=kte, fx_train_0=f0, fx_test_0=g0)
     assert p._model.fact.v is None
-    # forming V for another use (a test set's K_te·V), then a pickle of it
-    p.test_set(kte, fx_test_0=g0).at(few, fx_train_0=f0)
+    # a test set's K_te·V comes from K_te·Q and Z, V still not formed
+    tset = p.test_set(kte, fx_test_0=g0)
+    t1 = tset.at(few, fx_train_0=f0)
+    assert p._model.fact.v is None
+    # ... and agrees with K_te·V of NumPy's eigenvectors (cond_R·ε)
+    assert np.abs(t1.test - a1.test).max() <= 1e-9 * np.abs(a1.test).max()
+    # forming V for another use (what covariances and GP posteriors take), then a pickle
+    p._model.eigenvectors()
     assert p._model.fact.v is not None
+    assert tset.at(few, fx_train_0=f0).test.tobytes() == t1.test.tobytes()
     for q in (p, pickle.loads(pickle.dumps(p))):
         b1 = q.at(few, k_test_train=kte, fx_train_0=f0, fx_test_0=g0)
         b2 = q.at(many, k_test_train=kte, fx_train_0=f0, fx_test_0=g0)

@@ -327,8 +327,13 @@ def predictor_state(state: Any) -> None:
             if state.get(key) is not None and array(key, 2).shape != (d, d):
                 shape = tuple(state[key].shape)
                 raise bad(f"{key!r} has shape {shape}, the kernel needs ({d}, {d})")
-        if q is not None and (not isinstance(q, _core.Reflectors) or q.n != d):
-            raise bad(f"'q' must be the kernel's reflectors (order {d}), got {q!r}")
+        if q is not None:
+            if not isinstance(q, _core.Reflectors) or q.n != d:
+                raise bad(f"'q' must be the kernel's reflectors (order {d}), got {q!r}")
+            if q.dtype != np.dtype(state["z"].dtype).name:
+                raise bad(f"'q' holds {q.dtype}, the factors 'z' are {state['z'].dtype}")
+            if state["backend"] != "cpu":
+                raise bad(f"reflectors 'q' come from the cpu backend, not {state['backend']!r}")
     count = state["count"]
     if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 0:
         raise bad(f"'count' must be a non-negative int, got {count!r}")

@@ -54,7 +54,11 @@ class Backend(Protocol):
         ...
 
     def form_eigenvectors(self, q: Any, z: Any) -> Any:
-        """``V = Q Z`` from ``eigh_factored``'s ``Z`` and ``Q``."""
+        """``Q x``; with ``eigh_factored``'s ``Z`` and ``Q``, ``V``."""
+        ...
+
+    def apply_transpose(self, q: Any, x: Any) -> Any:
+        """``Qᵀ x`` for ``eigh_factored``'s reflectors ``Q``."""
         ...
 
     def cholesky_solve(

@@ -55,6 +55,10 @@ _FORM: dict[_Prec, Callable[[_core.Reflectors, _Arr], _Arr]] = {
     "f32": _core.form_eigenvectors_f32,
     "f64": _core.form_eigenvectors_f64,
 }
+_APPLY_T: dict[_Prec, Callable[[_core.Reflectors, _Arr], _Arr]] = {
+    "f32": _core.apply_transpose_f32,
+    "f64": _core.apply_transpose_f64,
+}
 _CHOLESKY: dict[
     tuple[_Prec, _Prec],
     Callable[[_Arr, float, _Arr, float | None], tuple[_Arr, float, float, float, int] | None],
@@ -168,6 +172,9 @@ class CpuBackend:
 
     def form_eigenvectors(self, q: Any, z: Any) -> Any:
         return _FORM[_p(z.dtype)](q, z)
+
+    def apply_transpose(self, q: Any, x: Any) -> Any:
+        return _APPLY_T[_p(x.dtype)](q, x)
 
     def cholesky_solve(
         self, k: Any, shift: float, rhs: Any, max_abs: float | None = None

@@ -24,6 +24,13 @@ _HAGER_ITERS, _INVERSE_STEPS, _SEED = 5, 3, 0x9E3779B97F4A7C15
 _COMPRESS_MIN_TIMES, _COMPRESS_TOL_EPS, _SKETCH_BLOCK = 16, 90.0, 32
 
 
+def _no_reflectors(q: Any) -> None:
+    """This backend forms ``V`` in its eigensolver (``eigh_factored`` is None): a ``q``
+    here would make ``v`` mean ``Z``, which it never is."""
+    if q is not None:
+        raise ValueError("the array backend takes formed eigenvectors, not reflectors")
+
+
 class XpBackend:
     def __init__(self, xp: Any) -> None:
         self.xp = xp
@@ -263,7 +270,11 @@ class XpBackend:
     def form_eigenvectors(self, q: Any, z: Any) -> Any:
         raise NotImplementedError("the array backend keeps no reflectors")
 
+    def apply_transpose(self, q: Any, x: Any) -> Any:
+        raise NotImplementedError("the array backend keeps no reflectors")
+
     def project(self, v: Any, r: Any, cache: Any = None, q: Any = None) -> Any:
+        _no_reflectors(q)
         return v.T @ r
 
     def test_basis(self, kte: Any, v: Any) -> Any:
@@ -453,6 +464,7 @@ class XpBackend:
         No time basis is kept across calls (``time_basis_cache`` is None)."""
         from .. import _core
 
+        _no_reflectors(q)
         em1, phi = self.mode_factors(kind, params, mu, times)
         z = self.project(v, r)
         self.compression_ranks = [-1, -1]

@@ -141,8 +141,12 @@ class _TrainMemo:
         """The part of ``f₀ − Y`` outside the retained modes (it does not evolve)."""
         if not self.spec.first:
             return None
-        vr = self.m.eigenvectors()[:, self.spec.first :]
-        return (self.f0 - self.yf) - self.m.backend.test_basis(vr, z)  # in the core
+        be = self.m.backend
+        vr, q = self.m.modes(self.spec.first)
+        vz = be.test_basis(vr, z)  # V_R·z, in the core: Q·(Z_R·z) where V is not formed
+        if q is not None:
+            vz = be.form_eigenvectors(q, vz)
+        return (self.f0 - self.yf) - vz
 
     def reuse(self, z: Any) -> Any:
         memo = self.m.fact.train_memo

@@ -159,10 +159,10 @@ class KernelModel:
             "y": self.y,
             "w": self.fact.w,
             "exp": self.fact.exp,
-            # the factors as they are (docs/numerics.md §17): V where it is formed, and the
-            # reflectors Q with Z where they are kept, so that the unpickled Predictor uses
-            # the same procedure and gives the same bits
-            "v": self.fact.v,
+            # the factors as they are (docs/numerics.md §17): the reflectors Q with Z where
+            # they are kept (V, were it formed, is Q·Z bitwise and formed again on demand),
+            # else V; the unpickled Predictor uses the same procedure and gives the same bits
+            "v": self.fact.v if self.fact.q is None else None,
             "z": self.fact.z,
             "q": self.fact.q,
             "count": self.fact.count,

@@ -77,11 +77,17 @@ class TestInputs:
         return ks[1]
 
     def basis(self) -> Any:
-        """``2^-e·K_te·V`` of the shared factorization."""
+        """``2^-e·K_te·V`` of the shared factorization; where it keeps ``V = Q Z``
+        unformed, ``((Qᵀ K_teᵀ)ᵀ) Z``: ``2N²M + 2MN²`` instead of forming ``V`` (``2N³``)
+        and ``2MN²`` (docs/numerics.md §17)."""
         if self._shared["kv"] is None:
             m = self.model
-            v = m.eigenvectors()
-            self._shared["kv"] = m.backend.test_basis(self.scaled_k(m.fact.exp), v)
+            be = m.backend
+            _, b, q = m.fact.modes()
+            kte = self.scaled_k(m.fact.exp)
+            if q is not None:
+                kte = be.apply_transpose(q, kte.T).T  # K_te·Q (M × N)
+            self._shared["kv"] = be.test_basis(kte, b)
         return self._shared["kv"]
 
     def retained_basis(self, first: int) -> Any:

@@ -452,7 +452,8 @@ pub fn sym_eigh_scaled_timed<S: Real, T: Real>(
 /// (docs/performance.md).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct EighTuning {
-    /// Block size of the Householder back-transformation (faer: 128 for N ≥ 2048).
+    /// Reflectors per block of [`Reflectors`] (default: faer's block size for N, at least
+    /// 32; blocks narrower than [`MIN_APPLY_WIDTH`] are applied by plain loops).
     pub block_size: usize,
     /// Size below which faer's divide and conquer solves by QR iteration (faer: 128).
     /// Setting it also sends sizes up to [`crate::ql::MAX_N`] to faer's solver instead of
@@ -505,22 +506,51 @@ pub fn sym_eigh_scaled_tuned<S: Real, T: Real>(
 /// `Q X` depends on the same column of `X` alone (narrower inputs are padded).
 pub struct Reflectors<T> {
     /// `n × n`, column-major: block `[j₀, j₀ + b)` holds its `Y` in rows `j₀ + 1 ..`.
-    a: Mat<T>,
+    a: ZeroedSquare<T>,
     /// `bs × (n − 1)`: block `[j₀, j₀ + b)` holds its `S` (`b × b`, zero below the diagonal).
     s: Mat<T>,
     bs: usize,
 }
 
+/// An `n × n` column-major matrix of zeros from the allocator's zeroed pages, 64-byte
+/// aligned: every element is initialized, and a page that is never written costs no memory
+/// (the reduction writes only the lower triangle and a band above it).
+struct ZeroedSquare<T> {
+    buf: Vec<T>,
+    off: usize,
+    n: usize,
+}
+
+impl<T: Real> ZeroedSquare<T> {
+    fn new(n: usize) -> Self {
+        let size = std::mem::size_of::<T>();
+        let buf = vec![T::from_f64(0.0); n * n + 64 / size];
+        let off = ((64 - buf.as_ptr() as usize % 64) % 64) / size;
+        ZeroedSquare { buf, off, n }
+    }
+
+    fn as_ref(&self) -> MatRef<'_, T> {
+        let n = self.n;
+        MatRef::from_column_major_slice(&self.buf[self.off..self.off + n * n], n, n)
+    }
+
+    fn as_mut(&mut self) -> MatMut<'_, T> {
+        let n = self.n;
+        MatMut::from_column_major_slice_mut(&mut self.buf[self.off..self.off + n * n], n, n)
+    }
+}
+
 /// The narrowest product [`Reflectors::apply`] issues (and the width inputs are padded to):
 /// every dimension of every product is at least this, above faer's small-product kernels.
-pub const MIN_APPLY_WIDTH: usize = 16;
+pub const MIN_APPLY_WIDTH: usize = 17;
 
 impl<T: Real> Reflectors<T> {
     /// Turns the reduction's output (`a` with faer's reflector layout below the
     /// subdiagonal, `hh` its block factors of `bs` columns) into the dense blocks; `a`'s
     /// diagonal and subdiagonal (the tridiagonal matrix, read before) are overwritten.
-    fn from_reduction(mut a: Mat<T>, hh: MatRef<'_, T>, bs: usize) -> Self {
-        let n = a.nrows();
+    fn from_reduction(mut buf: ZeroedSquare<T>, hh: MatRef<'_, T>, bs: usize) -> Self {
+        let n = buf.n;
+        let mut a = buf.as_mut();
         let n1 = n.saturating_sub(1);
         let mut s = Mat::<T>::zeros(bs.max(1), n1);
         let (zero, one) = (T::from_f64(0.0), T::from_f64(1.0));
@@ -549,7 +579,7 @@ impl<T: Real> Reflectors<T> {
             j0 += b;
         }
         Reflectors {
-            a,
+            a: buf,
             s,
             bs: bs.max(1),
         }
@@ -558,33 +588,18 @@ impl<T: Real> Reflectors<T> {
     /// The order `n` of `Q`.
     #[must_use]
     pub fn n(&self) -> usize {
-        self.a.nrows()
+        self.a.n
     }
 
-    /// `(Y blocks, S blocks, bs)`: the stored form, for serialization. Entries no block
-    /// uses (above each block's rows; never written) are zero in the copy.
+    /// `(Y blocks, S blocks, bs)`: the stored form, for serialization.
     #[must_use]
-    pub fn parts(&self) -> (Mat<T>, MatRef<'_, T>, usize) {
-        let (bs, n) = (self.bs, self.n());
-        let a = Mat::<T>::from_fn(n, n, |i, j| {
-            // the lower triangle, and the band above the diagonal a block's Y holds
-            let lo = if j + 1 < n {
-                j.min((j / bs) * bs + 1)
-            } else {
-                j
-            };
-            if i >= lo {
-                self.a[(i, j)]
-            } else {
-                T::from_f64(0.0)
-            }
-        });
-        (a, self.s.as_ref(), bs)
+    pub fn parts(&self) -> (MatRef<'_, T>, MatRef<'_, T>, usize) {
+        (self.a.as_ref(), self.s.as_ref(), self.bs)
     }
 
     /// The reflectors from [`Reflectors::parts`]; checks the shapes only (the values are
     /// those a factorization stored).
-    pub fn from_parts(a: Mat<T>, s: Mat<T>, bs: usize) -> Result<Self> {
+    pub fn from_parts(a: MatRef<'_, T>, s: Mat<T>, bs: usize) -> Result<Self> {
         let n = a.nrows();
         if a.ncols() != n || bs == 0 || s.nrows() != bs || s.ncols() != n.saturating_sub(1) {
             return Err(Error::InvalidArgument(format!(
@@ -593,7 +608,9 @@ impl<T: Real> Reflectors<T> {
                 s.shape()
             )));
         }
-        Ok(Reflectors { a, s, bs })
+        let mut buf = ZeroedSquare::new(n);
+        buf.as_mut().copy_from(a);
+        Ok(Reflectors { a: buf, s, bs })
     }
 
     fn apply_with(&self, mut x: MatMut<'_, T>, par: Par, transpose: bool) {
@@ -742,7 +759,7 @@ pub fn sym_eigh_factored_tuned<S: Real, T: Real>(
     timings: Option<&mut EighTimings>,
     tuning: EighTuning,
 ) -> Result<(i32, Reflectors<T>)> {
-    use faer::linalg::{qr, temp_mat_scratch};
+    use faer::linalg::qr;
 
     let cpu = timings.as_ref().is_some_and(|t| t.process_cpu);
     let mut clock = clock_now(cpu);
@@ -760,35 +777,28 @@ pub fn sym_eigh_factored_tuned<S: Real, T: Real>(
         }
         return Ok((
             e,
-            Reflectors::from_reduction(Mat::zeros(0, 0), Mat::<T>::zeros(1, 0).as_ref(), 1),
+            Reflectors::from_reduction(ZeroedSquare::new(0), Mat::<T>::zeros(1, 0).as_ref(), 1),
         ));
     }
     let mut params: faer::Spec<evd::SelfAdjointEvdParams, T> = Default::default();
     if tuning.recursion_threshold > 0 {
         params.recursion_threshold = tuning.recursion_threshold;
     }
-    // the reflectors' blocks: faer's size for the back-transformation, but never narrower
-    // than the kernels Reflectors::apply needs (faer picks 8 below N = 128)
+    // the reflectors' blocks: faer's size for the back-transformation, but at least 32
+    // (wider than the MIN_APPLY_WIDTH that Reflectors::apply needs; faer picks 8 below
+    // N = 128, which would leave every block to plain loops)
     let bs = if tuning.block_size > 0 {
         tuning.block_size.min(n).max(1)
     } else {
-        qr::no_pivoting::factor::recommended_block_size::<T>(n, n).max(2 * MIN_APPLY_WIDTH)
+        qr::no_pivoting::factor::recommended_block_size::<T>(n, n).max(32)
     };
     // the scratch of each stage, reused one after the other (self_adjoint_evd_scratch
     // covers every stage's)
-    let req = faer::dyn_stack::StackReq::all_of(&[
-        temp_mat_scratch::<T>(bs, n - 1),
-        evd::self_adjoint_evd_scratch::<T>(n, ComputeEigenvectors::Yes, par, params),
-    ]);
+    let req = evd::self_adjoint_evd_scratch::<T>(n, ComputeEigenvectors::Yes, par, params);
     let mut mem = MemBuffer::new(req);
     let stack = MemStack::new(&mut mem);
-    // the buffer that is tridiagonalized in place and then holds the reflectors: allocated
-    // uninitialized (the pages of its strict upper triangle are never touched)
-    let mut a = Mat::<T>::with_capacity(n, n);
-    // SAFETY: the elements are plain floats; the lower triangle is fully written below
-    // before anything reads it, and nothing ever reads the strict upper triangle (faer's
-    // own self_adjoint_evd uses an uninitialized work matrix the same way).
-    unsafe { a.set_dims(n, n) };
+    // the buffer that is tridiagonalized in place and then holds the reflectors
+    let mut a = ZeroedSquare::<T>::new(n);
     let mut hh = Mat::<T>::zeros(bs.max(1), n - 1);
     tm.other += lap(&mut clock, cpu);
 
@@ -805,11 +815,12 @@ pub fn sym_eigh_factored_tuned<S: Real, T: Real>(
     }
     tm.tridiagonalize = lap(&mut clock, cpu);
 
-    let diag: Vec<T> = (0..n).map(|i| a[(i, i)]).collect();
+    let ar = a.as_ref();
+    let diag: Vec<T> = (0..n).map(|i| ar[(i, i)]).collect();
     let sub: Vec<T> = (0..n)
         .map(|i| {
             if i + 1 < n {
-                a[(i + 1, i)]
+                ar[(i + 1, i)]
             } else {
                 T::from_f64(0.0)
             }

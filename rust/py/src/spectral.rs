@@ -126,18 +126,27 @@ impl PyReflectors {
         }
     }
 
+    /// The element type, `"float32"` or `"float64"`.
+    #[getter]
+    fn dtype(&self) -> &'static str {
+        match &self.0 {
+            Refl::F32(_) => "float32",
+            Refl::F64(_) => "float64",
+        }
+    }
+
     /// Pickling: rebuilt by `_reflectors_from_parts_<t>(a, s, bs)`.
     fn __reduce__<'py>(&self, py: Python<'py>) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
         let m = py.import("tangentflow._core")?;
         match &self.0 {
             Refl::F32(q) => {
                 let (a, s, bs) = q.parts();
-                let args = (to_numpy(py, a.as_ref()), to_numpy(py, s), bs).into_pyobject(py)?;
+                let args = (to_numpy(py, a), to_numpy(py, s), bs).into_pyobject(py)?;
                 Ok((m.getattr("_reflectors_from_parts_f32")?, args.into_any()))
             }
             Refl::F64(q) => {
                 let (a, s, bs) = q.parts();
-                let args = (to_numpy(py, a.as_ref()), to_numpy(py, s), bs).into_pyobject(py)?;
+                let args = (to_numpy(py, a), to_numpy(py, s), bs).into_pyobject(py)?;
                 Ok((m.getattr("_reflectors_from_parts_f64")?, args.into_any()))
             }
         }
@@ -153,11 +162,7 @@ macro_rules! from_parts_fn {
             s: PyReadonlyArray2<'_, $t>,
             bs: usize,
         ) -> CoreResult<PyReflectors> {
-            let q = spectral::Reflectors::from_parts(
-                mat_ref(&a).to_owned(),
-                mat_ref(&s).to_owned(),
-                bs,
-            )?;
+            let q = spectral::Reflectors::from_parts(mat_ref(&a), mat_ref(&s).to_owned(), bs)?;
             Ok(<$t as Typed>::wrap(q))
         }
     };
@@ -270,15 +275,22 @@ fn apply_q<'py, T: Typed + Real + numpy::Element>(
 form_fn!(f64, form_eigenvectors_f64, apply_q);
 form_fn!(f32, form_eigenvectors_f32, apply_q);
 
-/// `Qᵀ x` as a new array (float64). Private: a test hook.
-#[pyfunction]
-pub fn _apply_transpose_f64<'py>(
-    py: Python<'py>,
-    q: PyRef<'py, PyReflectors>,
-    x: PyReadonlyArray2<'py, f64>,
-) -> CoreResult<Bound<'py, PyArray2<f64>>> {
-    apply_q(py, q, x, true)
+macro_rules! transpose_fn {
+    ($t:ty, $name:ident) => {
+        /// `Qᵀ x` as a new Fortran-ordered array (`x`: `N` rows).
+        #[pyfunction]
+        pub fn $name<'py>(
+            py: Python<'py>,
+            q: PyRef<'py, PyReflectors>,
+            x: PyReadonlyArray2<'py, $t>,
+        ) -> CoreResult<Bound<'py, PyArray2<$t>>> {
+            apply_q(py, q, x, true)
+        }
+    };
 }
+
+transpose_fn!(f64, apply_transpose_f64);
+transpose_fn!(f32, apply_transpose_f32);
 
 /// `[(stage, seconds)]` of one factorization of `2^-e·(sym(K) + shift·I)` (float64), the
 /// breakdown of docs/performance.md; the factors themselves are dropped. `staged = false`
