@@ -34,6 +34,43 @@ stats_fn!(f32, kernel_stats_f32);
 
 type Eigh<'py, T> = (Bound<'py, PyArray1<f64>>, Bound<'py, PyArray2<T>>, i32);
 
+/// The eigendecomposition behind both bindings: `(w, B, e, Q)` with `B = V` when `form`,
+/// else `B = Z` and the reflectors `Q` (`V = Q Z`, docs/numerics.md §17).
+fn eigh_impl<'py, S, T>(
+    py: Python<'py>,
+    k: &PyReadonlyArray2<'py, S>,
+    shift: f64,
+    form: bool,
+) -> CoreResult<(Eigh<'py, T>, Option<spectral::Reflectors<T>>)>
+where
+    S: Real + numpy::Element,
+    T: Real + numpy::Element,
+{
+    let n = k.as_array().nrows();
+    let w = PyArray1::<f64>::zeros(py, [n], false);
+    let b = PyArray2::<T>::zeros(py, [n, n], true);
+    let (e, q);
+    {
+        let kr = mat_ref(k);
+        let mut wrw = w.readwrite();
+        let ws = wrw
+            .as_slice_mut()
+            .map_err(|_| internal("eigenvalue buffer"))?;
+        let mut brw = b.readwrite();
+        let bm = mat_mut(&mut brw);
+        (e, q) = py.detach(|| {
+            threads::install_sized(spectral::eigh_work(n), |par| {
+                if form {
+                    spectral::sym_eigh_scaled(kr, shift, ws, bm, par).map(|e| (e, None))
+                } else {
+                    spectral::sym_eigh_factored(kr, shift, ws, bm, par).map(|(e, q)| (e, Some(q)))
+                }
+            })
+        })?;
+    }
+    Ok(((w, b, e), q))
+}
+
 macro_rules! eigh_fn {
     ($s:ty, $t:ty, $eigh:ident) => {
         /// `(w, V, e)`: `2^-e·(sym(K) + shift·I) = V diag(w) Vᵀ`, eigenvalues ascending
@@ -45,25 +82,7 @@ macro_rules! eigh_fn {
             k: PyReadonlyArray2<'py, $s>,
             shift: f64,
         ) -> CoreResult<Eigh<'py, $t>> {
-            let n = k.as_array().nrows();
-            let w = PyArray1::<f64>::zeros(py, [n], false);
-            let v = PyArray2::<$t>::zeros(py, [n, n], true);
-            let e;
-            {
-                let kr = mat_ref(&k);
-                let mut wrw = w.readwrite();
-                let ws = wrw
-                    .as_slice_mut()
-                    .map_err(|_| internal("eigenvalue buffer"))?;
-                let mut vrw = v.readwrite();
-                let vm = mat_mut(&mut vrw);
-                e = py.detach(|| {
-                    threads::install_sized(spectral::eigh_work(n), |par| {
-                        spectral::sym_eigh_scaled(kr, shift, ws, vm, par)
-                    })
-                })?;
-            }
-            Ok((w, v, e))
+            Ok(eigh_impl::<$s, $t>(py, &k, shift, true)?.0)
         }
     };
 }
@@ -191,24 +210,8 @@ macro_rules! factored_fn {
             k: PyReadonlyArray2<'py, $s>,
             shift: f64,
         ) -> CoreResult<Factored<'py, $t>> {
-            let n = k.as_array().nrows();
-            let w = PyArray1::<f64>::zeros(py, [n], false);
-            let z = PyArray2::<$t>::zeros(py, [n, n], true);
-            let (e, q);
-            {
-                let kr = mat_ref(&k);
-                let mut wrw = w.readwrite();
-                let ws = wrw
-                    .as_slice_mut()
-                    .map_err(|_| internal("eigenvalue buffer"))?;
-                let mut zrw = z.readwrite();
-                let zm = mat_mut(&mut zrw);
-                (e, q) = py.detach(|| {
-                    threads::install_sized(spectral::eigh_work(n), |par| {
-                        spectral::sym_eigh_factored(kr, shift, ws, zm, par)
-                    })
-                })?;
-            }
+            let ((w, z, e), q) = eigh_impl::<$s, $t>(py, &k, shift, false)?;
+            let q = q.ok_or_else(|| internal("reflectors"))?;
             Ok((w, z, e, <$t as Typed>::wrap(q)))
         }
     };
