@@ -264,9 +264,12 @@ def test_trace_axes_of_non_ints_is_a_clear_error(bad):
         tf.Predictor(k, y, trace_axes=bad)
 
 
-def test_corrupted_pickle_says_what_is_wrong():
+def test_corrupted_pickle_says_what_is_wrong(monkeypatch):
     import pickle
 
+    from tangentflow._backends import cpu
+
+    monkeypatch.setattr(cpu, "FORM_BELOW", 0)  # a state with reflectors, as of a large kernel
     k, kte, y = _rbf(50, 5)
     p = tf.Predictor(k, y).factorize()
     good = p.__getstate__()

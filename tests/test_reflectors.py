@@ -12,8 +12,15 @@ from test_compression import log_times, make
 
 import tangentflow as tf
 from tangentflow import _core
+from tangentflow._backends import cpu
 
 KINDS = ("smooth", "clustered", "16 decades", "negative cut", "singular")
+
+
+@pytest.fixture(autouse=True)
+def _keep_reflectors(monkeypatch):
+    """This module's kernels are small: keep their reflectors as a large kernel's are."""
+    monkeypatch.setattr(cpu, "FORM_BELOW", 0)
 
 
 def _reference(k, kte, y, f0, g0, ts, p):
@@ -93,6 +100,39 @@ def test_closed_forms_do_not_form_v_and_match_numpy(kind):
         tol = 1e-14 * cond
         assert np.abs(out.train - train).max() <= tol * max(1.0, np.abs(train).max())
         assert np.abs(out.test - test).max() <= tol * max(1.0, np.abs(test).max())
+
+
+@pytest.mark.parametrize("kind", ("smooth", "16 decades", "negative cut"))
+def test_small_kernels_form_v_at_once_and_agree(kind, monkeypatch):
+    """Below ``FORM_BELOW`` rows V is formed by the eigensolver (§17, "Small kernels"); the
+    outputs agree with the reflector path and with NumPy to cond_R·ε, and the cut is the
+    same."""
+    k, kte, y, f0, g0 = make(kind, n=120, seed=11)
+    ts = log_times(k, n_times=6)
+    monkeypatch.setattr(cpu, "FORM_BELOW", 256)
+    p = tf.Predictor(k, y)
+    out = p.at(ts, k_test_train=kte, fx_train_0=f0, fx_test_0=g0)
+    fact = p._model.fact
+    assert fact.q is None and fact.z is None and fact.v is not None
+    # the same eigenvectors, bitwise, as the reflectors give once formed
+    w, z, _, q = _core.sym_eigh_factored_f64_f64(k, 0.0)
+    np.testing.assert_array_equal(fact.v, _core.form_eigenvectors_f64(q, z))
+    monkeypatch.setattr(cpu, "FORM_BELOW", 0)
+    pq = tf.Predictor(k, y)
+    ref = pq.at(ts, k_test_train=kte, fx_train_0=f0, fx_test_0=g0)
+    assert pq._model.fact.q is not None
+    assert p.diagnostics().n_cut == pq.diagnostics().n_cut
+    cond = 1e13 if kind == "16 decades" else 1e6
+    train, test = _reference(k, kte, y, f0, g0, ts, p)
+    for a, b in ((out, ref), (out, None)):
+        bt, bs = (b.train, b.test) if b is not None else (train, test)
+        assert np.abs(a.train - bt).max() <= 1e-14 * cond * max(1.0, np.abs(bt).max())
+        assert np.abs(a.test - bs).max() <= 1e-14 * cond * max(1.0, np.abs(bs).max())
+    # a pickle keeps V and its bits
+    back = pickle.loads(pickle.dumps(p))
+    again = back.at(ts, k_test_train=kte, fx_train_0=f0, fx_test_0=g0)
+    np.testing.assert_array_equal(again.train, out.train)
+    np.testing.assert_array_equal(again.test, out.test)
 
 
 @pytest.mark.parametrize("kind", ("smooth", "negative cut"))

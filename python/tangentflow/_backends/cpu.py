@@ -37,6 +37,11 @@ _KERNEL_STATS: dict[_Prec, Callable[[_Arr], tuple[float, float, float, bool]]] =
     "f32": _core.kernel_stats_f32,
     "f64": _core.kernel_stats_f64,
 }
+#: Kernels with fewer rows get their eigenvectors formed by the eigensolver instead of
+#: kept as reflectors (docs/numerics.md §17, "Small kernels"): there forming ``V`` costs
+#: less than what applying ``Q`` adds to a first call's products.
+FORM_BELOW = 256
+
 # keyed by (kernel dtype, compute dtype)
 _EIGH: dict[tuple[_Prec, _Prec], Callable[[_Arr, float], tuple[_F64, _Arr, int]]] = {
     ("f64", "f64"): _core.sym_eigh_f64_f64,
@@ -167,6 +172,9 @@ class CpuBackend:
         return _EIGH[_p(k.dtype), _p(dtype)](k, 0.0)
 
     def eigh_factored(self, k: Any, dtype: Any) -> tuple[Any, Any, int, Any] | None:
+        # below FORM_BELOW training points V is formed at once (docs/numerics.md §17)
+        if k.shape[0] < FORM_BELOW:
+            return None
         k = self._kernel(k)
         return _EIGH_FACTORED[_p(k.dtype), _p(dtype)](k, 0.0)
 

@@ -954,12 +954,7 @@ fn combine<T: Real>(
     let rank = bh.ncols();
     let sign = side.sign();
     let wt = Mat::<T>::from_fn(rank, cols.len(), |q, j| T::from_f64(sign * w[(q, j)]));
-    let mut flat = vec![T::from_f64(0.0); block];
-    for i in 0..rows {
-        for rr in 0..nout {
-            flat[i * nout + rr] = base[(i, rr)];
-        }
-    }
+    let flat = row_major(base);
     let mut j0 = 0;
     while j0 < cols.len() {
         let mut j1 = j0 + 1;
@@ -987,6 +982,19 @@ fn combine<T: Real>(
         }
         j0 = j1;
     }
+}
+
+/// `base` in C order (`rows × R`, the layout of one time's output block).
+fn row_major<T: Real>(base: MatRef<'_, T>) -> Vec<T> {
+    let (rows, r) = base.shape();
+    let mut flat = Vec::with_capacity(rows * r);
+    for i in 0..rows {
+        match base.row(i).try_as_row_major() {
+            Some(row) => flat.extend_from_slice(row.as_slice()),
+            None => flat.extend((0..r).map(|rr| base[(i, rr)])),
+        }
+    }
+    flat
 }
 
 // -- the direct path ---------------------------------------------------------------------
@@ -1039,15 +1047,21 @@ fn direct_outputs<T: Real>(
     let mut d = then.map(|m| Mat::<T>::zeros(m.nrows(), wmax));
     let mut staged: Vec<&mut [T]> = Vec::new();
     let mut blocks: Vec<Option<&mut [T]>> = out.chunks_mut(block).map(Some).collect();
+    let flat = row_major(base);
+    let mut fbuf: Vec<f64> = Vec::with_capacity(k);
     for times in idx.chunks(chunk) {
         let tc = times.len();
         let width = (tc * r).max(wmin);
         for (tt, &t) in times.iter().enumerate() {
+            let fcol = factor.col(t);
+            fbuf.clear();
+            fbuf.extend(fcol.iter().map(|&x| sign * x));
             for rr in 0..r {
                 let col = w.as_mut().col_mut(tt * r + rr).try_as_col_major_mut();
                 let col = col.expect("contiguous column").as_slice_mut();
-                for (i, x) in col.iter_mut().enumerate() {
-                    *x = T::from_f64(sign * factor[(i, t)] * z[(i, rr)].to_f64());
+                let zc = z.col(rr);
+                for (i, (x, &fi)) in col.iter_mut().zip(&fbuf).enumerate() {
+                    *x = T::from_f64(fi * zc[i].to_f64());
                 }
             }
         }
@@ -1079,12 +1093,17 @@ fn direct_outputs<T: Real>(
         for &t in times {
             staged.push(blocks[t].take().expect("each time once"));
         }
+        // out[t] (rows × R, C order) = base + the time's R columns of cm: the base block
+        // copied, then each contiguous column added along its stride (a sum of two `T`s is
+        // the correctly rounded sum, in either order)
         #[allow(clippy::mut_mut)]
         let scatter = |(tt, dst): (usize, &mut &mut [T])| {
-            for i in 0..rows {
-                for rr in 0..r {
-                    dst[i * r + rr] =
-                        T::from_f64(base[(i, rr)].to_f64() + cm[(i, tt * r + rr)].to_f64());
+            dst.copy_from_slice(&flat);
+            for rr in 0..r {
+                let col = cm.col(tt * r + rr).try_as_col_major();
+                let col = col.expect("contiguous column").as_slice();
+                for (d, &x) in dst[rr..].iter_mut().step_by(r).zip(col) {
+                    *d += x;
                 }
             }
         };
