@@ -88,3 +88,35 @@ def test_finiteness_check() -> None:
     y[3, 0] = -np.inf  # -inf among huge finite entries: the sum is -inf or NaN
     with pytest.raises(ValueError, match="y_train contains NaN or infinity"):
         tf.Predictor(k, y)
+
+
+@pytest.mark.parametrize("e", [-1000, -100, -7, 0, 57, 900])
+def test_test_outputs_come_without_a_scaled_copy_and_keep_their_bits(e, monkeypatch) -> None:
+    """``(2^-e·K_te)·x`` as ``K_te·(2^-e·x)`` (docs/numerics.md §3.2): no scaled copy of
+    K_te, the bits of the scaled-copy product, and the same bits at every kernel scale."""
+    from tangentflow._model.test_inputs import TestInputs
+
+    rng = np.random.default_rng(4)
+    k = _spd(80, 1e3, seed=2)
+    kte = rng.standard_normal((9, 80)) @ k / 10
+    y, g0 = rng.standard_normal((80, 2)), rng.standard_normal((9, 2))
+    kw = dict(y_train=y, fx_train_0=0.0, fx_test_0=g0)
+    ref = tf.Predictor(k).at(None, k_test_train=kte, **kw).test
+    copies = []
+    scaled_k = TestInputs.scaled_k
+    monkeypatch.setattr(
+        TestInputs, "scaled_k", lambda self, ex: copies.append(ex) or scaled_k(self, ex)
+    )
+    s = 2.0**e
+    p = tf.Predictor(s * k)
+    out = p.at(None, k_test_train=s * kte, **kw).test
+    assert p.factorizations == 0  # the Cholesky path
+    assert copies == []
+    np.testing.assert_array_equal(out, ref)
+    # the product through the scaled copy, on the same solve
+    m = p.model
+    sol = m.cholesky_solve(np.ascontiguousarray(y))
+    assert sol is not None
+    x, ex = sol
+    t = TestInputs(m, s * kte, g0).bind(m.call_targets(y)[1])
+    np.testing.assert_array_equal(t.scaled_times(ex, x), m.backend.test_basis(scaled_k(t, ex), x))

@@ -194,7 +194,7 @@ def _cholesky_limit(
     train = xp.broadcast_to(yf, (nt,) + yf.shape).copy()
     tst = None
     if test is not None:
-        g = g0 + m.backend.test_basis(test.scaled_k(e), x)  # in the core (set_num_threads)
+        g = g0 + test.scaled_times(e, x)  # in the core (set_num_threads)
         tst = xp.broadcast_to(g, (nt,) + g.shape).copy()
     return train, tst
 

@@ -76,6 +76,22 @@ class TestInputs:
             self._shared["ks"] = ks
         return ks[1]
 
+    def scaled_times(self, e: int, x: Any) -> Any:
+        """``(2^-e·K_te)·x`` (the test outputs of a solve ``x`` on the scaled train kernel).
+        Where ``2^-e·x`` is exact (no entry leaves the normal range) and the kernel is in
+        the compute dtype, as ``K_te·(2^-e·x)``: every product is the same real number, so
+        the same bits wherever ``2^-e·K_te`` is exact too, and no scaled copy of ``K_te``
+        (``M × N``) is made. Otherwise through ``scaled_k``."""
+        m = self.model
+        xp, be = m.xp, m.backend
+        if e and self.k.dtype == m.dtype:
+            with np.errstate(over="ignore", under="ignore"):
+                xs = ldexp(x, -e, xp)
+                exact = bool(xp.all(ldexp(xs, e, xp) == x))
+            if exact:
+                return be.test_basis(self.k, xs)
+        return be.test_basis(self.scaled_k(e), x)
+
     def basis(self) -> Any:
         """``2^-e·K_te·V`` of the shared factorization; where it keeps ``V = Q Z``
         unformed, ``((Qᵀ K_teᵀ)ᵀ) Z``: ``2N²M + 2MN²`` instead of forming ``V`` (``2N³``)

@@ -124,6 +124,29 @@ pub fn kernel_stats<S: Real>(k: MatRef<'_, S>, par: Par) -> Result<KernelStats> 
     })
 }
 
+/// Entries per task of [`all_finite`] (a few hundred kilobytes).
+const FINITE_CHUNK: usize = 1 << 15;
+
+/// Whether every entry of `x` is finite: one pass in eight independent lanes, split over
+/// threads by chunks under `Par::Rayon`, and stopping at the first chunk with a NaN or an
+/// infinity (a memory pass, where a boolean temporary would be written and read again).
+pub fn all_finite<S: Real>(x: &[S], par: Par) -> bool {
+    let chunk_ok = |c: &[S]| {
+        let mut ok = [true; 8];
+        let full = c.len() / 8 * 8;
+        for w in c[..full].chunks_exact(8) {
+            for q in 0..8 {
+                ok[q] &= w[q].to_f64().abs() <= f64::MAX;
+            }
+        }
+        c[full..].iter().all(|v| v.to_f64().abs() <= f64::MAX) && ok.iter().all(|&b| b)
+    };
+    match par {
+        Par::Seq => x.chunks(FINITE_CHUNK).all(chunk_ok),
+        Par::Rayon(_) => x.par_chunks(FINITE_CHUNK).all(chunk_ok),
+    }
+}
+
 pub(crate) fn check_square<S>(k: MatRef<'_, S>, what: &'static str) -> Result<usize> {
     if k.nrows() == k.ncols() {
         Ok(k.nrows())
@@ -979,6 +1002,30 @@ pub(crate) mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn all_finite_finds_any_nan_or_infinity() {
+        for n in [0usize, 1, 7, 8, 9, 100, FINITE_CHUNK + 3, 3 * FINITE_CHUNK] {
+            let mut x = vec![1.5f64; n];
+            for par in [Par::Seq, Par::rayon(2)] {
+                assert!(all_finite(&x, par));
+            }
+            for bad in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+                for at in [0, n / 2, n.saturating_sub(1)] {
+                    if n == 0 {
+                        continue;
+                    }
+                    let keep = x[at];
+                    x[at] = bad;
+                    assert!(!all_finite(&x, Par::Seq) && !all_finite(&x, Par::rayon(2)));
+                    let y: Vec<f32> = x.iter().map(|&v| v as f32).collect();
+                    assert!(!all_finite(&y, Par::Seq));
+                    x[at] = keep;
+                }
+            }
+        }
+        assert!(all_finite(&[f64::MAX, -f64::MAX, 5e-324], Par::Seq));
     }
 
     #[test]

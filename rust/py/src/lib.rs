@@ -49,11 +49,12 @@ mod _core {
     use crate::ode::ode_solve;
     #[pymodule_export]
     use crate::spectral::{
-        _eigh_timings_f64, _reflectors_from_parts_f32, _reflectors_from_parts_f64,
-        apply_transpose_f32, apply_transpose_f64, form_eigenvectors_f32, form_eigenvectors_f64,
-        kernel_stats_f32, kernel_stats_f64, sym_eigh_f32_f32, sym_eigh_f32_f64, sym_eigh_f64_f32,
-        sym_eigh_f64_f64, sym_eigh_factored_f32_f32, sym_eigh_factored_f32_f64,
-        sym_eigh_factored_f64_f32, sym_eigh_factored_f64_f64, PyReflectors,
+        _eigh_timings_f64, _reflectors_from_parts_f32, _reflectors_from_parts_f64, all_finite_f32,
+        all_finite_f64, apply_transpose_f32, apply_transpose_f64, form_eigenvectors_f32,
+        form_eigenvectors_f64, kernel_stats_f32, kernel_stats_f64, sym_eigh_f32_f32,
+        sym_eigh_f32_f64, sym_eigh_f64_f32, sym_eigh_f64_f64, sym_eigh_factored_f32_f32,
+        sym_eigh_factored_f32_f64, sym_eigh_factored_f64_f32, sym_eigh_factored_f64_f64,
+        PyReflectors,
     };
     #[pymodule_export]
     use crate::threads::{get_num_threads, set_num_threads};

@@ -6,7 +6,7 @@
 
 use crate::convert::{mat_mut, mat_ref, to_numpy};
 use crate::errors::{internal, CoreResult};
-use numpy::{PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray2};
+use numpy::{PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray2, PyReadonlyArrayDyn};
 use pyo3::prelude::*;
 use tangentflow_core::{spectral, threads, Real};
 
@@ -31,6 +31,26 @@ macro_rules! stats_fn {
 
 stats_fn!(f64, kernel_stats_f64);
 stats_fn!(f32, kernel_stats_f32);
+
+macro_rules! finite_fn {
+    ($s:ty, $name:ident) => {
+        /// Whether every entry of a C- or F-contiguous array is finite (one pass).
+        #[pyfunction]
+        pub fn $name(py: Python<'_>, a: PyReadonlyArrayDyn<'_, $s>) -> CoreResult<bool> {
+            let x = a
+                .as_slice()
+                .map_err(|_| pyo3::exceptions::PyValueError::new_err("a contiguous array"))?;
+            Ok(py.detach(|| {
+                threads::install_sized(x.len().saturating_mul(16), |par| {
+                    spectral::all_finite(x, par)
+                })
+            }))
+        }
+    };
+}
+
+finite_fn!(f64, all_finite_f64);
+finite_fn!(f32, all_finite_f32);
 
 type Eigh<'py, T> = (Bound<'py, PyArray1<f64>>, Bound<'py, PyArray2<T>>, i32);
 
