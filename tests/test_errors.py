@@ -1,5 +1,7 @@
 """Bad input is refused before any work, with the argument named."""
 
+import math
+
 import numpy as np
 import pytest
 
@@ -302,3 +304,25 @@ def test_corrupted_pickle_says_what_is_wrong(monkeypatch):
     np.testing.assert_array_equal(
         back.at(3.0, k_test_train=kte).test, p.at(3.0, k_test_train=kte).test
     )
+
+
+def test_options_are_made_once_per_plain_set_and_still_checked():
+    """``Options.create`` keeps what it made from plain values, keyed by type and exact
+    value: ``True`` is not ``1``, ``-0.0`` is not ``0.0``, and a bad value still raises."""
+    from tangentflow._model.options import Options
+
+    a = Options.create(learning_rate=0.5, diag_reg=1e-3)
+    assert Options.create(learning_rate=0.5, diag_reg=1e-3) is a
+    assert Options.create(learning_rate=0.25, diag_reg=1e-3) is not a
+    assert Options.create(learning_rate=0.5, diag_reg=1e-3).learning_rate == 0.5
+    with pytest.raises(TypeError, match="learning_rate"):
+        Options.create(learning_rate=True)
+    assert Options.create(learning_rate=1).learning_rate == 1.0
+    for _ in range(2):
+        with pytest.raises(ValueError, match="diag_reg"):
+            Options.create(diag_reg=-1.0)
+    neg = Options.create(diag_reg=-0.0)
+    assert math.copysign(1.0, neg.diag_reg) == -1.0
+    assert math.copysign(1.0, Options.create(diag_reg=0.0).diag_reg) == 1.0
+    # a callable loss or a list of axes is validated every time
+    assert Options.create(trace_axes=[1]).trace_axes == (1,)

@@ -28,6 +28,21 @@ _DTYPES: dict[str, np.dtype[Any]] = {
     "float32": np.dtype(np.float32),
 }
 
+#: Argument types whose values key the cache of ``Options.create`` (immutable, compared by
+#: value with their type, so that ``True`` and ``1.0`` stay apart).
+_PLAIN = (int, float, bool, str, type(None))
+_MADE: dict[tuple[tuple[type, object], ...], Options] = {}
+_MADE_MAX = 256
+
+
+def _key(args: tuple[object, ...]) -> tuple[tuple[type, object], ...] | None:
+    """The cache key of plain arguments (floats by their exact hex form: ``-0.0`` is not
+    ``0.0``), or None."""
+    if not all(type(a) in _PLAIN for a in args):
+        return None
+    return tuple((type(a), a.hex() if type(a) is float else a) for a in args)
+
+
 #: Default ``rtol`` of the ODE integrator and of the Krylov solver (``rtol=None``).
 ODE_RTOL = 1.4e-8
 KRYLOV_RTOL = 1e-8
@@ -71,7 +86,38 @@ class Options:
         max_iter: object = None,
         progress: object = None,
     ) -> Options:
-        """Checks every option (errors name the argument) and combinations of them."""
+        """Checks every option (errors name the argument) and combinations of them.
+        Options made of plain values (numbers, strings, None) are made once: a sweep that
+        builds thousands of Predictors validates each distinct set only the first time."""
+        args = (learning_rate, diag_reg, diag_reg_absolute_scale, momentum, loss, dynamics,
+                trace_axes, precision, rcond, rtol, atol, converge_tol, max_iter, progress)  # fmt: skip
+        key = _key(args)
+        made = _MADE.get(key) if key is not None else None
+        if made is not None:
+            return made
+        made = cls._validated(*args)
+        if key is not None and len(_MADE) < _MADE_MAX:
+            _MADE[key] = made
+        return made
+
+    @classmethod
+    def _validated(
+        cls,
+        learning_rate: object,
+        diag_reg: object,
+        diag_reg_absolute_scale: object,
+        momentum: object,
+        loss: object,
+        dynamics: object,
+        trace_axes: object,
+        precision: object,
+        rcond: object,
+        rtol: object,
+        atol: object,
+        converge_tol: object,
+        max_iter: object,
+        progress: object,
+    ) -> Options:
         lr = _validate.positive_float(learning_rate, "learning_rate")
         reg = _validate.positive_float(diag_reg, "diag_reg", allow_zero=True)
         absolute = _validate.flag(diag_reg_absolute_scale, "diag_reg_absolute_scale")
