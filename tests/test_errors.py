@@ -326,3 +326,34 @@ def test_options_are_made_once_per_plain_set_and_still_checked():
     assert math.copysign(1.0, Options.create(diag_reg=0.0).diag_reg) == 1.0
     # a callable loss or a list of axes is validated every time
     assert Options.create(trace_axes=[1]).trace_axes == (1,)
+
+
+@pytest.mark.parametrize("layout", ("C", "F", "strided", "unaligned"))
+def test_large_test_kernels_with_nan_are_named_in_any_layout(layout):
+    """The finiteness check of large host arrays (the core's one pass from 2^14 entries, or
+    NumPy for memory the core does not read) names the argument in every memory layout."""
+    from tangentflow._numerics import all_finite
+
+    rng = np.random.default_rng(3)
+    k = rng.standard_normal((40, 40))
+    k = k @ k.T / 40 + np.eye(40)
+    wide = rng.standard_normal((600, 80))  # 24,000 entries: the core's pass
+    kte = {
+        "C": np.ascontiguousarray(wide[:, :40]),
+        "F": np.asfortranarray(wide[:, :40]),
+        "strided": wide[:, ::2],
+        "unaligned": None,
+    }[layout]
+    if layout == "unaligned":
+        buf = np.zeros(600 * 40 * 8 + 1, np.uint8)
+        kte = np.frombuffer(buf.data, np.float64, 600 * 40, offset=1).reshape(600, 40)
+        kte[...] = wide[:, :40]
+        assert not kte.flags.aligned and kte.flags.c_contiguous
+    assert all_finite(kte, np)
+    p = tf.Predictor(k, np.ones(40))
+    p.at(1.0, k_test_train=kte)  # fine
+    bad = kte
+    bad[599, 39] = np.nan
+    assert not all_finite(bad, np)
+    with pytest.raises(ValueError, match="k_test_train contains NaN"):
+        p.at(1.0, k_test_train=bad)

@@ -103,7 +103,13 @@ _CORE_FINITE_MIN = 1 << 14
 
 def all_finite(a: Any, xp: Any) -> bool:
     """Whether every entry of ``a`` is finite (nothing can overflow, unlike a sum)."""
-    if xp is np and a.size >= _CORE_FINITE_MIN and (a.flags.c_contiguous or a.flags.f_contiguous):
+    # (the core reads aligned, contiguous memory: anything else goes to NumPy)
+    if (
+        xp is np
+        and a.size >= _CORE_FINITE_MIN
+        and a.flags.aligned
+        and (a.flags.c_contiguous or a.flags.f_contiguous)
+    ):
         check = _FINITE.get(a.dtype)
         if check is not None:
             return bool(check(a))

@@ -277,7 +277,8 @@ fn make_reflector<T: Real>(head: &mut T, tail: faer::ColMut<'_, T>) -> T {
     } else {
         faer::ColRef::from_slice(t).norm_l2()
     };
-    // in float64 (exact for float64 elements; float32 rounds once at the end)
+    // in float64 (exact for float64 elements; for float32 the norm is rounded to float32
+    // first, as faer's would be, and the results once at the end)
     let min_positive = if f32_like {
         f64::from(f32::MIN_POSITIVE)
     } else {
